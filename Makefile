@@ -1,0 +1,51 @@
+# The verbs people type. Every target that needs Python depends on `install`,
+# so each one works as the only command on a fresh machine.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+IMAGE_REGISTRY ?= ghcr.io/perennial-dev
+IMAGE_TAG ?= $(shell sed -n 's/__version__ = "\(.*\)"/\1/p' operator/perennial/_version.py)
+
+.PHONY: install test lint fmt crds demo images deploy bench bench-serving clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[operator,runtime,dev]'
+	$(PY) -m pip check
+	touch $(STAMP)
+
+test: install
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy -p perennial -p perennial_runtime
+
+fmt: install
+	$(PY) -m ruff check --fix .
+	$(PY) -m ruff format .
+
+crds: install
+	$(PY) -m perennial crds --output crds/
+
+demo: install
+	$(PY) -m perennial demo
+
+images:
+	docker build -f operator/Dockerfile -t $(IMAGE_REGISTRY)/perennial-operator:$(IMAGE_TAG) .
+	docker build -f trainer-image/Dockerfile -t $(IMAGE_REGISTRY)/perennial-runtime:$(IMAGE_TAG) .
+
+deploy:
+	kubectl apply --server-side -f crds/
+	kubectl apply -k manifests/base
+
+bench: install
+	$(PY) -m pytest tests/bench -p no:cacheprovider $(PYTEST_ARGS) || [ $$? -eq 5 ]
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,5 @@
+import sys
+
+from perennial.cli import main
+
+sys.exit(main())
