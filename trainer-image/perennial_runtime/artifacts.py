@@ -1,0 +1,131 @@
+"""Artifact storage through fsspec: read, write, verify sha256, load skops safely.
+
+Every URI fsspec understands works (``file://``, ``s3://``, ``gs://``, plain paths).
+Models are stored in skops format and loaded with an explicit trust policy: skops'
+default trusted types plus the scikit-learn internals our allow-listed estimators
+need, nothing else. A file whose sha256 differs from the expected one is refused
+before it is parsed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import fsspec
+
+from perennial_runtime.contract import METADATA_FILE, ModelMetadata
+
+
+class ArtifactError(Exception):
+    """An artifact could not be read or written."""
+
+
+class ArtifactIntegrityError(ArtifactError):
+    """An artifact's content does not match its recorded sha256 (tampered or truncated)."""
+
+
+class UntrustedModelError(ArtifactError):
+    """A model file references types outside the trust policy."""
+
+
+# Types outside skops' defaults that fitted allow-listed estimators contain.
+_EXTRA_TRUSTED_EXACT = frozenset({"numpy.dtype"})
+_EXTRA_TRUSTED_PREFIXES = ("sklearn.",)
+
+
+def join_uri(base: str, *parts: str) -> str:
+    out = base.rstrip("/")
+    for part in parts:
+        out = f"{out}/{part.strip('/')}"
+    return out
+
+
+def run_dir(artifact_uri: str, run_name: str) -> str:
+    """``<artifactUri>/<run>``: one folder per run."""
+    return join_uri(artifact_uri, run_name)
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def read_bytes(uri: str, **storage_options: Any) -> bytes:
+    try:
+        with fsspec.open(uri, "rb", **storage_options) as fh:
+            data: bytes = fh.read()
+            return data
+    except FileNotFoundError as exc:
+        raise ArtifactError(f"artifact not found: {uri}") from exc
+    except Exception as exc:
+        raise ArtifactError(f"cannot read artifact {uri}: {exc}") from exc
+
+
+def write_bytes(uri: str, data: bytes, **storage_options: Any) -> None:
+    try:
+        fs, path = fsspec.core.url_to_fs(uri, **storage_options)
+        parent = path.rsplit("/", 1)[0] if "/" in path else ""
+        if parent:
+            fs.makedirs(parent, exist_ok=True)
+        with fs.open(path, "wb") as fh:
+            fh.write(data)
+    except Exception as exc:
+        raise ArtifactError(f"cannot write artifact {uri}: {exc}") from exc
+
+
+def fetch_verified(uri: str, expected_sha256: str | None, **storage_options: Any) -> bytes:
+    """Read ``uri`` and refuse it unless its sha256 equals ``expected_sha256``.
+
+    ``expected_sha256=None`` skips the check (only for callers that record the hash
+    themselves, e.g. the trainer reading back what it just wrote).
+    """
+    data = read_bytes(uri, **storage_options)
+    if expected_sha256 is not None:
+        actual = sha256_hex(data)
+        if actual != expected_sha256.lower():
+            raise ArtifactIntegrityError(
+                f"sha256 mismatch for {uri}: expected {expected_sha256}, got {actual} "
+                f"({len(data)} bytes); the file was modified or truncated, refusing to load it"
+            )
+    return data
+
+
+def untrusted_types(data: bytes) -> list[str]:
+    """Types in a skops file that our trust policy does not accept."""
+    import skops.io as sio
+
+    found: list[str] = sio.get_untrusted_types(data=data)
+    return [
+        t
+        for t in found
+        if t not in _EXTRA_TRUSTED_EXACT and not t.startswith(_EXTRA_TRUSTED_PREFIXES)
+    ]
+
+
+def load_model(data: bytes) -> Any:
+    """Load a skops model, trusting skops' defaults plus scikit-learn internals only."""
+    import skops.io as sio
+
+    rejected = untrusted_types(data)
+    if rejected:
+        raise UntrustedModelError(
+            "model file references types outside the trust policy: " + ", ".join(rejected)
+        )
+    trusted = sio.get_untrusted_types(data=data)
+    return sio.loads(data, trusted=trusted)
+
+
+def dump_model(model: Any) -> bytes:
+    import skops.io as sio
+
+    data: bytes = sio.dumps(model)
+    return data
+
+
+def read_metadata(run_uri: str, **storage_options: Any) -> ModelMetadata:
+    raw = read_bytes(join_uri(run_uri, METADATA_FILE), **storage_options)
+    try:
+        return ModelMetadata.model_validate(json.loads(raw))
+    except Exception as exc:
+        raise ArtifactError(f"invalid {METADATA_FILE} in {run_uri}: {exc}") from exc
