@@ -1,0 +1,43 @@
+"""Deterministic names for the objects the operator creates.
+
+A restarted operator derives the same name again, so creating it a second time is an
+"already exists" answer instead of a duplicate Job.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+MAX_NAME = 63  # DNS-1123 label: Job names end up in pod labels
+_INVALID = re.compile(r"[^a-z0-9-]+")
+
+
+def _fit(base: str, suffix: str, limit: int = MAX_NAME) -> str:
+    base = _INVALID.sub("-", base.lower()).strip("-") or "x"
+    room = limit - len(suffix)
+    if len(base) <= room:
+        return f"{base}{suffix}"
+    digest = hashlib.sha256(base.encode()).hexdigest()[:6]
+    return f"{base[: room - 7].rstrip('-')}-{digest}{suffix}"
+
+
+def run_name(pipeline: str, sequence: int) -> str:
+    """``<pipeline>-<sequence>``, e.g. ``churn-00042``; always a valid DNS-1123 label."""
+    if sequence < 1:
+        raise ValueError("run sequence starts at 1")
+    return _fit(pipeline, f"-{sequence:05d}")
+
+
+def job_name(run: str) -> str:
+    """The training Job is named after its run."""
+    return _fit(run, "")
+
+
+def serving_name(deployment: str) -> str:
+    """The stable serving Deployment and its Service."""
+    return _fit(deployment, "-serving")
+
+
+def canary_name(deployment: str) -> str:
+    return _fit(deployment, "-canary")

@@ -1,0 +1,179 @@
+"""Which triggers are due for a pipeline right now?
+
+Pure: every input (the clock, the polled data fingerprint, the deployment's monitoring
+numbers, the annotation's value) is passed in. A trigger is "consumed" only when the
+caller records that a run started for it (new spec hash, manual token, schedule time,
+fingerprint, fire time), so a trigger that arrives while a run is active under the
+``Forbid`` policy fires again once the run has finished instead of being lost.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+from perennial.core.schedule import ScheduleDecision
+from perennial_runtime.contract import metric_higher_is_better
+
+
+class TriggerType(StrEnum):
+    INITIAL = "Initial"
+    SPEC_CHANGE = "SpecChange"
+    SCHEDULE = "Schedule"
+    DATA_CHANGE = "DataChange"
+    DRIFT = "Drift"
+    PERFORMANCE_DECAY = "PerformanceDecay"
+    MANUAL = "Manual"
+    REPRODUCE = "Reproduce"
+
+
+# When several triggers are due at once, one run is started for the first of these and
+# the others are recorded as coalesced into it.
+PRIORITY: tuple[TriggerType, ...] = (
+    TriggerType.MANUAL,
+    TriggerType.INITIAL,
+    TriggerType.SPEC_CHANGE,
+    TriggerType.DRIFT,
+    TriggerType.PERFORMANCE_DECAY,
+    TriggerType.DATA_CHANGE,
+    TriggerType.SCHEDULE,
+)
+
+
+@dataclass(frozen=True)
+class Trigger:
+    type: TriggerType
+    reason: str
+
+
+@dataclass(frozen=True)
+class DriftSignal:
+    """The referenced ModelDeployment's observed drift and the pipeline's rule."""
+
+    score: float | None
+    samples: int
+    threshold: float
+    min_samples: int
+    cooldown_seconds: int
+    last_fired: datetime | None
+
+
+@dataclass(frozen=True)
+class DecaySignal:
+    """The referenced ModelDeployment's live metric and the pipeline's rule."""
+
+    metric: str
+    value: float | None
+    samples: int
+    threshold: float
+    min_samples: int
+    cooldown_seconds: int
+    last_fired: datetime | None
+
+
+@dataclass(frozen=True)
+class TriggerInputs:
+    now: datetime
+    spec_hash: str
+    last_spec_hash: str | None
+    run_count: int
+    on_spec_change: bool = True
+    manual_token: str | None = None
+    last_manual_token: str | None = None
+    schedule: ScheduleDecision | None = None
+    data_fingerprint: str | None = None
+    last_data_fingerprint: str | None = None
+    drift: DriftSignal | None = None
+    decay: DecaySignal | None = None
+
+
+def _cooling(now: datetime, last: datetime | None, cooldown: int) -> float | None:
+    """Seconds of cool-down left, or None when the rule may fire."""
+    if last is None:
+        return None
+    left = cooldown - (now - last).total_seconds()
+    return left if left > 0 else None
+
+
+def spec_trigger(inputs: TriggerInputs) -> Trigger | None:
+    if inputs.run_count == 0 and inputs.last_spec_hash is None:
+        return Trigger(TriggerType.INITIAL, "first run of a new pipeline")
+    if inputs.on_spec_change and inputs.spec_hash != inputs.last_spec_hash:
+        old = (inputs.last_spec_hash or "none")[:12]
+        return Trigger(
+            TriggerType.SPEC_CHANGE,
+            f"training spec changed (hash {old} -> {inputs.spec_hash[:12]})",
+        )
+    return None
+
+
+def manual_trigger(inputs: TriggerInputs) -> Trigger | None:
+    token = inputs.manual_token
+    if token and token != inputs.last_manual_token:
+        return Trigger(TriggerType.MANUAL, f"annotation perennial.dev/retrain={token!r}")
+    return None
+
+
+def schedule_trigger(inputs: TriggerInputs) -> Trigger | None:
+    decision = inputs.schedule
+    if decision is not None and decision.due:
+        return Trigger(TriggerType.SCHEDULE, decision.reason)
+    return None
+
+
+def data_trigger(inputs: TriggerInputs) -> Trigger | None:
+    new, old = inputs.data_fingerprint, inputs.last_data_fingerprint
+    if new and old and new != old:
+        return Trigger(TriggerType.DATA_CHANGE, f"data changed (fingerprint {old} -> {new})")
+    return None
+
+
+def drift_trigger(inputs: TriggerInputs) -> Trigger | None:
+    sig = inputs.drift
+    if sig is None or sig.score is None or sig.samples < sig.min_samples:
+        return None
+    if sig.score < sig.threshold:
+        return None
+    if _cooling(inputs.now, sig.last_fired, sig.cooldown_seconds) is not None:
+        return None
+    return Trigger(
+        TriggerType.DRIFT,
+        f"serving drift score {sig.score:.3f} >= threshold {sig.threshold:.3f} "
+        f"over {sig.samples} samples",
+    )
+
+
+def decay_trigger(inputs: TriggerInputs) -> Trigger | None:
+    sig = inputs.decay
+    if sig is None or sig.value is None or sig.samples < sig.min_samples:
+        return None
+    higher = metric_higher_is_better(sig.metric)
+    decayed = sig.value < sig.threshold if higher else sig.value > sig.threshold
+    if not decayed:
+        return None
+    if _cooling(inputs.now, sig.last_fired, sig.cooldown_seconds) is not None:
+        return None
+    relation = "<" if higher else ">"
+    return Trigger(
+        TriggerType.PERFORMANCE_DECAY,
+        f"live {sig.metric} {sig.value:.4f} {relation} threshold {sig.threshold:.4f} "
+        f"over {sig.samples} feedback samples",
+    )
+
+
+def due_triggers(inputs: TriggerInputs) -> list[Trigger]:
+    """All triggers due now, most important first (see ``PRIORITY``)."""
+    found = [
+        t
+        for t in (
+            manual_trigger(inputs),
+            spec_trigger(inputs),
+            drift_trigger(inputs),
+            decay_trigger(inputs),
+            data_trigger(inputs),
+            schedule_trigger(inputs),
+        )
+        if t is not None
+    ]
+    return sorted(found, key=lambda t: PRIORITY.index(t.type))
