@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from typing import Any
 
 import fsspec
@@ -35,6 +36,22 @@ _EXTRA_TRUSTED_EXACT = frozenset({"numpy.dtype"})
 _EXTRA_TRUSTED_PREFIXES = ("sklearn.",)
 
 
+# Endpoint of an S3-compatible store (MinIO, Ceph, moto); the standard AWS variable
+# first, then ours. Credentials always come from the standard AWS variables.
+S3_ENDPOINT_ENVS = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "PERENNIAL_S3_ENDPOINT_URL")
+
+
+def storage_options_for(uri: str) -> dict[str, Any]:
+    """fsspec options implied by the environment for ``uri`` (an S3 endpoint override)."""
+    if not uri.startswith(("s3://", "s3a://")):
+        return {}
+    for name in S3_ENDPOINT_ENVS:
+        endpoint = os.environ.get(name)
+        if endpoint:
+            return {"endpoint_url": endpoint}
+    return {}
+
+
 def join_uri(base: str, *parts: str) -> str:
     out = base.rstrip("/")
     for part in parts:
@@ -52,8 +69,9 @@ def sha256_hex(data: bytes) -> str:
 
 
 def read_bytes(uri: str, **storage_options: Any) -> bytes:
+    options = {**storage_options_for(uri), **storage_options}
     try:
-        with fsspec.open(uri, "rb", **storage_options) as fh:
+        with fsspec.open(uri, "rb", **options) as fh:
             data: bytes = fh.read()
             return data
     except FileNotFoundError as exc:
@@ -63,8 +81,9 @@ def read_bytes(uri: str, **storage_options: Any) -> bytes:
 
 
 def write_bytes(uri: str, data: bytes, **storage_options: Any) -> None:
+    options = {**storage_options_for(uri), **storage_options}
     try:
-        fs, path = fsspec.core.url_to_fs(uri, **storage_options)
+        fs, path = fsspec.core.url_to_fs(uri, **options)
         parent = path.rsplit("/", 1)[0] if "/" in path else ""
         if parent:
             fs.makedirs(parent, exist_ok=True)

@@ -1,0 +1,532 @@
+"""`perennial-runtime train`: one training run, from TrainConfig to TrainResult.
+
+Steps: check the config (estimator and params), load the data, fetch the champion (model
+verified by sha256, and its metadata), validate the data (blocking), split a seeded
+holdout, fit the pipeline, score candidate and champion on the same holdout, compute
+permutation importance and reference statistics, write ``model.skops``, ``metadata.json``
+and ``MODEL_CARD.md`` to ``<artifactUri>/<run>/`` (overwriting: a retried Job writes the
+same folder), read the model back to check it loads and re-predicts its sample, and
+report. :func:`train` never raises for expected failures: the result says what failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+import traceback
+import warnings
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pydantic import ValidationError
+
+from perennial_runtime import artifacts, data, drift, model_card, report
+from perennial_runtime.contract import (
+    DEFAULT_PRIMARY_METRIC,
+    EXIT_CODE_FOR,
+    MODEL_CARD_FILE,
+    MODEL_FILE,
+    TRAIN_CONFIG_ENV,
+    TRAIN_CONFIG_FILE_ENV,
+    ArtifactRef,
+    ChampionRef,
+    ColumnSchema,
+    DataReport,
+    ExitCode,
+    FailureReason,
+    FeatureReference,
+    ModelFile,
+    ModelMetadata,
+    SampleSet,
+    Task,
+    TrainConfig,
+    TrainResult,
+    metrics_for,
+)
+from perennial_runtime.estimators import (
+    build_estimator,
+    effective_params,
+    invalid_param_error,
+    json_value,
+)
+from perennial_runtime.evaluate import (
+    class_labels,
+    holdout_sha256,
+    prepare_target,
+    score,
+    split,
+)
+from perennial_runtime.failures import (
+    ArtifactWriteError,
+    ChampionUnavailableError,
+    DataValidationError,
+    InvalidConfigError,
+    RunFailedError,
+    TrainingError,
+)
+from perennial_runtime.importance import top_features
+from perennial_runtime.preprocessing import (
+    NUMERIC_TYPES,
+    category_label,
+    coerce_features,
+    feature_infos,
+    feature_schema,
+)
+from perennial_runtime.validation import validate
+from perennial_runtime.versions import library_versions
+
+log = logging.getLogger("perennial_runtime.trainer")
+
+SAMPLE_ROWS = 20
+IMAGE_ENV = "PERENNIAL_IMAGE"
+_MAX_FIT_WARNINGS = 5
+
+
+@dataclass
+class _Progress:
+    """What is known so far, for a failure report."""
+
+    data: DataReport | None = None
+    champion_run: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Champion:
+    ref: ChampionRef
+    meta: ModelMetadata
+    model: Any
+
+
+def train(config: TrainConfig) -> TrainResult:
+    """Run one training; expected failures come back as ``status: Failed`` results."""
+    started = time.monotonic()
+    progress = _Progress()
+    try:
+        result = _train(config, progress)
+    except RunFailedError as exc:
+        if isinstance(exc, DataValidationError) and progress.data is not None:
+            progress.data.validation_passed = False
+            known = {(v.rule, v.column) for v in progress.data.violations}
+            progress.data.violations += [
+                v for v in exc.violations if (v.rule, v.column) not in known
+            ]
+        result = TrainResult(
+            status="Failed",
+            reason=exc.reason.value,
+            message=exc.message,
+            data=progress.data,
+            champion_run=progress.champion_run,
+        )
+    except Exception as exc:
+        log.error("unexpected error:\n%s", traceback.format_exc())
+        result = TrainResult(
+            status="Failed",
+            reason=FailureReason.UNEXPECTED.value,
+            message=f"{type(exc).__name__}: {exc}",
+            data=progress.data,
+            champion_run=progress.champion_run,
+        )
+    result.duration_seconds = round(time.monotonic() - started, 3)
+    return result
+
+
+def _train(config: TrainConfig, progress: _Progress) -> TrainResult:
+    task = config.model.task
+    seed = config.evaluation.seed
+    primary = _primary_metric(config)
+    estimator = build_estimator(config.model, seed)
+
+    loaded = data.load(config.data)
+    frame = loaded.frame
+    log.info(
+        "loaded %d rows x %d columns from %s (sha256 %s)",
+        loaded.rows,
+        loaded.columns,
+        loaded.uri,
+        loaded.fingerprint,
+    )
+    progress.data = data_report = DataReport(
+        uri=loaded.uri,
+        fingerprint=loaded.fingerprint,
+        rows=loaded.rows,
+        columns=loaded.columns,
+    )
+
+    champion = _load_champion(config.champion, task) if config.champion else None
+    if champion is not None:
+        progress.champion_run = champion.ref.run
+
+    features, schema_warnings = feature_schema(frame, config.data.target, config.data.columns)
+    checked = validate(
+        frame,
+        target=config.data.target,
+        task=task,
+        features=features,
+        limits=config.validation,
+        declared=config.data.columns,
+        reference=champion.meta.reference if champion else None,
+    )
+    data_report.warnings = schema_warnings + checked.warnings
+    data_report.drift_scores = checked.drift_scores
+    data_report.max_drift = checked.max_drift
+    data_report.violations = checked.violations
+    data_report.validation_passed = checked.passed
+    if not checked.passed:
+        raise DataValidationError(checked.summary(), checked.violations)
+    log.info("data validation passed (%d features)", len(features))
+
+    x = coerce_features(frame, features)
+    y = prepare_target(frame[config.data.target], task)
+    parts = split(y, task, config.evaluation.test_size, seed)
+    x_train, y_train = x.iloc[parts.train], y.iloc[parts.train]
+    x_test, y_test = x.iloc[parts.test], y.iloc[parts.test]
+    holdout_raw = frame.iloc[parts.test]
+    holdout_hash = holdout_sha256(holdout_raw)
+
+    pipeline = _fit(
+        config,
+        features=features,
+        estimator=estimator,
+        x_train=x_train,
+        y_train=y_train,
+        data_report=data_report,
+    )
+    classes = class_labels(y_train) if task is Task.CLASSIFICATION else []
+    metrics, metric_warnings = score(pipeline, x_test, y_test, task, classes)
+    data_report.warnings += metric_warnings
+    log.info("candidate metrics on %d holdout rows: %s", len(x_test), metrics)
+
+    champion_metrics: dict[str, float] | None = None
+    if champion is not None:
+        champion_metrics = _score_champion(champion, holdout_raw, y_test, task, classes)
+        log.info("champion %s metrics on the same holdout: %s", champion.ref.run, champion_metrics)
+
+    importance = top_features(
+        pipeline, x_test, y_test, task, seed=seed, top_n=config.evaluation.top_features
+    )
+    predictions = pipeline.predict(x_test)
+    sample = _sample(x_test, predictions)
+
+    run_uri = artifacts.run_dir(config.artifact_uri, config.run_name)
+    model_uri = artifacts.join_uri(run_uri, MODEL_FILE)
+    model_bytes = artifacts.dump_model(pipeline)
+    model_sha = artifacts.sha256_hex(model_bytes)
+    meta = ModelMetadata(
+        run=config.run_name,
+        pipeline=config.pipeline_name,
+        namespace=config.namespace,
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        task=task,
+        target=config.data.target,
+        features=feature_infos(features),
+        classes=[json_value(c) for c in classes] if task is Task.CLASSIFICATION else None,
+        estimator=config.model.estimator,
+        params=effective_params(estimator),
+        seed=seed,
+        test_size=config.evaluation.test_size,
+        primary_metric=primary,
+        data=data_report,
+        metrics=metrics,
+        champion_run=champion.ref.run if champion else None,
+        champion_metrics=champion_metrics,
+        holdout_sha256=holdout_hash,
+        reference=_references(x_train, features),
+        prediction_reference=_prediction_reference(predictions, task),
+        feature_importance=importance,
+        libraries=library_versions(),
+        image=config.image or os.environ.get(IMAGE_ENV),
+        model=ModelFile(file=MODEL_FILE, sha256=model_sha, size=len(model_bytes)),
+        sample=sample,
+    )
+    _write_artifacts(run_uri, model_uri, model_bytes, meta)
+    _check_round_trip(model_uri, model_sha, meta)
+    log.info("wrote %s (sha256 %s, %d bytes)", model_uri, model_sha, len(model_bytes))
+
+    return TrainResult(
+        status="Succeeded",
+        reason="Trained",
+        message=(
+            f"trained {config.model.estimator} on {loaded.rows} rows; "
+            f"{primary}={metrics.get(primary, float('nan')):.4f}"
+            + (
+                f" (champion {champion.ref.run}: {champion_metrics.get(primary, float('nan')):.4f})"
+                if champion is not None and champion_metrics is not None
+                else ""
+            )
+        ),
+        metrics=metrics,
+        champion_metrics=champion_metrics,
+        champion_run=champion.ref.run if champion else None,
+        holdout_sha256=holdout_hash,
+        holdout_rows=len(x_test),
+        artifact=ArtifactRef(
+            uri=run_uri, model_uri=model_uri, sha256=model_sha, size=len(model_bytes)
+        ),
+        data=data_report,
+        feature_importance=importance,
+    )
+
+
+def _primary_metric(config: TrainConfig) -> str:
+    task = config.model.task
+    primary = config.evaluation.primary_metric or DEFAULT_PRIMARY_METRIC[task]
+    if primary not in metrics_for(task):
+        raise InvalidConfigError(
+            f"evaluation.primaryMetric {primary!r} is not a {task.value} metric; "
+            f"choose one of: {', '.join(metrics_for(task))}"
+        )
+    return primary
+
+
+def _load_champion(ref: ChampionRef, task: Task) -> _Champion:
+    """The champion's verified model and metadata; any problem is ChampionUnavailable."""
+    meta_uri = ref.metadata_uri or artifacts.join_uri(
+        ref.model_uri.rsplit("/", 1)[0], "metadata.json"
+    )
+    try:
+        model = artifacts.load_model(artifacts.fetch_verified(ref.model_uri, ref.sha256))
+        raw_meta = artifacts.read_bytes(meta_uri)
+    except artifacts.ArtifactError as exc:
+        raise ChampionUnavailableError(f"champion {ref.run} unavailable: {exc}") from exc
+    except Exception as exc:
+        raise ChampionUnavailableError(
+            f"champion {ref.run} could not be loaded from {ref.model_uri}: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
+    try:
+        meta = ModelMetadata.model_validate(json.loads(raw_meta))
+    except (ValueError, ValidationError) as exc:
+        raise ChampionUnavailableError(
+            f"champion {ref.run}: invalid metadata at {meta_uri}: {exc}"
+        ) from exc
+    if meta.task is not task:
+        raise ChampionUnavailableError(
+            f"champion {ref.run} is a {meta.task.value} model and cannot be compared with a "
+            f"{task.value} candidate"
+        )
+    log.info("champion %s loaded from %s (sha256 verified)", ref.run, ref.model_uri)
+    return _Champion(ref=ref, meta=meta, model=model)
+
+
+def _fit(
+    config: TrainConfig,
+    *,
+    features: list[ColumnSchema],
+    estimator: Any,
+    x_train: pd.DataFrame,
+    y_train: pd.Series[Any],
+    data_report: DataReport,
+) -> Any:
+    from sklearn.utils._param_validation import InvalidParameterError
+
+    from perennial_runtime.preprocessing import build_pipeline
+
+    pipeline = build_pipeline(features, estimator)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            pipeline.fit(x_train, y_train)
+    except InvalidParameterError as exc:
+        raise invalid_param_error(exc, config.model.estimator) from exc
+    except Exception as exc:
+        raise TrainingError(
+            f"{config.model.estimator} failed to fit: {type(exc).__name__}: {exc}"
+        ) from exc
+    seen: list[str] = []
+    for item in caught:
+        text = f"fit: {item.category.__name__}: {str(item.message).splitlines()[0]}"
+        if text not in seen:
+            seen.append(text)
+            log.warning("%s", text)
+    data_report.warnings += seen[:_MAX_FIT_WARNINGS]
+    return pipeline
+
+
+def _score_champion(
+    champion: _Champion,
+    holdout_raw: pd.DataFrame,
+    y_test: pd.Series[Any],
+    task: Task,
+    classes: list[Any],
+) -> dict[str, float]:
+    try:
+        x_champion = coerce_features(holdout_raw, champion.meta.features)
+        metrics, _ = score(champion.model, x_champion, y_test, task, classes)
+    except Exception as exc:
+        raise ChampionUnavailableError(
+            f"champion {champion.ref.run} could not be scored on the holdout: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
+    return metrics
+
+
+def _references(x_train: pd.DataFrame, features: list[ColumnSchema]) -> dict[str, FeatureReference]:
+    """Training-split distribution of every feature (what drift is measured against)."""
+    refs: dict[str, FeatureReference] = {}
+    for col in features:
+        values = x_train[col.name]
+        if col.type in NUMERIC_TYPES:
+            refs[col.name] = drift.numeric_reference(values.to_numpy(dtype=float))
+        else:
+            refs[col.name] = drift.categorical_reference(values.tolist())
+    return refs
+
+
+def _prediction_reference(predictions: Any, task: Task) -> FeatureReference:
+    if task is Task.CLASSIFICATION:
+        return drift.categorical_reference([category_label(p) for p in predictions])
+    return drift.numeric_reference(np.asarray(predictions, dtype=float))
+
+
+def _sample(x_test: pd.DataFrame, predictions: Any) -> SampleSet:
+    rows = x_test.head(SAMPLE_ROWS)
+    return SampleSet(
+        instances=[[json_value(v) for v in row] for row in rows.itertuples(index=False)],
+        predictions=[json_value(p) for p in list(predictions)[: len(rows)]],
+    )
+
+
+def _write_artifacts(run_uri: str, model_uri: str, model: bytes, meta: ModelMetadata) -> None:
+    """Model, card, then metadata last: a folder with metadata.json is complete."""
+    try:
+        artifacts.write_bytes(model_uri, model)
+        card = model_card.render(meta).encode("utf-8")
+        artifacts.write_bytes(artifacts.join_uri(run_uri, MODEL_CARD_FILE), card)
+        body = json.dumps(meta.to_dict(), indent=2, sort_keys=False).encode("utf-8")
+        artifacts.write_bytes(artifacts.join_uri(run_uri, "metadata.json"), body)
+    except artifacts.ArtifactError as exc:
+        raise ArtifactWriteError(str(exc)) from exc
+
+
+def _check_round_trip(model_uri: str, sha256: str, meta: ModelMetadata) -> None:
+    """Read the stored model back, load it under the trust policy, re-predict the sample."""
+    try:
+        model = artifacts.load_model(artifacts.fetch_verified(model_uri, sha256))
+    except artifacts.ArtifactError as exc:
+        raise ArtifactWriteError(f"stored model does not load back: {exc}") from exc
+    columns = [f.name for f in meta.features]
+    instances = pd.DataFrame(meta.sample.instances, columns=columns)
+    again = [json_value(p) for p in model.predict(coerce_features(instances, meta.features))]
+    expected = meta.sample.predictions
+    if meta.task is Task.CLASSIFICATION:
+        same = again == expected
+    else:
+        same = bool(np.allclose(np.asarray(again, float), np.asarray(expected, float)))
+    if not same:
+        raise ArtifactWriteError(
+            f"stored model {model_uri} does not reproduce its sample predictions"
+        )
+
+
+# --- command line -------------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="perennial-runtime train",
+        description=(
+            "Train, evaluate and store one model. The TrainConfig comes from --config, "
+            f"else ${TRAIN_CONFIG_FILE_ENV} (a file), else ${TRAIN_CONFIG_ENV} (JSON)."
+        ),
+    )
+    parser.add_argument("--config", metavar="FILE", help="TrainConfig file (JSON or YAML)")
+    parser.add_argument(
+        "--result-path",
+        metavar="PATH",
+        help="where to write the TrainResult JSON (default: the config's resultPath, "
+        "/dev/termination-log)",
+    )
+    return parser
+
+
+def load_config(config_file: str | None, env: dict[str, str] | None = None) -> TrainConfig:
+    """The TrainConfig from a file, ``$PERENNIAL_TRAIN_CONFIG_FILE`` or the JSON env var."""
+    env = dict(os.environ) if env is None else env
+    path = config_file or env.get(TRAIN_CONFIG_FILE_ENV)
+    if path:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise InvalidConfigError(f"cannot read the config file {path}: {exc}") from exc
+        origin = path
+    elif env.get(TRAIN_CONFIG_ENV):
+        text, origin = env[TRAIN_CONFIG_ENV], f"${TRAIN_CONFIG_ENV}"
+    else:
+        raise InvalidConfigError(
+            f"no TrainConfig: pass --config FILE or set {TRAIN_CONFIG_FILE_ENV} "
+            f"(a file) or {TRAIN_CONFIG_ENV} (JSON)"
+        )
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError:
+        import yaml
+
+        try:
+            raw = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise InvalidConfigError(f"{origin} is neither JSON nor YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise InvalidConfigError(f"{origin}: the TrainConfig must be a JSON object")
+    try:
+        return TrainConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise InvalidConfigError(f"invalid TrainConfig in {origin}: {_errors(exc)}") from exc
+
+
+def _errors(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "(root)"
+        parts.append(f"{where}: {err['msg']}")
+    return "; ".join(parts)
+
+
+def exit_code(result: TrainResult) -> int:
+    if result.status == "Succeeded":
+        return int(ExitCode.OK)
+    try:
+        return int(EXIT_CODE_FOR[FailureReason(result.reason)])
+    except ValueError:
+        return int(ExitCode.UNEXPECTED)
+
+
+def write_result(result: TrainResult, path: str) -> TrainResult:
+    """Write the compact result JSON to ``path``; returns what was written."""
+    compacted = report.compact(result)
+    payload = compacted.to_json()
+    try:
+        Path(path).write_text(payload, encoding="utf-8")
+    except OSError as exc:
+        log.error("cannot write the result to %s: %s", path, exc)
+    return compacted
+
+
+def main(argv: list[str]) -> int:
+    """``perennial-runtime train [--config FILE] [--result-path PATH]``; exit per ExitCode."""
+    args = _parser().parse_args(argv)
+    if not logging.getLogger().handlers:
+        logging.basicConfig(
+            stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s"
+        )
+    result_path: str = args.result_path or TrainConfig.model_fields["result_path"].default
+    try:
+        config = load_config(args.config)
+    except InvalidConfigError as exc:
+        result = TrainResult(status="Failed", reason=exc.reason.value, message=exc.message)
+    else:
+        result_path = args.result_path or config.result_path
+        log.info("training run %s (%s)", config.run_name, config.model.estimator)
+        result = train(config)
+    written = write_result(result, result_path)
+    print(report.summary(result), file=sys.stderr)
+    print(written.to_json(), flush=True)
+    return exit_code(written)

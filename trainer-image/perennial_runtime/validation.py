@@ -1,0 +1,430 @@
+"""Data validation before training: every rule that fails is a ``Violation`` (it blocks).
+
+Pure: a DataFrame and limits in, a report out; no I/O. Rule names are the config field
+that sets the limit (``minRows``, ``maxMissingFraction``, ``maxDuplicateFraction``,
+``minClassFraction``, ``maxDriftPsi``) or a ``schema*`` / ``target*`` check:
+
+- ``targetPresent``: the target column exists; ``targetNotNull``: it has no missing
+  values; ``targetType``: numeric for regression; ``targetClasses``: at least two classes,
+  each with at least two rows (a stratified split needs them).
+- ``featuresPresent``: at least one usable feature column.
+- ``schemaColumnMissing``, ``schemaType``, ``schemaMin``, ``schemaMax``,
+  ``schemaAllowedValues``, ``schemaNullable``: the declared ``data.columns``
+  (warnings instead of violations when ``enforceSchema`` is false).
+
+Drift scores (PSI per feature vs the champion's training reference) are always recorded;
+they fail the run only when ``maxDriftPsi`` is set and enough rows exist for a verdict.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from perennial_runtime.contract import (
+    PSI_WARN,
+    ColumnSchema,
+    ColumnType,
+    DataValidationLimits,
+    FeatureReference,
+    Task,
+    Violation,
+)
+from perennial_runtime.drift import MIN_DRIFT_SAMPLES, psi_band, psi_for
+from perennial_runtime.preprocessing import (
+    NUMERIC_TYPES,
+    boolean_label,
+    category_label,
+    coerce_column,
+    is_boolean_like,
+)
+
+_EXAMPLES = 3
+
+
+@dataclass
+class ValidationReport:
+    violations: list[Violation] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    drift_scores: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return not self.violations
+
+    @property
+    def max_drift(self) -> float | None:
+        return max(self.drift_scores.values()) if self.drift_scores else None
+
+    def summary(self) -> str:
+        """One line naming every violation (column and rule)."""
+        parts = [
+            f"{v.column}: {v.message} [{v.rule}]" if v.column else f"{v.message} [{v.rule}]"
+            for v in self.violations
+        ]
+        return f"data validation failed ({len(parts)} violation(s)): " + "; ".join(parts)
+
+
+def validate(
+    frame: pd.DataFrame,
+    *,
+    target: str,
+    task: Task,
+    features: Sequence[ColumnSchema],
+    limits: DataValidationLimits,
+    declared: Sequence[ColumnSchema] | None = None,
+    reference: Mapping[str, FeatureReference] | None = None,
+) -> ValidationReport:
+    """Check ``frame`` against the limits, the declared schema and the champion's reference.
+
+    ``features`` is the schema the model will use (declared or inferred); ``declared`` is
+    ``data.columns`` as given (``None`` when the schema was inferred).
+    """
+    report = ValidationReport()
+    rows = len(frame)
+    if rows < limits.min_rows:
+        report.violations.append(
+            Violation(
+                rule="minRows",
+                observed=float(rows),
+                limit=float(limits.min_rows),
+                message=f"{rows} row(s), at least {limits.min_rows} required",
+            )
+        )
+    has_target = target in frame.columns
+    if not has_target:
+        report.violations.append(
+            Violation(
+                rule="targetPresent",
+                column=target,
+                message=(
+                    f"target column {target!r} is not in the data (columns: "
+                    f"{_shown([str(c) for c in frame.columns], 10)}); fix data.target"
+                ),
+            )
+        )
+    if not features:
+        report.violations.append(
+            Violation(
+                rule="featuresPresent",
+                message="no usable feature columns besides the target; check data.columns",
+            )
+        )
+    if declared is not None:
+        schema_findings = _check_schema(frame, declared)
+        if limits.enforce_schema:
+            report.violations.extend(schema_findings)
+        else:
+            report.warnings.extend(f"{v.column}: {v.message} [{v.rule}]" for v in schema_findings)
+    if has_target:
+        report.violations.extend(_check_target(frame[target], target, task, limits))
+    report.violations.extend(_check_missing(frame, features, limits))
+    report.violations.extend(_check_duplicates(frame, features, target, limits))
+    if reference:
+        _check_drift(frame, features, reference, limits, report)
+    return report
+
+
+def _check_schema(frame: pd.DataFrame, declared: Sequence[ColumnSchema]) -> list[Violation]:
+    found: list[Violation] = []
+    for col in declared:
+        if col.name not in frame.columns:
+            found.append(
+                Violation(
+                    rule="schemaColumnMissing",
+                    column=col.name,
+                    message=f"declared column {col.name!r} is not in the data",
+                )
+            )
+            continue
+        found.extend(_check_column(frame[col.name], col))
+    return found
+
+
+def _check_column(series: pd.Series[Any], col: ColumnSchema) -> list[Violation]:
+    found: list[Violation] = []
+    present = series[series.notna()]
+    nulls = int(series.isna().sum())
+    if not col.nullable and nulls:
+        found.append(
+            Violation(
+                rule="schemaNullable",
+                column=col.name,
+                observed=float(nulls),
+                limit=0.0,
+                message=f"{nulls} missing value(s) in a column declared nullable: false",
+            )
+        )
+    if col.type in NUMERIC_TYPES:
+        parsed = coerce_column(present, col.type)
+        bad = present[parsed.isna()]
+        if len(bad):
+            found.append(
+                Violation(
+                    rule="schemaType",
+                    column=col.name,
+                    observed=str(bad.iloc[0]),
+                    limit=col.type.value,
+                    message=(
+                        f"{len(bad)} value(s) are not {col.type.value} "
+                        f"(e.g. {_shown([repr(v) for v in bad.tolist()], _EXAMPLES)})"
+                    ),
+                )
+            )
+        numbers = parsed.dropna()
+        if col.type is ColumnType.INTEGER:
+            fractional = numbers[numbers != numbers.round()]
+            if len(fractional):
+                found.append(
+                    Violation(
+                        rule="schemaType",
+                        column=col.name,
+                        observed=float(fractional.iloc[0]),
+                        limit=col.type.value,
+                        message=(
+                            f"{len(fractional)} value(s) are not integers "
+                            f"(e.g. {_shown([str(v) for v in fractional.tolist()], _EXAMPLES)})"
+                        ),
+                    )
+                )
+        if col.min is not None and len(numbers) and numbers.min() < col.min:
+            below = int((numbers < col.min).sum())
+            found.append(
+                Violation(
+                    rule="schemaMin",
+                    column=col.name,
+                    observed=float(numbers.min()),
+                    limit=col.min,
+                    message=(f"{below} value(s) below min {col.min:g} (lowest {numbers.min():g})"),
+                )
+            )
+        if col.max is not None and len(numbers) and numbers.max() > col.max:
+            above = int((numbers > col.max).sum())
+            found.append(
+                Violation(
+                    rule="schemaMax",
+                    column=col.name,
+                    observed=float(numbers.max()),
+                    limit=col.max,
+                    message=(f"{above} value(s) above max {col.max:g} (highest {numbers.max():g})"),
+                )
+            )
+    elif col.type is ColumnType.BOOLEAN:
+        odd = [v for v in present.tolist() if not is_boolean_like(v)]
+        if odd:
+            found.append(
+                Violation(
+                    rule="schemaType",
+                    column=col.name,
+                    observed=str(odd[0]),
+                    limit=col.type.value,
+                    message=(
+                        f"{len(odd)} value(s) are not boolean "
+                        f"(e.g. {_shown([repr(v) for v in odd], _EXAMPLES)})"
+                    ),
+                )
+            )
+    if col.allowed_values is not None:
+        allowed = set(col.allowed_values)
+        to_label = boolean_label if col.type is ColumnType.BOOLEAN else category_label
+        labels = [to_label(v) for v in present.tolist()]
+        unexpected = sorted({lbl for lbl in labels if lbl is not None and lbl not in allowed})
+        if unexpected:
+            count = sum(1 for lbl in labels if lbl is not None and lbl not in allowed)
+            found.append(
+                Violation(
+                    rule="schemaAllowedValues",
+                    column=col.name,
+                    observed=_shown(unexpected, _EXAMPLES),
+                    limit=_shown(sorted(allowed), 10),
+                    message=(
+                        f"{count} value(s) outside allowedValues "
+                        f"(unexpected: {_shown(unexpected, _EXAMPLES)})"
+                    ),
+                )
+            )
+    return found
+
+
+def _check_target(
+    series: pd.Series[Any], target: str, task: Task, limits: DataValidationLimits
+) -> list[Violation]:
+    found: list[Violation] = []
+    nulls = int(series.isna().sum())
+    if nulls:
+        found.append(
+            Violation(
+                rule="targetNotNull",
+                column=target,
+                observed=float(nulls),
+                limit=0.0,
+                message=f"{nulls} row(s) have no target value",
+            )
+        )
+    present = series.dropna()
+    if task is Task.REGRESSION:
+        parsed = pd.to_numeric(present, errors="coerce")
+        if parsed.isna().any():
+            bad = present[parsed.isna()]
+            found.append(
+                Violation(
+                    rule="targetType",
+                    column=target,
+                    observed=str(bad.iloc[0]),
+                    limit="numeric",
+                    message=(
+                        f"regression needs a numeric target; {len(bad)} value(s) are not "
+                        f"numeric (e.g. {_shown([repr(v) for v in bad.tolist()], _EXAMPLES)})"
+                    ),
+                )
+            )
+        return found
+    counts = present.map(category_label).value_counts()
+    if len(counts) < 2:
+        found.append(
+            Violation(
+                rule="targetClasses",
+                column=target,
+                observed=float(len(counts)),
+                limit=2.0,
+                message=f"classification needs at least 2 classes, found {len(counts)}",
+            )
+        )
+        return found
+    lonely = [str(label) for label, n in counts.items() if n < 2]
+    if lonely:
+        found.append(
+            Violation(
+                rule="targetClasses",
+                column=target,
+                observed=_shown(lonely, _EXAMPLES),
+                limit=2.0,
+                message=(
+                    f"class(es) {_shown(lonely, _EXAMPLES)} have a single row; "
+                    "a stratified holdout needs at least 2 rows per class"
+                ),
+            )
+        )
+    if limits.min_class_fraction is not None:
+        fractions = counts / counts.sum()
+        smallest = str(fractions.idxmin())
+        low = float(fractions.min())
+        if low < limits.min_class_fraction:
+            found.append(
+                Violation(
+                    rule="minClassFraction",
+                    column=target,
+                    observed=round(low, 6),
+                    limit=limits.min_class_fraction,
+                    message=(
+                        f"class {smallest!r} is {low:.1%} of rows, below "
+                        f"minClassFraction {limits.min_class_fraction:.1%}"
+                    ),
+                )
+            )
+    return found
+
+
+def _check_missing(
+    frame: pd.DataFrame, features: Sequence[ColumnSchema], limits: DataValidationLimits
+) -> list[Violation]:
+    limit = limits.max_missing_fraction
+    if limit is None or not len(frame):
+        return []
+    found: list[Violation] = []
+    for col in features:
+        if col.name not in frame.columns:
+            continue
+        fraction = float(frame[col.name].isna().mean())
+        if fraction > limit:
+            found.append(
+                Violation(
+                    rule="maxMissingFraction",
+                    column=col.name,
+                    observed=round(fraction, 6),
+                    limit=limit,
+                    message=f"{fraction:.1%} missing, above maxMissingFraction {limit:.1%}",
+                )
+            )
+    return found
+
+
+def _check_duplicates(
+    frame: pd.DataFrame,
+    features: Sequence[ColumnSchema],
+    target: str,
+    limits: DataValidationLimits,
+) -> list[Violation]:
+    limit = limits.max_duplicate_fraction
+    if limit is None or not len(frame):
+        return []
+    columns = [c.name for c in features if c.name in frame.columns]
+    if target in frame.columns:
+        columns.append(target)
+    if not columns:
+        return []
+    fraction = float(frame[columns].duplicated().mean())
+    if fraction <= limit:
+        return []
+    return [
+        Violation(
+            rule="maxDuplicateFraction",
+            observed=round(fraction, 6),
+            limit=limit,
+            message=(
+                f"{fraction:.1%} of rows duplicate an earlier row, above "
+                f"maxDuplicateFraction {limit:.1%}"
+            ),
+        )
+    ]
+
+
+def _check_drift(
+    frame: pd.DataFrame,
+    features: Sequence[ColumnSchema],
+    reference: Mapping[str, FeatureReference],
+    limits: DataValidationLimits,
+    report: ValidationReport,
+) -> None:
+    kinds = {c.name: c.type for c in features}
+    for name, ref in reference.items():
+        if name not in frame.columns:
+            continue
+        kind = kinds.get(name)
+        if kind is None:
+            kind = ColumnType.NUMERIC if ref.kind == "numeric" else ColumnType.CATEGORICAL
+        values = coerce_column(frame[name], kind)
+        report.drift_scores[name] = round(psi_for(ref, values.tolist()), 6)
+    drifted = {n: s for n, s in report.drift_scores.items() if s >= PSI_WARN}
+    for name, score in sorted(drifted.items(), key=lambda kv: -kv[1])[:10]:
+        report.warnings.append(
+            f"{name}: {psi_band(score)} drift vs the champion's training data (PSI {score:.3f})"
+        )
+    limit = limits.max_drift_psi
+    if limit is None:
+        return
+    if len(frame) < MIN_DRIFT_SAMPLES:
+        report.warnings.append(
+            f"only {len(frame)} rows: no drift verdict below {MIN_DRIFT_SAMPLES} rows "
+            "(maxDriftPsi not applied)"
+        )
+        return
+    for name, score in report.drift_scores.items():
+        if score > limit:
+            report.violations.append(
+                Violation(
+                    rule="maxDriftPsi",
+                    column=name,
+                    observed=score,
+                    limit=limit,
+                    message=f"PSI {score:.3f} ({psi_band(score)}) above maxDriftPsi {limit:g}",
+                )
+            )
+
+
+def _shown(items: Sequence[str], limit: int) -> str:
+    head = ", ".join(items[:limit])
+    return head + (f" (+{len(items) - limit} more)" if len(items) > limit else "")
