@@ -1,0 +1,368 @@
+"""ModelDeployment (md): serve a blessed model, roll it out, watch it, roll it back."""
+
+from __future__ import annotations
+
+import itertools
+from typing import ClassVar, Literal, Self
+
+from pydantic import AwareDatetime, Field, model_validator
+
+from perennial.api.base import ApiModel, CelRule, SpecModel, StatusModel
+from perennial.api.common import (
+    Condition,
+    ImagePullPolicy,
+    IntOrPercent,
+    LocalObjectReference,
+    ObjectMeta,
+    ObjectName,
+    PodPlacement,
+    ResourceRequirements,
+)
+from perennial.api.constants import DEFAULT_SERVING_PORT
+from perennial.api.enums import DeploymentPhase, RolloutResult, RolloutStrategyType
+
+MAX_CANARY_STEPS = 20
+MAX_HISTORY = 100
+
+EXACTLY_ONE_SOURCE = CelRule(
+    rule="has(self.pipelineRef) != has(self.runRef)",
+    message="set exactly one of pipelineRef (follow the pipeline's champion) or runRef "
+    "(pin one run)",
+)
+
+
+class DeploymentSource(SpecModel):
+    """What to serve: the champion of a pipeline, or one pinned run."""
+
+    pipeline_ref: LocalObjectReference | None = Field(
+        default=None,
+        description="Follow this TrainingPipeline: each new champion is rolled out.",
+    )
+    run_ref: LocalObjectReference | None = Field(
+        default=None, description="Serve the model of this Succeeded TrainingRun."
+    )
+
+    cel_rules: ClassVar[tuple[CelRule, ...]] = (EXACTLY_ONE_SOURCE,)
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Self:
+        if (self.pipeline_ref is None) == (self.run_ref is None):
+            raise EXACTLY_ONE_SOURCE.error()
+        return self
+
+
+class CanaryStep(SpecModel):
+    """One step of a canary rollout."""
+
+    weight: int = Field(
+        ge=1, le=100, description="Percentage of traffic sent to the new model (1..100)."
+    )
+    pause_seconds: int = Field(
+        default=60,
+        ge=0,
+        description="How long the step runs (and is analysed) before the next one.",
+    )
+
+
+class CanaryAnalysis(SpecModel):
+    """Limits the new model must respect at every step; a breach rolls it back."""
+
+    max_error_rate: float = Field(
+        default=0.01, ge=0, le=1, description="Largest fraction of failed requests."
+    )
+    max_p99_latency_ms: float = Field(
+        default=100, gt=0, description="Largest 99th-percentile latency in milliseconds."
+    )
+    max_prediction_shift: float = Field(
+        default=0.25,
+        ge=0,
+        description="Largest PSI between the new model's predictions and the stable one's.",
+    )
+    min_requests: int = Field(
+        default=50,
+        ge=0,
+        description="Requests the new model must have served before a step may pass.",
+    )
+
+
+_LATER_STEPS = "[" + ", ".join(str(i) for i in range(1, MAX_CANARY_STEPS)) + "]"
+WEIGHTS_INCREASE = CelRule(
+    rule=f"{_LATER_STEPS}.all(i, i >= size(self.steps) || "
+    "self.steps[i].weight > self.steps[i - 1].weight)",
+    message="steps: weights must be strictly increasing, e.g. 10, 50, 100",
+    field_path=".steps",
+)
+LAST_WEIGHT_IS_100 = CelRule(
+    rule="size(self.steps) > 0 && self.steps[size(self.steps) - 1].weight == 100",
+    message="steps: the last step's weight must be 100 (the new model takes all traffic)",
+    field_path=".steps",
+)
+
+
+class CanarySpec(SpecModel):
+    """A canary rollout: traffic moves to the new model step by step, each analysed."""
+
+    steps: list[CanaryStep] = Field(
+        min_length=1,
+        max_length=MAX_CANARY_STEPS,
+        description="Traffic weights in strictly increasing order; the last must be 100.",
+    )
+    analysis: CanaryAnalysis = Field(
+        default_factory=CanaryAnalysis, description="Limits checked at every step."
+    )
+
+    cel_rules: ClassVar[tuple[CelRule, ...]] = (WEIGHTS_INCREASE, LAST_WEIGHT_IS_100)
+
+    @model_validator(mode="after")
+    def _weights(self) -> Self:
+        weights = [s.weight for s in self.steps]
+        if any(b <= a for a, b in itertools.pairwise(weights)):
+            raise WEIGHTS_INCREASE.error()
+        if weights[-1] != 100:
+            raise LAST_WEIGHT_IS_100.error()
+        return self
+
+
+CANARY_NEEDS_STEPS = CelRule(
+    rule="self.type != 'Canary' || has(self.canary)",
+    message="canary (with steps) is required when type is Canary",
+    field_path=".canary",
+)
+
+
+class StrategySpec(SpecModel):
+    """How a new model replaces the current one."""
+
+    type: RolloutStrategyType = Field(
+        default=RolloutStrategyType.ROLLING_UPDATE,
+        description="RollingUpdate (replace the Pods) or Canary (shift traffic in steps).",
+    )
+    canary: CanarySpec | None = Field(default=None, description="Steps and analysis (Canary).")
+
+    cel_rules: ClassVar[tuple[CelRule, ...]] = (CANARY_NEEDS_STEPS,)
+
+    @model_validator(mode="after")
+    def _canary_needs_steps(self) -> Self:
+        if self.type is RolloutStrategyType.CANARY and self.canary is None:
+            raise CANARY_NEEDS_STEPS.error()
+        return self
+
+
+class RollbackSpec(SpecModel):
+    """When the operator restores the previous model by itself."""
+
+    automatic: bool = Field(
+        default=True,
+        description="Roll back when a new model never becomes ready within "
+        "progressDeadlineSeconds (crash loop, failed smoke test).",
+    )
+    on_analysis_failure: bool = Field(
+        default=True, description="Roll back when a canary step breaks an analysis limit."
+    )
+
+
+class MonitoringSpec(SpecModel):
+    """Scraping the server's monitoring endpoint into status.monitoring."""
+
+    enabled: bool = Field(default=True, description="Whether to scrape the server.")
+    scrape_interval_seconds: int = Field(
+        default=60, ge=10, description="How often the server is scraped."
+    )
+    drift_window: int = Field(
+        default=1000,
+        ge=10,
+        description="Number of most recent rows the drift scores are computed over.",
+    )
+    min_samples: int = Field(
+        default=100,
+        ge=1,
+        description="Rows needed before a drift score is reported (no verdict on a handful).",
+    )
+
+
+class PodDisruptionBudgetSpec(SpecModel):
+    """A PodDisruptionBudget for the serving Pods."""
+
+    min_available: IntOrPercent = Field(
+        default=1, description="Pods (or percentage, e.g. '50%') that must stay available."
+    )
+
+
+def _default_serving_resources() -> ResourceRequirements:
+    return ResourceRequirements(
+        requests={"cpu": "100m", "memory": "256Mi"}, limits={"memory": "1Gi"}
+    )
+
+
+class ModelDeploymentSpec(PodPlacement):
+    """Desired state of a ModelDeployment. Roll back by hand with
+    kubectl annotate md/NAME perennial.dev/rollback=RUN --overwrite, or set rollbackTo."""
+
+    source: DeploymentSource = Field(description="What to serve.")
+    replicas: int = Field(default=1, ge=0, le=1000, description="Number of serving Pods.")
+    image: str | None = Field(
+        default=None,
+        max_length=512,
+        description="Serving image. Default: the image that trained the model.",
+    )
+    image_pull_policy: ImagePullPolicy = Field(
+        default="IfNotPresent", description="IfNotPresent, Always or Never."
+    )
+    resources: ResourceRequirements = Field(
+        default_factory=_default_serving_resources,
+        description="Resources of the serving container.",
+    )
+    port: int = Field(
+        default=DEFAULT_SERVING_PORT, ge=1, le=65535, description="Port the server listens on."
+    )
+    strategy: StrategySpec = Field(
+        default_factory=StrategySpec, description="How a new model is rolled out."
+    )
+    progress_deadline_seconds: int = Field(
+        default=600,
+        ge=30,
+        description="A rollout that has not become ready in this long fails.",
+    )
+    rollback: RollbackSpec = Field(
+        default_factory=RollbackSpec, description="Automatic rollback policy."
+    )
+    rollback_to: ObjectName | None = Field(
+        default=None,
+        description="Serve this run from the history instead of the source's model; remove "
+        "it to follow the source again.",
+    )
+    monitoring: MonitoringSpec = Field(
+        default_factory=MonitoringSpec, description="Drift and live-metric monitoring."
+    )
+    revision_history_limit: int = Field(
+        default=10,
+        ge=1,
+        le=MAX_HISTORY,
+        description="Models kept in status.history (targets of a manual rollback).",
+    )
+    pod_disruption_budget: PodDisruptionBudgetSpec | None = Field(
+        default=None, description="Create a PodDisruptionBudget for the serving Pods."
+    )
+
+
+# --- status ----------------------------------------------------------------------------
+
+
+class ModelRevision(StatusModel):
+    """A model that is or was served."""
+
+    run: str = Field(description="The TrainingRun that produced the model.")
+    revision: int = Field(ge=1, description="Rollout counter of this deployment (1, 2, ...).")
+    model_uri: str | None = Field(default=None, description="The model file.")
+    sha256: str | None = Field(default=None, description="sha256 of the model file.")
+    deployed_at: AwareDatetime | None = Field(default=None, description="When it went live.")
+
+
+class RolloutStatus(StatusModel):
+    """A rollout in progress."""
+
+    from_run: str | None = Field(default=None, description="The model being replaced.")
+    to_run: str = Field(description="The model being rolled out.")
+    strategy: RolloutStrategyType = Field(description="RollingUpdate or Canary.")
+    step: int | None = Field(default=None, ge=0, description="Canary step index (0-based).")
+    weight: int | None = Field(
+        default=None, ge=0, le=100, description="Traffic percentage on the new model."
+    )
+    started_at: AwareDatetime | None = Field(default=None, description="Rollout start.")
+    step_started_at: AwareDatetime | None = Field(default=None, description="Step start.")
+
+
+class LastRolloutStatus(StatusModel):
+    """How the last finished rollout ended."""
+
+    result: RolloutResult = Field(description="Succeeded, RolledBack or Failed.")
+    to_run: str = Field(description="The model that was rolled out.")
+    reason: str | None = Field(default=None, description="CamelCase reason.")
+    message: str | None = Field(default=None, description="What happened, in a sentence.")
+    finished_at: AwareDatetime | None = Field(default=None, description="When it ended.")
+
+
+class DeploymentMonitoringStatus(StatusModel):
+    """Live numbers scraped from the serving Pods."""
+
+    max_drift_score: float | None = Field(
+        default=None, description="Largest per-feature PSI vs the training data."
+    )
+    drift_scores: dict[str, float] = Field(default_factory=dict, description="PSI per feature.")
+    drift_samples: int | None = Field(default=None, description="Rows the PSI is computed on.")
+    live_accuracy: float | None = Field(
+        default=None, description="Accuracy on the feedback received (classification)."
+    )
+    live_rmse: float | None = Field(
+        default=None, description="RMSE on the feedback received (regression)."
+    )
+    error_rate: float | None = Field(default=None, description="Fraction of failed requests.")
+    latency_p99_ms: float | None = Field(default=None, description="99th-percentile latency.")
+    requests: int | None = Field(default=None, description="Requests served.")
+    feedback_samples: int | None = Field(default=None, description="Feedback rows received.")
+    last_scrape_time: AwareDatetime | None = Field(default=None, description="Last scrape.")
+    reachable: bool | None = Field(
+        default=None, description="Whether the last scrape reached the server."
+    )
+
+
+class ModelDeploymentStatus(StatusModel):
+    """Observed state of a ModelDeployment, written by the operator."""
+
+    observed_generation: int | None = Field(
+        default=None, description="The metadata.generation this status reflects."
+    )
+    phase: DeploymentPhase | None = Field(
+        default=None, description="Waiting, Progressing, Available or Degraded."
+    )
+    current_model: ModelRevision | None = Field(
+        default=None, json_schema_extra={"nullable": True}, description="The model served."
+    )
+    history: list[ModelRevision] = Field(
+        default_factory=list,
+        max_length=MAX_HISTORY,
+        description="Models served before, newest first (bounded by revisionHistoryLimit).",
+    )
+    rollout: RolloutStatus | None = Field(
+        default=None,
+        json_schema_extra={"nullable": True},
+        description="The rollout in progress; empty when none.",
+    )
+    last_rollout: LastRolloutStatus | None = Field(
+        default=None, description="How the last rollout ended."
+    )
+    rolled_back_runs: list[str] = Field(
+        default_factory=list,
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+        description="Runs rolled back automatically; they are not rolled out again.",
+    )
+    endpoint: str | None = Field(default=None, description="In-cluster URL of the server.")
+    replicas: int | None = Field(default=None, description="Serving Pods.")
+    ready_replicas: int | None = Field(default=None, description="Ready serving Pods.")
+    monitoring: DeploymentMonitoringStatus | None = Field(
+        default=None, description="Live drift, accuracy, error rate."
+    )
+    last_rollback_token: str | None = Field(
+        default=None,
+        description="The perennial.dev/rollback annotation value last acted on.",
+    )
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        json_schema_extra={
+            "x-kubernetes-list-type": "map",
+            "x-kubernetes-list-map-keys": ["type"],
+        },
+        description="Ready, Reconciling and Stalled (kstatus).",
+    )
+    message: str | None = Field(default=None, description="Human-readable summary.")
+
+
+class ModelDeployment(ApiModel):
+    """A ModelDeployment serves a blessed model (a pipeline's champion or a pinned run),
+    rolls new models out (rolling or canary), monitors drift and rolls back."""
+
+    api_version: Literal["perennial.dev/v1alpha1"] = "perennial.dev/v1alpha1"
+    kind: Literal["ModelDeployment"] = "ModelDeployment"
+    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
+    spec: ModelDeploymentSpec
+    status: ModelDeploymentStatus = Field(default_factory=ModelDeploymentStatus)
