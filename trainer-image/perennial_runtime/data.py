@@ -87,6 +87,12 @@ def _read_bytes(uri: str) -> bytes:
         with fsspec.open(uri, "rb", **storage_options_for(uri)) as fh:
             data: bytes = fh.read()
     except FileNotFoundError as exc:
+        cause = exc.__cause__
+        if cause is not None and not isinstance(cause, FileNotFoundError):
+            # fsspec's HTTP filesystem reports a refused connection as "not found".
+            raise DataUnavailableError(
+                f"cannot read data at {uri}: {type(cause).__name__}: {cause}"
+            ) from exc
         raise DataUnavailableError(f"data not found at {uri}: {exc}") from exc
     except ValueError as exc:
         # fsspec raises ValueError for unknown protocols: a configuration mistake.
