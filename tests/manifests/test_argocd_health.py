@@ -7,13 +7,20 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
+import yaml
 
 lua51 = pytest.importorskip("lupa.lua51")
 
 REPO = Path(__file__).resolve().parents[2]
 ARGOCD = REPO / "manifests" / "argocd"
 KINDS = ("TrainingPipeline", "TrainingRun", "ModelDeployment")
+PLURALS = {
+    "TrainingPipeline": "trainingpipelines",
+    "TrainingRun": "trainingruns",
+    "ModelDeployment": "modeldeployments",
+}
 ARGO_STATUSES = {"Healthy", "Progressing", "Degraded", "Suspended", "Missing", "Unknown"}
 
 Build = Callable[[str], list[dict[str, Any]]]
@@ -23,7 +30,19 @@ def script(kind: str) -> str:
     return (ARGOCD / "perennial.dev" / kind / "health.lua").read_text()
 
 
+def check_status_shape(kind: str, obj: dict[str, Any]) -> None:
+    """The test objects' status must be one the CRD accepts (when the CRDs exist)."""
+    path = REPO / "crds" / f"{PLURALS[kind]}.perennial.dev.yaml"
+    if "status" not in obj or not path.exists():
+        return
+    crd = yaml.safe_load(path.read_text())
+    (version,) = crd["spec"]["versions"]
+    schema = version["schema"]["openAPIV3Schema"]["properties"]["status"]
+    jsonschema.Draft7Validator(schema).validate(obj["status"])
+
+
 def health(kind: str, obj: dict[str, Any]) -> tuple[str, str]:
+    check_status_shape(kind, obj)
     runtime = lua51.LuaRuntime(unpack_returned_tuples=True)
     runtime.globals().obj = runtime.table_from(obj, recursive=True)
     result = runtime.execute(script(kind))
@@ -73,7 +92,11 @@ def test_no_status_yet_is_progressing(kind: str) -> None:
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_stalled_is_degraded_with_the_message(kind: str) -> None:
-    status = {"phase": "Idle", "conditions": kstatus("stalled", "InvalidSpec", "bad estimator")}
+    phase = {"TrainingPipeline": "Stalled", "TrainingRun": "Pending", "ModelDeployment": "Waiting"}
+    status = {
+        "phase": phase[kind],
+        "conditions": kstatus("stalled", "InvalidSpec", "bad estimator"),
+    }
     assert health(kind, obj(kind, status)) == ("Degraded", "bad estimator")
 
 
@@ -124,6 +147,16 @@ def test_run_phases(phase: str, expected: str) -> None:
         assert result[1] == "Rejected by the gates: gate accuracy: 0.81 < 0.90"
 
 
+def test_run_message_falls_back_to_the_status_summary() -> None:
+    tr = "TrainingRun"
+    conditions = [cond("Ready", False, "GateFailed", ""), *kstatus("ready", "x", "")[1:]]
+    status = {"phase": "Rejected", "message": "accuracy 0.81 below 0.90", "conditions": conditions}
+    assert health(tr, obj(tr, status)) == (
+        "Degraded",
+        "Rejected by the gates: accuracy 0.81 below 0.90",
+    )
+
+
 def test_deployment_states() -> None:
     md = "ModelDeployment"
     serving = {"phase": "Available", "conditions": kstatus("ready", "Serving", "Serving iris-3")}
@@ -155,6 +188,21 @@ def test_deployment_states() -> None:
         ],
     }
     assert health(md, obj(md, degraded)) == ("Degraded", "1/2 pods ready")
+
+    rolled_back_by_phase = {
+        "phase": "Degraded",
+        "lastRollout": {
+            "result": "RolledBack",
+            "toRun": "iris-4",
+            "reason": "AnalysisFailed",
+            "message": "live accuracy 0.71 < 0.85",
+        },
+        "conditions": kstatus("ready", "Serving", "Serving iris-3"),
+    }
+    assert health(md, obj(md, rolled_back_by_phase)) == (
+        "Degraded",
+        "Rolled back: live accuracy 0.71 < 0.85",
+    )
 
     waiting = {"phase": "Waiting", "conditions": [cond("Ready", False, "NoModel", "")]}
     assert health(md, obj(md, waiting))[0] == "Progressing"

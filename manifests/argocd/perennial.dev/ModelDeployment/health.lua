@@ -1,7 +1,8 @@
--- Argo CD health for perennial.dev/ModelDeployment, read from its conditions.
+-- Argo CD health for perennial.dev/ModelDeployment, read from its phase and conditions.
 -- An automatic rollback restores the previous model but leaves the resource Degraded
--- (RolledBack=True) until a new blessed model arrives or a user acts. A rollout in progress
--- is Progressing. Ready is never reported while the serving pods are not ready.
+-- (phase Degraded, lastRollout.result RolledBack; or a RolledBack/Degraded condition) until
+-- a new blessed model arrives or a user acts. A rollout in progress is Progressing. Ready
+-- is never reported while the serving pods are not ready.
 local hs = {}
 
 local function condition(name)
@@ -20,9 +21,21 @@ local function is_true(c)
   return c ~= nil and c.status == "True"
 end
 
+local function summary(fallback)
+  if obj.status ~= nil and obj.status.message ~= nil and obj.status.message ~= "" then
+    return obj.status.message
+  end
+  return fallback
+end
+
+-- The condition's message, else the status summary, else the condition's reason.
 local function message(c, fallback)
   if c ~= nil and c.message ~= nil and c.message ~= "" then
     return c.message
+  end
+  local text = summary(nil)
+  if text ~= nil then
+    return text
   end
   if c ~= nil and c.reason ~= nil and c.reason ~= "" then
     return c.reason
@@ -64,7 +77,14 @@ end
 local degraded = condition("Degraded")
 if is_true(degraded) or obj.status.phase == "Degraded" then
   hs.status = "Degraded"
-  hs.message = message(degraded, "Degraded")
+  local last = obj.status.lastRollout
+  if is_true(degraded) then
+    hs.message = message(degraded, "Degraded")
+  elseif last ~= nil and last.result == "RolledBack" then
+    hs.message = "Rolled back: " .. (last.message or last.reason or "the new model failed its analysis")
+  else
+    hs.message = summary("Degraded")
+  end
   return hs
 end
 

@@ -19,9 +19,21 @@ local function is_true(c)
   return c ~= nil and c.status == "True"
 end
 
+local function summary(fallback)
+  if obj.status ~= nil and obj.status.message ~= nil and obj.status.message ~= "" then
+    return obj.status.message
+  end
+  return fallback
+end
+
+-- The condition's message, else the status summary, else the condition's reason.
 local function message(c, fallback)
   if c ~= nil and c.message ~= nil and c.message ~= "" then
     return c.message
+  end
+  local text = summary(nil)
+  if text ~= nil then
+    return text
   end
   if c ~= nil and c.reason ~= nil and c.reason ~= "" then
     return c.reason
