@@ -364,3 +364,31 @@ def test_numeric_fast_path_gives_the_same_importances(trained_run: Any) -> None:
         c: round(float(m), 6) for c, m in zip(x.columns, slow.importances_mean, strict=True)
     }
     assert {f.feature: f.importance for f in fast} == expected
+
+
+@pytest.mark.parametrize(
+    ("estimator", "params", "expected"),
+    [
+        ("LogisticRegression", {"solver": "lbfgs", "dual": True}, "failed to fit"),
+        ("KNeighborsClassifier", {"n_neighbors": 500}, "could not be evaluated"),
+    ],
+)
+def test_estimator_failures_are_training_errors(
+    tmp_path: Path,
+    make_train_config: ConfigFactory,
+    estimator: str,
+    params: dict[str, Any],
+    expected: str,
+) -> None:
+    result = train(
+        make_train_config(
+            run_name="run",
+            artifact_uri=tmp_path.as_uri(),
+            data_uri="sklearn://iris",
+            estimator=estimator,
+            params=params,
+        )
+    )
+    assert (result.status, result.reason) == ("Failed", FailureReason.TRAINING_ERROR.value)
+    assert exit_code(result) == ExitCode.TRAINING_ERROR == 5
+    assert expected in result.message and estimator in result.message

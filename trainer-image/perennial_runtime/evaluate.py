@@ -86,8 +86,14 @@ def score(
 ) -> tuple[dict[str, float], list[str]]:
     """Metrics of ``model`` on ``(x, y)``, plus warnings for metrics left out."""
     if task is Task.REGRESSION:
-        return regression_metrics(y.to_numpy(dtype=float), model.predict(x)), []
-    return classification_metrics(model, x, y, classes)
+        metrics = regression_metrics(y.to_numpy(dtype=float), model.predict(x))
+        warnings: list[str] = []
+    else:
+        metrics, warnings = classification_metrics(model, x, y, classes)
+    for name in [n for n, v in metrics.items() if not math.isfinite(v)]:
+        del metrics[name]
+        warnings.append(f"metric {name} not computed: not a finite number on this holdout")
+    return metrics, warnings
 
 
 def regression_metrics(

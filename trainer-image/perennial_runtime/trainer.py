@@ -32,6 +32,7 @@ from perennial_runtime import artifacts, data, drift, model_card, report
 from perennial_runtime.contract import (
     DEFAULT_PRIMARY_METRIC,
     EXIT_CODE_FOR,
+    METADATA_FILE,
     MODEL_CARD_FILE,
     MODEL_FILE,
     TRAIN_CONFIG_ENV,
@@ -201,7 +202,13 @@ def _train(config: TrainConfig, progress: _Progress) -> TrainResult:
         data_report=data_report,
     )
     classes = class_labels(y_train) if task is Task.CLASSIFICATION else []
-    metrics, metric_warnings = score(pipeline, x_test, y_test, task, classes)
+    try:
+        metrics, metric_warnings = score(pipeline, x_test, y_test, task, classes)
+    except Exception as exc:
+        raise TrainingError(
+            f"the trained {config.model.estimator} could not be evaluated on the holdout: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
     data_report.warnings += metric_warnings
     log.info("candidate metrics on %d holdout rows: %s", len(x_test), metrics)
 
@@ -210,9 +217,14 @@ def _train(config: TrainConfig, progress: _Progress) -> TrainResult:
         champion_metrics = _score_champion(champion, holdout_raw, y_test, task, classes)
         log.info("champion %s metrics on the same holdout: %s", champion.ref.run, champion_metrics)
 
-    importance = top_features(
-        pipeline, x_test, y_test, task, seed=seed, top_n=config.evaluation.top_features
-    )
+    try:
+        importance = top_features(
+            pipeline, x_test, y_test, task, seed=seed, top_n=config.evaluation.top_features
+        )
+    except Exception as exc:  # optional output: never fails a run that trained
+        log.warning("feature importance not computed: %s", exc)
+        data_report.warnings.append(f"feature importance not computed: {exc}")
+        importance = []
     predictions = pipeline.predict(x_test)
     sample = _sample(x_test, predictions)
 
@@ -290,7 +302,7 @@ def _primary_metric(config: TrainConfig) -> str:
 def _load_champion(ref: ChampionRef, task: Task) -> _Champion:
     """The champion's verified model and metadata; any problem is ChampionUnavailable."""
     meta_uri = ref.metadata_uri or artifacts.join_uri(
-        ref.model_uri.rsplit("/", 1)[0], "metadata.json"
+        ref.model_uri.rsplit("/", 1)[0], METADATA_FILE
     )
     try:
         model = artifacts.load_model(artifacts.fetch_verified(ref.model_uri, ref.sha256))
@@ -402,7 +414,7 @@ def _write_artifacts(run_uri: str, model_uri: str, model: bytes, meta: ModelMeta
         card = model_card.render(meta).encode("utf-8")
         artifacts.write_bytes(artifacts.join_uri(run_uri, MODEL_CARD_FILE), card)
         body = json.dumps(meta.to_dict(), indent=2, sort_keys=False).encode("utf-8")
-        artifacts.write_bytes(artifacts.join_uri(run_uri, "metadata.json"), body)
+        artifacts.write_bytes(artifacts.join_uri(run_uri, METADATA_FILE), body)
     except artifacts.ArtifactError as exc:
         raise ArtifactWriteError(str(exc)) from exc
 
