@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pytest
 import yaml
 
 from perennial_runtime.contract import TERMINATION_MESSAGE_LIMIT, ExitCode, TrainResult
@@ -150,3 +151,29 @@ def test_unknown_param_exits_2(tmp_path: Path, make_train_config: Callable[..., 
     )
     assert done.returncode == 2
     assert "model.params.max_leaves" in read_result(result_file).message
+
+
+def test_config_sources_in_order(tmp_path: Path, make_train_config: Callable[..., Any]) -> None:
+    from perennial_runtime.failures import InvalidConfigError
+    from perennial_runtime.trainer import load_config
+
+    def config_json(run_name: str) -> str:
+        return json.dumps(
+            wire(
+                make_train_config(
+                    run_name=run_name, artifact_uri="file:///tmp/a", data_uri="sklearn://iris"
+                )
+            )
+        )
+
+    explicit, from_env_file = tmp_path / "explicit.json", tmp_path / "env.json"
+    explicit.write_text(config_json("explicit"))
+    from_env_file.write_text(config_json("env-file"))
+    env = {"PERENNIAL_TRAIN_CONFIG_FILE": str(from_env_file), "PERENNIAL_TRAIN_CONFIG": "{}"}
+    assert load_config(str(explicit), env).run_name == "explicit"
+    assert load_config(None, env).run_name == "env-file"
+    assert load_config(None, {"PERENNIAL_TRAIN_CONFIG": config_json("env")}).run_name == "env"
+    with pytest.raises(InvalidConfigError, match=r"runName: Field required"):
+        load_config(None, {"PERENNIAL_TRAIN_CONFIG": '{"data": {}}'})
+    with pytest.raises(InvalidConfigError, match="cannot read the config file"):
+        load_config(str(tmp_path / "absent.json"), {})
