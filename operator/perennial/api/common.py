@@ -36,7 +36,7 @@ def _check_quantity(value: int | str) -> int | str:
         if value < 0:
             raise ValueError(f"quantity {value} must not be negative")
         return value
-    if not _QUANTITY.match(value):
+    if not _QUANTITY.fullmatch(value):
         raise ValueError(
             f"{value!r} is not a Kubernetes quantity; write e.g. '500m' (CPU), '2Gi' "
             "(memory) or a whole number"
@@ -65,7 +65,7 @@ def _check_int_or_percent(value: int | str) -> int | str:
         if value < 0:
             raise ValueError(f"{value} must not be negative")
         return value
-    if not _PERCENT.match(value):
+    if not _PERCENT.fullmatch(value):
         raise ValueError(f"{value!r} must be a whole number or a percentage such as '50%'")
     return value
 

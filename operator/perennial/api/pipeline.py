@@ -81,7 +81,7 @@ class ScheduleTrigger(SpecModel):
     @field_validator("cron")
     @classmethod
     def _valid_cron(cls, cron: str) -> str:
-        if not _CRON.match(cron):
+        if not _CRON.fullmatch(cron):
             raise CRON_RULE.error()
         return cron
 

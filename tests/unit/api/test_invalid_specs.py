@@ -1,0 +1,469 @@
+"""A catalogue of invalid objects: each is rejected by the model AND by the CRD (schema or
+CEL, as an API server would), with an error that names the offending field."""
+
+from __future__ import annotations
+
+import copy
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from pydantic import BaseModel, ValidationError
+
+from perennial import api
+from perennial.api.deployment import (
+    CANARY_NEEDS_STEPS,
+    EXACTLY_ONE_SOURCE,
+    LAST_WEIGHT_IS_100,
+    WEIGHTS_INCREASE,
+)
+from perennial.api.pipeline import CRON_RULE, DECAY_METRIC_SUITS_TASK
+from perennial.api.training import (
+    ESTIMATOR_SUITS_TASK,
+    GATE_METRICS_SUIT_TASK,
+    PRIMARY_METRIC_SUITS_TASK,
+    URI_UNDER_MOUNT_PATH,
+    VOLUME_NEEDS_FILE_URI,
+)
+
+from .crd_support import Error, api_server_errors
+
+PIPELINE: dict[str, Any] = {
+    "apiVersion": "perennial.dev/v1alpha1",
+    "kind": "TrainingPipeline",
+    "metadata": {"name": "iris"},
+    "spec": {
+        "data": {
+            "uri": "sklearn://iris",
+            "target": "target",
+            "columns": [{"name": "sepal length (cm)", "min": 0, "max": 10}],
+        },
+        "model": {"task": "classification", "estimator": "RandomForestClassifier"},
+        "evaluation": {"testSize": 0.25, "primaryMetric": "accuracy"},
+        "gates": {"metrics": [{"metric": "accuracy", "threshold": 0.9}]},
+        "triggers": {
+            "schedule": {"cron": "0 3 * * *"},
+            "dataChange": {"enabled": True},
+            "performanceDecay": {"deploymentRef": {"name": "iris"}, "threshold": 0.8},
+        },
+        "runTemplate": {"resources": {"requests": {"cpu": "250m"}}},
+        "artifacts": {"uri": "file:///artifacts/iris", "volume": {"claimName": "models"}},
+    },
+}
+DEPLOYMENT: dict[str, Any] = {
+    "apiVersion": "perennial.dev/v1alpha1",
+    "kind": "ModelDeployment",
+    "metadata": {"name": "iris"},
+    "spec": {
+        "source": {"pipelineRef": {"name": "iris"}},
+        "strategy": {
+            "type": "Canary",
+            "canary": {"steps": [{"weight": 10}, {"weight": 50}, {"weight": 100}]},
+        },
+    },
+}
+RUN: dict[str, Any] = {
+    "apiVersion": "perennial.dev/v1alpha1",
+    "kind": "TrainingRun",
+    "metadata": {"name": "iris-00001"},
+    "spec": {
+        "pipelineRef": {"name": "iris"},
+        "trigger": {"type": "Schedule", "reason": "schedule '0 3 * * *' due"},
+        "pipelineSpec": {
+            key: PIPELINE["spec"][key]
+            for key in ("data", "model", "evaluation", "gates", "runTemplate", "artifacts")
+        },
+    },
+}
+BASES = {"TrainingPipeline": PIPELINE, "ModelDeployment": DEPLOYMENT, "TrainingRun": RUN}
+MODELS: dict[str, type[BaseModel]] = {
+    "TrainingPipeline": api.TrainingPipeline,
+    "ModelDeployment": api.ModelDeployment,
+    "TrainingRun": api.TrainingRun,
+}
+DELETE = object()
+_PART = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
+
+
+def _parts(path: str) -> list[str | int]:
+    return [int(i) if i else name for name, i in _PART.findall(path)]
+
+
+def mutate(obj: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(obj)
+    for path, value in changes.items():
+        *parents, last = _parts(path)
+        node: Any = out
+        for part in parents:
+            node = node[part]
+        if value is DELETE:
+            del node[last]
+        else:
+            node[last] = value
+    return out
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    kind: str
+    changes: dict[str, Any]
+    field: str  # the field the error must name, e.g. spec.model.estimator
+    message: str | None = None  # the CEL rule's message, when a rule (and its mirror) decides
+
+
+CASES = [
+    Case(
+        "wrong-type",
+        "TrainingPipeline",
+        {"spec.evaluation.testSize": "a lot"},
+        "spec.evaluation.testSize",
+    ),
+    Case(
+        "unknown-estimator",
+        "TrainingPipeline",
+        {"spec.model.estimator": "SuperForest"},
+        "spec.model.estimator",
+    ),
+    Case(
+        "estimator-of-the-wrong-task",
+        "TrainingPipeline",
+        {"spec.model.estimator": "Ridge"},
+        "spec.model.estimator",
+        ESTIMATOR_SUITS_TASK.message,
+    ),
+    Case(
+        "negative-test-size",
+        "TrainingPipeline",
+        {"spec.evaluation.testSize": -0.1},
+        "spec.evaluation.testSize",
+    ),
+    Case(
+        "test-size-1.5",
+        "TrainingPipeline",
+        {"spec.evaluation.testSize": 1.5},
+        "spec.evaluation.testSize",
+    ),
+    Case(
+        "cron-not-cron",
+        "TrainingPipeline",
+        {"spec.triggers.schedule.cron": "every day"},
+        "spec.triggers.schedule.cron",
+    ),
+    Case(
+        "cron-out-of-range",
+        "TrainingPipeline",
+        {"spec.triggers.schedule.cron": "61 * * * *"},
+        "spec.triggers.schedule.cron",
+        CRON_RULE.message,
+    ),
+    Case(
+        "cron-four-fields",
+        "TrainingPipeline",
+        {"spec.triggers.schedule.cron": "0 3 * *"},
+        "spec.triggers.schedule.cron",
+    ),
+    Case(
+        "weights-not-increasing",
+        "ModelDeployment",
+        {"spec.strategy.canary.steps": [{"weight": 50}, {"weight": 20}, {"weight": 100}]},
+        "spec.strategy.canary.steps",
+        WEIGHTS_INCREASE.message,
+    ),
+    Case(
+        "weights-not-reaching-100",
+        "ModelDeployment",
+        {"spec.strategy.canary.steps": [{"weight": 10}, {"weight": 50}]},
+        "spec.strategy.canary.steps",
+        LAST_WEIGHT_IS_100.message,
+    ),
+    Case(
+        "both-pipeline-and-run",
+        "ModelDeployment",
+        {"spec.source.runRef": {"name": "iris-00001"}},
+        "spec.source",
+        EXACTLY_ONE_SOURCE.message,
+    ),
+    Case(
+        "neither-pipeline-nor-run",
+        "ModelDeployment",
+        {"spec.source": {}},
+        "spec.source",
+        EXACTLY_ONE_SOURCE.message,
+    ),
+    Case(
+        "unknown-field", "TrainingPipeline", {"spec.model.estimater": "SVC"}, "spec.model.estimater"
+    ),
+    Case("unknown-top-level-spec-field", "ModelDeployment", {"spec.replica": 3}, "spec.replica"),
+    Case("negative-replicas", "ModelDeployment", {"spec.replicas": -1}, "spec.replicas"),
+    Case("missing-target", "TrainingPipeline", {"spec.data.target": DELETE}, "spec.data.target"),
+    Case("missing-artifacts", "TrainingPipeline", {"spec.artifacts": DELETE}, "spec.artifacts"),
+    Case(
+        "bad-metric-name",
+        "TrainingPipeline",
+        {"spec.gates.metrics": [{"metric": "precision_at_k", "threshold": 0.5}]},
+        "spec.gates.metrics[0].metric",
+    ),
+    Case(
+        "canary-without-steps",
+        "ModelDeployment",
+        {"spec.strategy.canary": DELETE},
+        "spec.strategy.canary",
+        CANARY_NEEDS_STEPS.message,
+    ),
+    Case(
+        "canary-empty-steps",
+        "ModelDeployment",
+        {"spec.strategy.canary.steps": []},
+        "spec.strategy.canary.steps",
+    ),
+    Case(
+        "canary-weight-0",
+        "ModelDeployment",
+        {"spec.strategy.canary.steps": [{"weight": 0}, {"weight": 100}]},
+        "spec.strategy.canary.steps[0].weight",
+    ),
+    Case(
+        "primary-metric-of-the-wrong-task",
+        "TrainingPipeline",
+        {"spec.evaluation.primaryMetric": "rmse"},
+        "spec.evaluation.primaryMetric",
+        PRIMARY_METRIC_SUITS_TASK.message,
+    ),
+    Case(
+        "gate-metric-of-the-wrong-task",
+        "TrainingPipeline",
+        {"spec.gates.metrics": [{"metric": "r2", "threshold": 0.5}]},
+        "spec.gates.metrics",
+        GATE_METRICS_SUIT_TASK.message,
+    ),
+    Case(
+        "two-gates-on-one-metric",
+        "TrainingPipeline",
+        {
+            "spec.gates.metrics": [
+                {"metric": "f1", "threshold": 0.5},
+                {"metric": "f1", "minAbsoluteChange": 0.01},
+            ]
+        },
+        "spec.gates.metrics[1]",
+    ),
+    Case(
+        "gate-without-a-limit",
+        "TrainingPipeline",
+        {"spec.gates.metrics": [{"metric": "f1"}]},
+        "spec.gates.metrics[0]",
+    ),
+    Case(
+        "decay-metric-of-the-wrong-task",
+        "TrainingPipeline",
+        {"spec.triggers.performanceDecay.metric": "rmse"},
+        "spec.triggers.performanceDecay.metric",
+        DECAY_METRIC_SUITS_TASK.message,
+    ),
+    Case(
+        "decay-without-threshold",
+        "TrainingPipeline",
+        {"spec.triggers.performanceDecay.threshold": DELETE},
+        "spec.triggers.performanceDecay.threshold",
+    ),
+    Case(
+        "poll-too-often",
+        "TrainingPipeline",
+        {"spec.triggers.dataChange.pollIntervalSeconds": 5},
+        "spec.triggers.dataChange.pollIntervalSeconds",
+    ),
+    Case(
+        "bad-quantity",
+        "TrainingPipeline",
+        {"spec.runTemplate.resources.requests.cpu": "lots"},
+        "spec.runTemplate.resources.requests.cpu",
+    ),
+    Case(
+        "backoff-limit-11",
+        "TrainingPipeline",
+        {"spec.runTemplate.backoffLimit": 11},
+        "spec.runTemplate.backoffLimit",
+    ),
+    Case(
+        "volume-with-s3",
+        "TrainingPipeline",
+        {"spec.artifacts.uri": "s3://bucket/iris"},
+        "spec.artifacts.volume",
+        VOLUME_NEEDS_FILE_URI.message,
+    ),
+    Case(
+        "file-uri-outside-the-volume",
+        "TrainingPipeline",
+        {"spec.artifacts.uri": "file:///tmp/iris"},
+        "spec.artifacts.uri",
+        URI_UNDER_MOUNT_PATH.message,
+    ),
+    Case(
+        "ftp-data",
+        "TrainingPipeline",
+        {"spec.data.uri": "ftp://example.com/iris.csv"},
+        "spec.data.uri",
+    ),
+    Case(
+        "column-min-above-max",
+        "TrainingPipeline",
+        {"spec.data.columns[0].min": 20},
+        "spec.data.columns[0].min",
+    ),
+    Case(
+        "bad-object-name",
+        "ModelDeployment",
+        {"spec.source.pipelineRef.name": "Iris_Model"},
+        "spec.source.pipelineRef.name",
+    ),
+    Case(
+        "scrape-too-often",
+        "ModelDeployment",
+        {"spec.monitoring": {"scrapeIntervalSeconds": 1}},
+        "spec.monitoring.scrapeIntervalSeconds",
+    ),
+    Case(
+        "bad-concurrency-policy",
+        "TrainingPipeline",
+        {"spec.concurrencyPolicy": "Allow"},
+        "spec.concurrencyPolicy",
+    ),
+    Case("unknown-trigger-type", "TrainingRun", {"spec.trigger.type": "Whim"}, "spec.trigger.type"),
+    Case("run-without-snapshot", "TrainingRun", {"spec.pipelineSpec": DELETE}, "spec.pipelineSpec"),
+    Case(
+        "run-snapshot-estimator-of-the-wrong-task",
+        "TrainingRun",
+        {"spec.pipelineSpec.model.estimator": "SVR"},
+        "spec.pipelineSpec.model.estimator",
+        ESTIMATOR_SUITS_TASK.message,
+    ),
+]
+
+
+def _names(path: str, text: str, target: str) -> bool:
+    """An error at ``path`` saying ``text`` names ``target`` if it sits on the field itself,
+    or on an ancestor and mentions the field's name."""
+    if path == target:
+        return True
+    leaf = re.sub(r"\[\d+\]$", "", target).rsplit(".", 1)[-1]
+    return target.startswith(path) and leaf in text
+
+
+def _model_errors(case: Case) -> list[Error]:
+    obj = mutate(BASES[case.kind], case.changes)
+    with pytest.raises(ValidationError) as info:
+        MODELS[case.kind].model_validate(obj)
+    return [
+        (
+            "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in e["loc"]).lstrip("."),
+            e["msg"],
+        )
+        for e in info.value.errors()
+    ]
+
+
+def test_the_catalogue_is_large_and_the_bases_are_valid() -> None:
+    assert len(CASES) >= 15
+    assert len({c.id for c in CASES}) == len(CASES)
+    for kind, base in BASES.items():
+        MODELS[kind].model_validate(base)
+        assert api_server_errors(base) == [], kind
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+def test_model_rejects_and_names_the_field(case: Case) -> None:
+    errors = _model_errors(case)
+    assert any(_names(path, msg, case.field) for path, msg in errors), errors
+    if case.message:
+        assert any(case.message in msg for _, msg in errors), errors
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+def test_api_server_rejects_and_names_the_field(case: Case) -> None:
+    errors = api_server_errors(mutate(BASES[case.kind], case.changes))
+    assert errors, "accepted by the CRD"
+    assert any(_names(path, msg, case.field) for path, msg in errors), errors
+    if case.message:
+        assert (case.field, case.message) in errors
+
+
+def test_model_and_cel_give_the_same_message() -> None:
+    """Where a CEL rule decides, the model's mirror raises the very same sentence."""
+    for case in CASES:
+        if case.message:
+            model_msgs = [m for _, m in _model_errors(case)]
+            server_msgs = [m for _, m in api_server_errors(mutate(BASES[case.kind], case.changes))]
+            assert any(case.message in m for m in model_msgs), case.id
+            assert case.message in server_msgs, case.id
+
+
+def test_model_error_lists_the_choices() -> None:
+    errors = _model_errors(Case("x", "TrainingPipeline", {"spec.model.estimator": "Nope"}, ""))
+    (msg,) = [m for p, m in errors if p == "spec.model.estimator"]
+    assert "unknown estimator 'Nope'" in msg and "RandomForestClassifier" in msg
+
+
+# --- TrainingRun spec is immutable (a transition rule: only the CRD can check it) -------
+
+
+def test_run_spec_is_immutable() -> None:
+    changed = mutate(RUN, {"spec.pipelineSpec.model.estimator": "LogisticRegression"})
+    assert api_server_errors(changed, old=RUN) == [
+        ("spec", "TrainingRun spec is immutable; create a new run to retrain")
+    ]
+
+
+def test_run_status_and_metadata_may_change() -> None:
+    updated = mutate(RUN, {"metadata.labels": {"a": "b"}, "status": {"phase": "Training"}})
+    assert api_server_errors(updated, old=RUN) == []
+
+
+def test_pipeline_spec_may_change() -> None:
+    updated = mutate(PIPELINE, {"spec.model.estimator": "SVC"})
+    assert api_server_errors(updated, old=PIPELINE) == []
+
+
+# --- cron: the CEL rule, the model and croniter agree ----------------------------------
+
+VALID_CRONS = [
+    "0 3 * * *",
+    "*/15 * * * 1-5",
+    "0 0 1 jan,jul *",
+    "30 2 ? * MON-FRI",
+    "0 0-23/2 1,15 * sun",
+    "59 23 31 12 7",
+    "@daily",
+    "@hourly",
+]
+INVALID_CRONS = [
+    "61 * * * *",
+    "0 24 * * *",
+    "0 0 32 * *",
+    "0 0 * 13 *",
+    "0 0 * * 8",
+    "*/0 * * * *",
+    "* * * *",
+    "* * * * * *",
+    "@every 5m",
+    "0 3 * * *\n",
+    "",
+]
+
+
+@pytest.mark.parametrize("cron", VALID_CRONS)
+def test_valid_cron(cron: str) -> None:
+    from croniter import croniter
+
+    api.ScheduleTrigger(cron=cron)
+    assert api_server_errors(mutate(PIPELINE, {"spec.triggers.schedule.cron": cron})) == []
+    assert croniter.is_valid(cron)
+
+
+@pytest.mark.parametrize("cron", INVALID_CRONS)
+def test_invalid_cron(cron: str) -> None:
+    with pytest.raises(ValidationError, match="cron"):
+        api.ScheduleTrigger(cron=cron)
+    errors = api_server_errors(mutate(PIPELINE, {"spec.triggers.schedule.cron": cron}))
+    assert errors and all(p == "spec.triggers.schedule.cron" for p, _ in errors), errors
