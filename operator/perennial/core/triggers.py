@@ -1,5 +1,8 @@
 """Which triggers are due for a pipeline right now?
 
+``TriggerType`` is the API's enum (re-exported here), so a run records exactly the
+value the decision produced.
+
 Pure: every input (the clock, the polled data fingerprint, the deployment's monitoring
 numbers, the annotation's value) is passed in. A trigger is "consumed" only when the
 caller records that a run started for it (new spec hash, manual token, schedule time,
@@ -11,22 +14,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from enum import StrEnum
 
+from perennial.api.enums import TriggerType
 from perennial.core.schedule import ScheduleDecision
 from perennial_runtime.contract import metric_higher_is_better
-
-
-class TriggerType(StrEnum):
-    INITIAL = "Initial"
-    SPEC_CHANGE = "SpecChange"
-    SCHEDULE = "Schedule"
-    DATA_CHANGE = "DataChange"
-    DRIFT = "Drift"
-    PERFORMANCE_DECAY = "PerformanceDecay"
-    MANUAL = "Manual"
-    REPRODUCE = "Reproduce"
-
 
 # When several triggers are due at once, one run is started for the first of these and
 # the others are recorded as coalesced into it.
