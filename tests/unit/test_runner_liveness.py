@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import time
 from collections.abc import AsyncIterator
 
 import kmock
@@ -97,3 +99,26 @@ def kmock_info() -> kmock.ResourceInfo:
         verbs={"get", "list", "watch", "create", "update", "patch", "delete"},
         subresources={"status"},
     )
+
+
+async def test_probe_raises_once_the_api_has_been_unreachable_for_too_long(
+    kmock: kmock.KubernetesEmulator, api_client: client.ApiClient
+) -> None:
+    import kopf
+
+    from perennial.controllers import liveness
+
+    saved = (liveness._ClientCache.client, dataclasses.replace(liveness.HEARTBEAT))
+    liveness._ClientCache.client = api_client  # the emulator serves no TrainingPipelines
+    try:
+        liveness.HEARTBEAT.started_at = time.monotonic() - 1000
+        liveness.HEARTBEAT.last_success = time.monotonic() - 900
+        with pytest.raises(kopf.PermanentError, match="CRD installed"):
+            await liveness.probe_api(memo=kopf.Memo(namespaces=("ml",)))
+
+        kmock.resources["perennial.dev/v1alpha1/trainingpipelines"] = kmock_info()
+        answer = await liveness.probe_api(memo=kopf.Memo(namespaces=("ml",)))
+        assert answer["healthy"] is True and answer["scope"] == ["ml"]
+    finally:
+        liveness._ClientCache.client = saved[0]
+        liveness.HEARTBEAT.__dict__.update(saved[1].__dict__)
