@@ -65,22 +65,25 @@ async def _get_when_up(
             await asyncio.sleep(0.2)
 
 
-@pytest.mark.timeout(90)
-async def test_operator_process_serves_liveness_and_metrics_and_stops_on_sigterm(
-    kmock: kmock.KubernetesEmulator, tmp_path: Path
-) -> None:
-    kmock.resources.load_bundled()
-    kmock.resources["perennial.dev/v1alpha1/trainingpipelines"] = kmock.ResourceInfo(
+def _declare_resources(emulator: kmock.KubernetesEmulator) -> None:
+    emulator.resources.load_bundled()
+    emulator.resources["perennial.dev/v1alpha1/trainingpipelines"] = kmock.ResourceInfo(
         namespaced=True,
         kind="TrainingPipeline",
         singular="trainingpipeline",
         verbs={"get", "list", "watch", "create", "update", "patch", "delete"},
         subresources={"status"},
     )
+
+
+async def _start_operator(
+    emulator: kmock.KubernetesEmulator, tmp_path: Path, *args: str
+) -> tuple[asyncio.subprocess.Process, int, int]:
     liveness_port, metrics_port = _free_port(), _free_port()
+    server = str(emulator.url).rstrip("/")
     env = {
         **os.environ,
-        "KUBECONFIG": str(_kubeconfig(tmp_path / "kubeconfig", str(kmock.url).rstrip("/"))),
+        "KUBECONFIG": str(_kubeconfig(tmp_path / "kubeconfig", server)),
         "POD_NAME": "perennial-operator-test",
     }
     env.pop("KUBERNETES_SERVICE_HOST", None)
@@ -89,12 +92,34 @@ async def test_operator_process_serves_liveness_and_metrics_and_stops_on_sigterm
         "-m",
         "perennial",
         "run",
-        f"--namespace={NAMESPACE}",
+        *args,
         f"--liveness=http://127.0.0.1:{liveness_port}/healthz",
         f"--metrics-port={metrics_port}",
         env=env,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
+    )
+    return process, liveness_port, metrics_port
+
+
+async def _stop(process: asyncio.subprocess.Process) -> str:
+    if process.returncode is None:
+        process.send_signal(signal.SIGTERM)
+    try:
+        output, _ = await asyncio.wait_for(process.communicate(), timeout=30)
+    except TimeoutError:
+        process.kill()
+        raise
+    return output.decode(errors="replace")
+
+
+@pytest.mark.timeout(90)
+async def test_operator_process_serves_liveness_and_metrics_and_stops_on_sigterm(
+    kmock: kmock.KubernetesEmulator, tmp_path: Path
+) -> None:
+    _declare_resources(kmock)
+    process, liveness_port, metrics_port = await _start_operator(
+        kmock, tmp_path, f"--namespace={NAMESPACE}"
     )
     try:
         async with aiohttp.ClientSession() as session:
@@ -125,14 +150,41 @@ async def test_operator_process_serves_liveness_and_metrics_and_stops_on_sigterm
         ]
         assert not outside, outside
     finally:
-        if process.returncode is None:
-            process.send_signal(signal.SIGTERM)
-        try:
-            output, _ = await asyncio.wait_for(process.communicate(), timeout=30)
-        except TimeoutError:
-            process.kill()
-            raise
-    log = output.decode(errors="replace")
+        log = await _stop(process)
     assert process.returncode == 0, log
     assert "handler modules loaded: perennial.controllers.settings" in log
     assert "kopf settings applied" in log and "namespaced scope" in log
+
+
+@pytest.mark.timeout(90)
+async def test_cluster_wide_operator_watches_crds_with_bounded_requests(
+    kmock: kmock.KubernetesEmulator, tmp_path: Path
+) -> None:
+    _declare_resources(kmock)
+    process, liveness_port, _ = await _start_operator(kmock, tmp_path)
+    try:
+        async with aiohttp.ClientSession() as session:
+            status, text = await _get_when_up(
+                session, f"http://127.0.0.1:{liveness_port}/healthz", process
+            )
+        assert status == 200, text
+        assert json.loads(text)["api"]["scope"] == "cluster"
+        # kopf's cluster scanning watches CRDs; with our settings every list is chunked and
+        # every watch request is bounded server-side, so none can hang forever.
+        deadline = asyncio.get_running_loop().time() + STARTUP_TIMEOUT
+        while True:
+            crd_requests = [
+                r.url.query for r in kmock if r.url.path.endswith("/customresourcedefinitions")
+            ]
+            if any(q.get("watch") == "true" for q in crd_requests):
+                break
+            assert asyncio.get_running_loop().time() < deadline, crd_requests
+            await asyncio.sleep(0.1)
+        watches = [q for q in crd_requests if q.get("watch") == "true"]
+        lists = [q for q in crd_requests if q.get("watch") != "true"]
+        assert all(q.get("timeoutSeconds") == "300" for q in watches), watches
+        assert all(q.get("limit") == "500" for q in lists), lists
+    finally:
+        log = await _stop(process)
+    assert process.returncode == 0, log
+    assert "cluster-wide scope" in log

@@ -51,6 +51,8 @@ def test_watches_are_bounded_so_a_stalled_one_is_re_established(
     assert watching.server_timeout is not None and watching.client_timeout is not None
     # The server closes the request first; the client only cuts a stream that went silent.
     assert 0 < watching.server_timeout < watching.client_timeout
+    # Sent as the `timeoutSeconds` query parameter, which the API server parses as an integer.
+    assert str(watching.server_timeout).isdigit()
     assert watching.connect_timeout is not None and watching.connect_timeout > 0
     assert 0 < watching.inactivity_timeout <= 120
     assert watching.chunk_size == 500

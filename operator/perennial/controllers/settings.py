@@ -38,7 +38,9 @@ EVENT_NAME_PREFIX: Final = "perennial-event-"
 # re-lists and re-watches. The client gives up slightly later, so only a stalled connection
 # (no FIN, no data: the failure behind kopf #614/#698) is cut client-side. kopf also drops a
 # stream that has carried no event, not even a bookmark, for INACTIVITY_TIMEOUT.
-WATCH_SERVER_TIMEOUT: Final = 300.0
+# An int: kopf sends it verbatim as `timeoutSeconds`, which the API server parses as an
+# integer ("300.0" is a bad request).
+WATCH_SERVER_TIMEOUT: Final = 300
 WATCH_CLIENT_TIMEOUT: Final = 330.0
 WATCH_CONNECT_TIMEOUT: Final = 15.0
 WATCH_INACTIVITY_TIMEOUT: Final = 70.0
