@@ -1,0 +1,17 @@
+"""``perennial-runtime serve``: the model server (Open Inference Protocol V2 + /predict).
+
+Modules: ``config`` (options), ``schema`` (request validation), ``fastpath`` (predictors),
+``model`` (verify, load, smoke-test), ``windows`` and ``monitor`` (drift, feedback,
+metrics), ``v2`` (protocol documents), ``app`` (ASGI), ``server`` (uvicorn).
+"""
+
+from __future__ import annotations
+
+
+def main(argv: list[str]) -> int:
+    from perennial_runtime.serve.server import main as serve_main
+
+    return serve_main(argv)
+
+
+__all__ = ["main"]

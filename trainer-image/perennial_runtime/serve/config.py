@@ -1,0 +1,178 @@
+"""``perennial-runtime serve`` options: flags, each with an environment fallback."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+
+from perennial_runtime.drift import MIN_DRIFT_SAMPLES
+
+MODEL_URI_ENV = "PERENNIAL_MODEL_URI"
+SHA256_ENV = "PERENNIAL_MODEL_SHA256"
+MODEL_NAME_ENV = "PERENNIAL_MODEL_NAME"
+# How the parent process hands the parsed config to uvicorn's worker processes.
+CONFIG_JSON_ENV = "PERENNIAL_SERVE_CONFIG_JSON"
+
+_SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
+_TRUE = {"1", "true", "yes", "on"}
+
+
+class ConfigError(Exception):
+    """Invalid options; the message names the flag and the fix."""
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    model_uri: str
+    sha256: str | None  # None only with insecure_skip_verify
+    insecure_skip_verify: bool = False
+    model_name: str | None = None
+    host: str = "0.0.0.0"
+    port: int = 8080
+    workers: int = 1
+    max_body_bytes: int = 1 << 20
+    max_rows: int = 10_000
+    drift_window: int = 1000
+    feedback_window: int = 1000
+    prediction_cache_rows: int = 100_000
+    log_level: str = "info"
+    access_log: bool = False
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> ServeConfig:
+        return cls(**json.loads(text))
+
+
+# flag, env var, type, default, help
+_INT_OPTIONS: tuple[tuple[str, str, int, int, str], ...] = (
+    ("--port", "PERENNIAL_SERVE_PORT", 8080, 1, "TCP port"),
+    ("--workers", "PERENNIAL_SERVE_WORKERS", 1, 1, "server processes (each loads the model)"),
+    ("--max-body-bytes", "PERENNIAL_MAX_BODY_BYTES", 1 << 20, 1, "larger bodies get 413"),
+    ("--max-rows", "PERENNIAL_MAX_ROWS", 10_000, 1, "rows per request; more get 413"),
+    (
+        "--drift-window",
+        "PERENNIAL_DRIFT_WINDOW",
+        1000,
+        MIN_DRIFT_SAMPLES,
+        "recent input rows scored for drift (PSI)",
+    ),
+    (
+        "--feedback-window",
+        "PERENNIAL_FEEDBACK_WINDOW",
+        1000,
+        1,
+        "recent feedback rows for live accuracy / rmse",
+    ),
+    (
+        "--prediction-cache-rows",
+        "PERENNIAL_PREDICTION_CACHE_ROWS",
+        100_000,
+        1,
+        "recent predictions kept so /feedback can match their ids",
+    ),
+)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="perennial-runtime serve",
+        description=(
+            "Serve a Perennial model: Open Inference Protocol (V2) REST, /predict, "
+            "/feedback, Prometheus /metrics. The model file's sha256 is verified before "
+            "it is parsed."
+        ),
+    )
+    parser.add_argument("--model-uri", help=f"URI of model.skops (env {MODEL_URI_ENV})")
+    parser.add_argument("--sha256", help=f"expected sha256 of the model file (env {SHA256_ENV})")
+    parser.add_argument(
+        "--insecure-skip-verify",
+        action="store_true",
+        default=None,
+        help="serve without an expected sha256 (the file is still checked against its "
+        "metadata.json); env PERENNIAL_INSECURE_SKIP_VERIFY=true",
+    )
+    parser.add_argument(
+        "--model-name", help=f"model name in V2 URLs (env {MODEL_NAME_ENV}; default: the run)"
+    )
+    parser.add_argument("--host", help="listen address (env PERENNIAL_SERVE_HOST; 0.0.0.0)")
+    for flag, env, default, minimum, text in _INT_OPTIONS:
+        parser.add_argument(
+            flag,
+            type=int,
+            metavar="N",
+            help=f"{text} (env {env}; default {default}, min {minimum})",
+        )
+    parser.add_argument(
+        "--log-level",
+        choices=["debug", "info", "warning", "error"],
+        help="log level (env PERENNIAL_LOG_LEVEL; info)",
+    )
+    parser.add_argument(
+        "--access-log",
+        action="store_true",
+        default=None,
+        help="log every request (env PERENNIAL_ACCESS_LOG=true; off: it costs latency)",
+    )
+    return parser
+
+
+def parse_args(argv: Sequence[str], env: Mapping[str, str]) -> ServeConfig:
+    """Flags first, then the environment, then defaults. Raises :class:`ConfigError`."""
+    parser = _parser()
+    args = parser.parse_args(list(argv))
+
+    model_uri = args.model_uri or env.get(MODEL_URI_ENV)
+    if not model_uri:
+        raise ConfigError(f"--model-uri is required (or set {MODEL_URI_ENV})")
+    skip = args.insecure_skip_verify
+    if skip is None:
+        skip = env.get("PERENNIAL_INSECURE_SKIP_VERIFY", "").strip().lower() in _TRUE
+    sha256 = args.sha256 or env.get(SHA256_ENV) or None
+    if sha256 is None and not skip:
+        raise ConfigError(
+            f"--sha256 is required (or set {SHA256_ENV}): the model file is verified before "
+            "it is loaded; pass --insecure-skip-verify to serve without it"
+        )
+    if sha256 is not None and not _SHA256.match(sha256):
+        raise ConfigError(f"--sha256 must be 64 hex characters, got {sha256!r}")
+
+    ints: dict[str, int] = {}
+    for flag, env_name, default, minimum, _ in _INT_OPTIONS:
+        key = flag[2:].replace("-", "_")
+        value = getattr(args, key)
+        if value is None and env.get(env_name):
+            try:
+                value = int(env[env_name])
+            except ValueError:
+                raise ConfigError(f"{env_name} must be an integer, got {env[env_name]!r}") from None
+        if value is None:
+            value = default
+        if value < minimum:
+            raise ConfigError(f"{flag} must be at least {minimum}, got {value}")
+        ints[key] = value
+    if ints["port"] > 65535:
+        raise ConfigError(f"--port must be at most 65535, got {ints['port']}")
+
+    log_level = args.log_level or env.get("PERENNIAL_LOG_LEVEL", "info").lower()
+    if log_level not in {"debug", "info", "warning", "error"}:
+        raise ConfigError("PERENNIAL_LOG_LEVEL must be debug, info, warning or error")
+    access_log = args.access_log
+    if access_log is None:
+        access_log = env.get("PERENNIAL_ACCESS_LOG", "").strip().lower() in _TRUE
+
+    return ServeConfig(
+        model_uri=model_uri,
+        sha256=sha256.lower() if sha256 else None,
+        insecure_skip_verify=bool(skip),
+        model_name=args.model_name or env.get(MODEL_NAME_ENV) or None,
+        host=args.host or env.get("PERENNIAL_SERVE_HOST") or "0.0.0.0",
+        log_level=log_level,
+        access_log=bool(access_log),
+        **ints,
+    )

@@ -1,0 +1,532 @@
+"""What the server observes: requests, predictions, input drift, feedback.
+
+Hot path: a request costs two pre-bound Prometheus children (count, latency), one list
+append (its validated batch, for drift) and one cache insert (its predictions, for
+feedback). Binning, counts, PSI and the prediction distribution are computed later, in
+batches of at least ``FOLD_ROWS`` rows after a response has been sent, or when
+``/metrics`` or the monitoring endpoint is read. Everything here runs on the server's
+event-loop thread, so nothing is locked.
+
+The drift and feedback windows are per process: with ``--workers N`` each worker watches
+the traffic it served (see docs/serving.md).
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+
+from perennial_runtime.contract import FeatureReference, MonitoringSnapshot
+from perennial_runtime.drift import MIN_DRIFT_SAMPLES
+from perennial_runtime.serve.config import ServeConfig
+from perennial_runtime.serve.errors import RequestError, describe
+from perennial_runtime.serve.model import Prediction, ServedModel
+from perennial_runtime.serve.schema import Batch
+from perennial_runtime.serve.windows import (
+    BinnedWindow,
+    Binner,
+    LabelBinner,
+    NumericBinner,
+    PredictionCache,
+    PredictionLabelBinner,
+    ScoreWindow,
+    psi_of,
+)
+
+INFERENCE_ENDPOINTS = ("infer", "predict")
+ENDPOINTS = (
+    *INFERENCE_ENDPOINTS,
+    "feedback",
+    "model_metadata",
+    "model_ready",
+    "server_metadata",
+    "health",
+    "metrics",
+    "monitoring",
+    "unknown",
+)
+OUTCOMES = ("ok", "client_error", "server_error")
+LATENCY_BUCKETS = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+)
+FOLD_ROWS = 256
+LATENCY_SAMPLES = 1024
+PREDICTION_COLUMN = "__prediction__"
+
+
+def outcome_of(status: int) -> str:
+    if status >= 500:
+        return "server_error"
+    if status >= 400:
+        return "client_error"
+    return "ok"
+
+
+class _Tracked:
+    """The columns the drift window watches: features with a reference, then predictions."""
+
+    def __init__(self, model: ServedModel) -> None:
+        meta = model.metadata
+        schema = model.schema
+        self.names: list[str] = []
+        self.binners: list[Binner] = []
+        self.sources: list[tuple[str, int]] = []  # ("numeric"|"labels"|"prediction", column)
+        for name in schema.names:
+            ref = meta.reference.get(name)
+            if ref is None:
+                continue
+            if name in schema.numeric_names and ref.kind == "numeric":
+                self._add(name, NumericBinner(ref), ("numeric", schema.numeric_names.index(name)))
+            elif name in schema.label_names and ref.kind == "categorical":
+                self._add(name, LabelBinner(ref), ("labels", schema.label_names.index(name)))
+        self.features = len(self.names)
+        pref = meta.prediction_reference
+        if pref is not None:
+            if model.is_classifier and pref.kind == "categorical":
+                self._add(PREDICTION_COLUMN, PredictionLabelBinner(pref), ("prediction", 0))
+            elif not model.is_classifier and pref.kind == "numeric":
+                self._add(PREDICTION_COLUMN, NumericBinner(pref), ("prediction", 0))
+
+    def _add(self, name: str, binner: Binner, source: tuple[str, int]) -> None:
+        self.names.append(name)
+        self.binners.append(binner)
+        self.sources.append(source)
+
+    def reference(self, column: int) -> FeatureReference:
+        return self.binners[column].reference
+
+
+class Monitor:
+    """Counters, windows and the Prometheus registry of one server process."""
+
+    def __init__(self, config: ServeConfig) -> None:
+        self.config = config
+        self.registry = CollectorRegistry(auto_describe=False)
+        requests = Counter(
+            "perennial_requests",
+            "HTTP requests by endpoint and outcome (ok, client_error, server_error).",
+            ["endpoint", "outcome"],
+            registry=self.registry,
+        )
+        latency = Histogram(
+            "perennial_request_duration_seconds",
+            "Server time per request, from the first byte read to the last byte sent.",
+            ["endpoint"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self._request_children = {
+            (e, o): requests.labels(e, o) for e in ENDPOINTS for o in OUTCOMES
+        }
+        self._latency_children = {e: latency.labels(e) for e in ENDPOINTS}
+        self.requests = 0
+        self.errors = 0
+        self._latencies = np.zeros(LATENCY_SAMPLES, dtype=np.float64)
+        self._latency_count = 0
+        self.rows_predicted = 0
+        self.id_prefix = secrets.token_hex(4)
+        self._seq = 0
+        self.cache = PredictionCache(config.prediction_cache_rows)
+        self.feedback = ScoreWindow(config.feedback_window)
+        self.feedback_total = 0
+        self.model: ServedModel | None = None
+        self.status = "loading"
+        self._pending: list[tuple[Batch, npt.NDArray[Any]]] = []
+        self._pending_rows = 0
+        self._tracked: _Tracked | None = None
+        self._window: BinnedWindow | None = None
+        self._class_counts: npt.NDArray[np.int64] | None = None
+        self._value_edges: npt.NDArray[np.float64] | None = None
+        self._value_buckets: npt.NDArray[np.int64] | None = None
+        self._value_sum = 0.0
+        self._values = ScoreWindow(config.drift_window)  # recent regression predictions
+        self.registry.register(_Collector(self))
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    def attach(self, model: ServedModel) -> None:
+        self.model = model
+        self._tracked = _Tracked(model)
+        self._window = BinnedWindow(
+            [b.bins for b in self._tracked.binners] or [1], self.config.drift_window
+        )
+        if model.classes is not None:
+            self._class_counts = np.zeros(len(model.classes), dtype=np.int64)
+        else:
+            pref = model.metadata.prediction_reference
+            edges = pref.edges if pref is not None and pref.kind == "numeric" else []
+            self._value_edges = np.asarray(edges, dtype=np.float64)
+            self._value_buckets = np.zeros(len(edges) + 1, dtype=np.int64)
+
+    # --- hot path ------------------------------------------------------------------------
+
+    def observe(self, endpoint: str, status: int, seconds: float) -> None:
+        self._request_children[endpoint, outcome_of(status)].inc()
+        self._latency_children[endpoint].observe(seconds)
+        if endpoint in INFERENCE_ENDPOINTS:
+            self.requests += 1
+            if status >= 500:
+                self.errors += 1
+            self._latencies[self._latency_count % LATENCY_SAMPLES] = seconds
+            self._latency_count += 1
+
+    def record(self, batch: Batch, prediction: Prediction) -> list[str]:
+        """Remember a served batch; returns one feedback id per row."""
+        self._seq += 1
+        seq = self._seq
+        self.cache.put(seq, prediction.values)
+        self._pending.append((batch, prediction.values))
+        self._pending_rows += batch.rows
+        self.rows_predicted += batch.rows
+        head = f"{self.id_prefix}-{seq}-"
+        return [f"{head}{i}" for i in range(batch.rows)]
+
+    def after_response(self) -> None:
+        if self._pending_rows >= FOLD_ROWS:
+            self.fold()
+
+    # --- batched bookkeeping ---------------------------------------------------------------
+
+    def fold(self) -> None:
+        """Bin pending rows into the drift window and the prediction distribution."""
+        if not self._pending or self.model is None or self._tracked is None:
+            return
+        pending, self._pending, self._pending_rows = self._pending, [], 0
+        values = _concat([v for _, v in pending])
+        if self._class_counts is not None:
+            classes = np.asarray(self.model.classes, dtype=object)
+            index = {c: i for i, c in enumerate(classes.tolist())}
+            hits = np.fromiter((index.get(v, -1) for v in values.tolist()), np.int64, len(values))
+            hits = hits[hits >= 0]
+            self._class_counts += np.bincount(hits, minlength=len(classes))
+        elif self._value_edges is not None and self._value_buckets is not None:
+            floats = np.asarray(values, dtype=np.float64)
+            slot = np.searchsorted(self._value_edges, floats, side="left")
+            self._value_buckets += np.bincount(slot, minlength=len(self._value_edges) + 1)
+            self._value_sum += float(floats.sum())
+            self._values.add(floats)
+        # Only the newest drift_window rows can still be in the window.
+        keep: list[tuple[Batch, npt.NDArray[Any]]] = []
+        rows = 0
+        for batch, vals in reversed(pending):
+            keep.append((batch, vals))
+            rows += batch.rows
+            if rows >= self.config.drift_window:
+                break
+        keep.reverse()
+        numeric = _concat([b.numeric for b, _ in keep])
+        labels = _concat([b.labels for b, _ in keep])
+        predicted = _concat([v for _, v in keep])
+        tracked = self._tracked
+        if not tracked.binners or self._window is None:
+            return
+        local = np.empty((len(predicted), len(tracked.binners)), dtype=np.int64)
+        for c, (binner, (source, column)) in enumerate(
+            zip(tracked.binners, tracked.sources, strict=True)
+        ):
+            if source == "numeric":
+                local[:, c] = binner(numeric[:, column])
+            elif source == "labels":
+                local[:, c] = binner(labels[:, column].tolist())
+            else:
+                local[:, c] = binner(predicted.tolist() if predicted.dtype == object else predicted)
+        self._window.add(local)
+
+    def drift(self) -> tuple[dict[str, float], float | None]:
+        """Per-feature PSI (features with enough observations) and the prediction PSI."""
+        self.fold()
+        scores: dict[str, float] = {}
+        prediction_psi: float | None = None
+        tracked, window = self._tracked, self._window
+        if tracked is None or window is None:
+            return scores, None
+        for c, name in enumerate(tracked.names):
+            score, observed = psi_of(window, c, tracked.reference(c))
+            if observed < MIN_DRIFT_SAMPLES:
+                continue
+            if name == PREDICTION_COLUMN:
+                prediction_psi = score
+            else:
+                scores[name] = score
+        return scores, prediction_psi
+
+    @property
+    def drift_samples(self) -> int:
+        return self._window.filled if self._window is not None else 0
+
+    # --- feedback ------------------------------------------------------------------------------
+
+    def targets(self, raw: Sequence[Any], where: str = "targets") -> list[Any]:
+        """Ground-truth values checked against the model: a known class, or a number."""
+        model = self.model
+        assert model is not None
+        out: list[Any] = []
+        if model.classes is not None:
+            lookup: dict[Any, Any] = {}
+            for c in model.classes:
+                lookup[str(c)] = c
+                lookup[c] = c
+            for i, t in enumerate(raw):
+                if not isinstance(t, str | int | float) or t not in lookup:
+                    shown = ", ".join(repr(c) for c in model.classes[:10])
+                    raise RequestError(
+                        f"{where}[{i}]: {describe(t)} is not one of the model's classes ({shown})"
+                    )
+                out.append(lookup[t])
+            return out
+        for i, t in enumerate(raw):
+            if type(t) not in (int, float) or not math.isfinite(t):
+                raise RequestError(f"{where}[{i}]: expects a number, got {describe(t)}")
+            out.append(float(t))
+        return out
+
+    def score_feedback(self, predicted: Sequence[Any], targets: Sequence[Any]) -> None:
+        model = self.model
+        assert model is not None
+        if not predicted:
+            return
+        if model.classes is not None:
+            outcome = np.fromiter(
+                (1.0 if p == t else 0.0 for p, t in zip(predicted, targets, strict=True)),
+                np.float64,
+                len(predicted),
+            )
+        else:
+            diff = np.asarray(predicted, np.float64) - np.asarray(targets, np.float64)
+            outcome = diff * diff
+        self.feedback.add(outcome)
+        self.feedback_total += len(predicted)
+
+    def feedback_by_ids(self, ids: Sequence[Any], targets: Sequence[Any]) -> dict[str, Any]:
+        predicted: list[Any] = []
+        matched_targets: list[Any] = []
+        unknown: list[str] = []
+        duplicates: list[str] = []
+        for i, (pid, target) in enumerate(zip(ids, targets, strict=True)):
+            if type(pid) is not str:
+                raise RequestError(
+                    f"ids[{i}]: expects a prediction id (string), got {describe(pid)}"
+                )
+            state, value = self._claim(pid)
+            if state == "ok":
+                predicted.append(value)
+                matched_targets.append(target)
+            elif state == "duplicate":
+                duplicates.append(pid)
+            else:
+                unknown.append(pid)
+        self.score_feedback(predicted, matched_targets)
+        return self.feedback_summary(len(predicted), unknown, duplicates)
+
+    def _claim(self, pid: str) -> tuple[str, Any]:
+        prefix, _, rest = pid.partition("-")
+        seq, _, row = rest.partition("-")
+        if prefix != self.id_prefix or not seq.isdigit() or not row.isdigit():
+            return "unknown", None
+        return self.cache.claim(int(seq), int(row))
+
+    def feedback_summary(
+        self, accepted: int, unknown: Sequence[str] = (), duplicates: Sequence[str] = ()
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "accepted": accepted,
+            "feedbackSamples": self.feedback.filled,
+        }
+        if unknown:
+            body["unknownIds"] = list(unknown[:20])
+            body["unknown"] = len(unknown)
+        if duplicates:
+            body["duplicateIds"] = list(duplicates[:20])
+            body["duplicates"] = len(duplicates)
+        live = self.feedback.mean()
+        if self.model is not None and live is not None:
+            if self.model.is_classifier:
+                body["liveAccuracy"] = live
+            else:
+                body["liveRmse"] = math.sqrt(live)
+        return body
+
+    # --- read side -------------------------------------------------------------------------------
+
+    def latency_p99(self) -> float | None:
+        n = min(self._latency_count, LATENCY_SAMPLES)
+        if n == 0:
+            return None
+        return float(np.percentile(self._latencies[:n], 99))
+
+    def prediction_distribution(self) -> dict[str, float]:
+        model = self.model
+        if model is None:
+            return {}
+        if model.classes is not None and self._class_counts is not None:
+            total = int(self._class_counts.sum())
+            if total == 0:
+                return {}
+            counts = self._class_counts.tolist()
+            return {str(c): n / total for c, n in zip(model.classes, counts, strict=True)}
+        if self._values.filled == 0:
+            return {}
+        recent = self._values.values[: self._values.filled]
+        return {
+            "mean": float(recent.mean()),
+            "std": float(recent.std()),
+            "p10": float(np.percentile(recent, 10)),
+            "p50": float(np.percentile(recent, 50)),
+            "p90": float(np.percentile(recent, 90)),
+        }
+
+    def snapshot(self) -> MonitoringSnapshot:
+        scores, _ = self.drift()
+        live = self.feedback.mean()
+        model = self.model
+        p99 = self.latency_p99()
+        return MonitoringSnapshot(
+            model=model.name if model is not None else (self.config.model_name or ""),
+            run=model.version if model is not None else None,
+            backend="sklearn",
+            requests=self.requests,
+            errors=self.errors,
+            error_rate=(self.errors / self.requests) if self.requests else 0.0,
+            rows_predicted=self.rows_predicted,
+            latency_p99_ms=None if p99 is None else p99 * 1000.0,
+            drift_samples=self.drift_samples,
+            drift_scores=scores,
+            max_drift_score=max(scores.values()) if scores else None,
+            prediction_distribution=self.prediction_distribution(),
+            feedback_samples=self.feedback.filled,
+            live_accuracy=live if model is not None and model.is_classifier else None,
+            live_rmse=(
+                math.sqrt(live)
+                if live is not None and model is not None and not model.is_classifier
+                else None
+            ),
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+def _concat(arrays: list[npt.NDArray[Any]]) -> npt.NDArray[Any]:
+    return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
+
+
+class _Collector:
+    """Model-dependent metrics, computed when Prometheus scrapes."""
+
+    def __init__(self, monitor: Monitor) -> None:
+        self.monitor = monitor
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        m = self.monitor
+        ready = GaugeMetricFamily(
+            "perennial_model_ready", "1 when the model is loaded and passed its smoke test."
+        )
+        ready.add_metric([], 1.0 if m.status == "ready" else 0.0)
+        yield ready
+        model = m.model
+        if model is None:
+            return
+        info = GaugeMetricFamily(
+            "perennial_model_info",
+            "The served model (always 1).",
+            labels=["model", "run", "sha256", "backend", "predictor"],
+        )
+        info.add_metric(
+            [model.name, model.version, model.sha256, "sklearn", model.predictor.kind], 1
+        )
+        yield info
+        load = GaugeMetricFamily(
+            "perennial_model_load_seconds", "Time to verify, load and smoke-test the model."
+        )
+        load.add_metric([], model.load_seconds)
+        yield load
+        scores, prediction_psi = m.drift()
+        rows = CounterMetricFamily("perennial_rows_predicted", "Rows predicted (all endpoints).")
+        rows.add_metric([], m.rows_predicted)
+        yield rows
+        if m._class_counts is not None and model.classes is not None:
+            classes = CounterMetricFamily(
+                "perennial_predictions", "Predicted rows by class.", labels=["class"]
+            )
+            for label, count in zip(model.classes, m._class_counts.tolist(), strict=True):
+                classes.add_metric([str(label)], count)
+            yield classes
+        elif m._value_edges is not None and m._value_buckets is not None:
+            hist = HistogramMetricFamily(
+                "perennial_prediction_value",
+                "Predicted values; buckets are the training predictions' decile edges.",
+            )
+            cumulative = np.cumsum(m._value_buckets).tolist()
+            edges = [repr(float(e)) for e in m._value_edges.tolist()] + ["+Inf"]
+            buckets = list(zip(edges, cumulative, strict=True))
+            hist.add_metric([], buckets, m._value_sum)
+            yield hist
+        samples = GaugeMetricFamily(
+            "perennial_drift_window_rows", "Input rows currently in the drift window."
+        )
+        samples.add_metric([], m.drift_samples)
+        yield samples
+        drift = GaugeMetricFamily(
+            "perennial_feature_drift_psi",
+            f"PSI of each feature over the drift window vs the training reference "
+            f"(reported from {MIN_DRIFT_SAMPLES} observations on).",
+            labels=["feature"],
+        )
+        for name, score in scores.items():
+            drift.add_metric([name], score)
+        yield drift
+        if prediction_psi is not None:
+            pred = GaugeMetricFamily(
+                "perennial_prediction_drift_psi",
+                "PSI of the predictions over the drift window vs the training predictions.",
+            )
+            pred.add_metric([], prediction_psi)
+            yield pred
+        fb = CounterMetricFamily("perennial_feedback_rows", "Feedback rows scored.")
+        fb.add_metric([], m.feedback_total)
+        yield fb
+        window = GaugeMetricFamily(
+            "perennial_feedback_window_rows", "Feedback rows in the live-metric window."
+        )
+        window.add_metric([], m.feedback.filled)
+        yield window
+        live = m.feedback.mean()
+        if live is not None:
+            if model.is_classifier:
+                gauge = GaugeMetricFamily(
+                    "perennial_live_accuracy", "Accuracy over the feedback window."
+                )
+                gauge.add_metric([], live)
+            else:
+                gauge = GaugeMetricFamily("perennial_live_rmse", "RMSE over the feedback window.")
+                gauge.add_metric([], math.sqrt(live))
+            yield gauge

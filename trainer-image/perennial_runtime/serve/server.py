@@ -1,0 +1,67 @@
+"""Run the server: uvicorn (uvloop + httptools) with one or more worker processes."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+from perennial_runtime.serve.config import CONFIG_JSON_ENV, ConfigError, ServeConfig, parse_args
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def configure_logging(level: str) -> None:
+    root = logging.getLogger()
+    if not root.handlers:
+        logging.basicConfig(stream=sys.stderr, format=LOG_FORMAT)
+    logging.getLogger("perennial_runtime").setLevel(level.upper())
+
+
+def uvicorn_options(config: ServeConfig) -> dict[str, object]:
+    import importlib.util
+
+    return {
+        "host": config.host,
+        "port": config.port,
+        "log_level": config.log_level,
+        "access_log": config.access_log,
+        "loop": "uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
+        "http": "httptools" if importlib.util.find_spec("httptools") else "h11",
+        "lifespan": "on",
+        "server_header": False,
+        "timeout_graceful_shutdown": 10,
+    }
+
+
+def run(config: ServeConfig) -> int:
+    import uvicorn
+
+    options = uvicorn_options(config)
+    if config.workers > 1:
+        # Workers are separate processes: each rebuilds the app from the environment.
+        os.environ[CONFIG_JSON_ENV] = config.to_json()
+        uvicorn.run(
+            "perennial_runtime.serve.app:app_from_env",
+            factory=True,
+            workers=config.workers,
+            **options,  # type: ignore[arg-type]
+        )
+    else:
+        from perennial_runtime.serve.app import ServingApp
+
+        uvicorn.run(ServingApp(config), **options)  # type: ignore[arg-type]
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    """``perennial-runtime serve [options]``; exit 2 on invalid options."""
+    try:
+        config = parse_args(argv, os.environ)
+    except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
+        return exc.code if isinstance(exc.code, int) else 2
+    except ConfigError as exc:
+        print(f"perennial-runtime serve: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(config.log_level)
+    return run(config)

@@ -1,0 +1,300 @@
+"""Open Inference Protocol (V2, KServe/Triton/MLServer) REST documents for a tabular model.
+
+Inputs (either form):
+
+- one 2-D tensor ``[rows, n_features]`` (any name), values in feature order; numeric
+  datatypes for all-numeric models, ``BYTES`` when some features are labels;
+- one tensor per feature, named after it, shape ``[rows]`` or ``[rows, 1]`` (MLServer's
+  pandas-codec convention for tables: a column per input).
+
+Outputs: ``predict`` (``[rows]``) and, for classifiers, ``predict_proba``
+(``[rows, n_classes]``, columns in the order of the metadata's ``classes``). All outputs
+are returned unless the request lists the ones it wants in ``outputs``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from perennial_runtime import __version__
+from perennial_runtime.contract import ColumnType
+from perennial_runtime.serve.errors import RequestError, describe, names_hint
+from perennial_runtime.serve.model import Prediction, ServedModel
+from perennial_runtime.serve.schema import Batch
+
+
+def json_array(values: Any) -> Any:
+    """Numeric arrays go to orjson as numpy (fast); other arrays as lists."""
+    if values.dtype.kind in "fiub":
+        return np.ascontiguousarray(values)
+    return values.tolist()
+
+
+NUMERIC_DATATYPES = frozenset(
+    {"BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64"}
+    | {"FP16", "FP32", "FP64"}
+)
+DATATYPES = NUMERIC_DATATYPES | {"BYTES"}
+PREDICT = "predict"
+PREDICT_PROBA = "predict_proba"
+_FEATURE_DATATYPE = {
+    ColumnType.NUMERIC: "FP64",
+    ColumnType.INTEGER: "INT64",
+    ColumnType.BOOLEAN: "BOOL",
+    ColumnType.CATEGORICAL: "BYTES",
+}
+
+
+def server_metadata() -> dict[str, Any]:
+    return {
+        "name": "perennial",
+        "version": __version__,
+        "extensions": ["health", "model_repository_free", "monitoring", "feedback"],
+    }
+
+
+def label_datatype(classes: list[Any]) -> str:
+    if all(isinstance(c, bool) for c in classes):
+        return "BOOL"
+    if all(isinstance(c, int) and not isinstance(c, bool) for c in classes):
+        return "INT64"
+    if all(isinstance(c, int | float) and not isinstance(c, bool) for c in classes):
+        return "FP64"
+    return "BYTES"
+
+
+def output_names(model: ServedModel) -> tuple[str, ...]:
+    return (PREDICT, PREDICT_PROBA) if model.is_classifier else (PREDICT,)
+
+
+def model_metadata(model: ServedModel) -> dict[str, Any]:
+    meta = model.metadata
+    outputs: list[dict[str, Any]] = []
+    if model.classes is not None:
+        outputs.append({"name": PREDICT, "datatype": label_datatype(model.classes), "shape": [-1]})
+        outputs.append(
+            {"name": PREDICT_PROBA, "datatype": "FP64", "shape": [-1, len(model.classes)]}
+        )
+    else:
+        outputs.append({"name": PREDICT, "datatype": "FP64", "shape": [-1]})
+    parameters: dict[str, Any] = {
+        "content_type": "pd",
+        "task": meta.task.value,
+        "run": meta.run,
+        "estimator": meta.estimator,
+        "sha256": model.sha256,
+        "predictor": model.predictor.kind,
+        "features": [f.name for f in meta.features],
+    }
+    if model.classes is not None:
+        parameters["classes"] = model.classes
+    if meta.pipeline:
+        parameters["pipeline"] = meta.pipeline
+    return {
+        "name": model.name,
+        "versions": [model.version],
+        "platform": "sklearn",
+        "inputs": [
+            {"name": f.name, "datatype": _FEATURE_DATATYPE[f.type], "shape": [-1]}
+            for f in meta.features
+        ],
+        "outputs": outputs,
+        "parameters": parameters,
+    }
+
+
+def _row_major(data: list[Any]) -> list[Any]:
+    out: list[Any] = []
+
+    def walk(item: list[Any]) -> None:
+        for value in item:
+            if isinstance(value, list):
+                walk(value)
+            else:
+                out.append(value)
+
+    walk(data)
+    return out
+
+
+def _shape(value: Any, where: str) -> list[int]:
+    if (
+        not isinstance(value, list)
+        or not value
+        or not all(type(d) is int and d >= 0 for d in value)
+    ):
+        raise RequestError(
+            f"{where}.shape must be a non-empty list of non-negative integers, got "
+            f"{describe(value)}"
+        )
+    return value
+
+
+def _tensor(raw: Any, k: int) -> tuple[str, list[int], str, list[Any], str]:
+    where = f"inputs[{k}]"
+    if not isinstance(raw, dict):
+        raise RequestError(f"{where} must be an object (name, shape, datatype, data)")
+    for key in ("name", "shape", "datatype", "data"):
+        if key not in raw:
+            raise RequestError(f"{where}: '{key}' is missing")
+    name = raw["name"]
+    if not isinstance(name, str):
+        raise RequestError(f"{where}.name must be a string, got {describe(name)}")
+    where = f"inputs[{k}] ({name!r})"
+    shape = _shape(raw["shape"], where)
+    datatype = raw["datatype"]
+    if datatype not in DATATYPES:
+        raise RequestError(
+            f"{where}.datatype {describe(datatype)} is not a V2 datatype "
+            f"(one of {', '.join(sorted(DATATYPES))})"
+        )
+    data = raw["data"]
+    if isinstance(data, list) and data and isinstance(data[0], list):
+        data = _row_major(data)
+    elif not isinstance(data, list):
+        raise RequestError(f"{where}.data must be a list, got {describe(data)}")
+    size = 1
+    for d in shape:
+        size *= d
+    if size != len(data):
+        raise RequestError(f"{where}: shape {shape} holds {size} values but data has {len(data)}")
+    return name, shape, datatype, data, where
+
+
+def _check_values(datatype: str, data: list[Any], where: str) -> None:
+    """Numeric datatypes carry numbers (or booleans for BOOL), BYTES carries strings."""
+    if datatype == "BYTES":
+        return  # per-feature validation names the feature
+    for i, value in enumerate(data):
+        if isinstance(value, str):
+            raise RequestError(
+                f"{where}: datatype {datatype} but data[{i}] is {describe(value)}; send "
+                "numbers, or use datatype BYTES for labels"
+            )
+
+
+def parse_infer(body: Any, model: ServedModel) -> tuple[Batch, tuple[str, ...], str | None]:
+    """A V2 inference request -> (batch, outputs to return, request id)."""
+    if not isinstance(body, dict):
+        raise RequestError(f"the request must be a JSON object, got {describe(body)}")
+    inputs = body.get("inputs")
+    if not isinstance(inputs, list) or not inputs:
+        raise RequestError("'inputs' must be a non-empty list of tensors")
+    request_id = body.get("id")
+    if request_id is not None and not isinstance(request_id, str):
+        raise RequestError(f"'id' must be a string, got {describe(request_id)}")
+    outputs = _requested_outputs(body.get("outputs"), model)
+    tensors = [_tensor(raw, k) for k, raw in enumerate(inputs)]
+    schema = model.schema
+    if not any(t[0] in schema.position for t in tensors) and len(tensors) == 1:
+        return _from_matrix(tensors[0], model), outputs, request_id
+    return _from_columns(tensors, model), outputs, request_id
+
+
+def _requested_outputs(raw: Any, model: ServedModel) -> tuple[str, ...]:
+    available = output_names(model)
+    if raw is None:
+        return available
+    if not isinstance(raw, list):
+        raise RequestError(f"'outputs' must be a list, got {describe(raw)}")
+    names: list[str] = []
+    for k, item in enumerate(raw):
+        name = item.get("name") if isinstance(item, dict) else None
+        if name not in available:
+            raise RequestError(
+                f"outputs[{k}]: unknown output {describe(name)}; this model has: "
+                f"{', '.join(available)}"
+            )
+        names.append(name)
+    return tuple(names) or available
+
+
+def _from_matrix(tensor: tuple[str, list[int], str, list[Any], str], model: ServedModel) -> Batch:
+    _, shape, datatype, data, where = tensor
+    schema = model.schema
+    if len(shape) != 2 or shape[1] != schema.width:
+        raise RequestError(
+            f"{where}: expected a 2-D tensor [rows, {schema.width}] with the features in "
+            f"order ({schema.hint()}), or one tensor per feature named after it; got shape "
+            f"{shape}"
+        )
+    _check_values(datatype, data, where)
+    return schema.from_flat(data, shape[0], where)
+
+
+def _from_columns(
+    tensors: list[tuple[str, list[int], str, list[Any], str]], model: ServedModel
+) -> Batch:
+    schema = model.schema
+    unknown = [t[0] for t in tensors if t[0] not in schema.position]
+    if unknown:
+        raise RequestError(
+            f"unknown input(s) {names_hint(unknown, 5)}: send one tensor per feature named "
+            f"after it ({schema.hint()}), or a single 2-D tensor [rows, {schema.width}]"
+        )
+    columns: dict[str, tuple[list[Any], str]] = {}
+    rows: int | None = None
+    for name, shape, datatype, data, where in tensors:
+        if name in columns:
+            raise RequestError(f"{where}: feature {name!r} is sent twice")
+        if len(shape) > 2 or (len(shape) == 2 and shape[1] != 1):
+            raise RequestError(
+                f"{where}: a feature tensor has shape [rows] or [rows, 1], got {shape}"
+            )
+        if rows is None:
+            rows = shape[0]
+        elif shape[0] != rows:
+            raise RequestError(
+                f"{where}: has {shape[0]} rows but {tensors[0][4]} has {rows}; all feature "
+                "tensors must have the same number of rows"
+            )
+        if schema.slot_of[name].numeric:
+            _check_values(datatype, data, where)
+        columns[name] = (data, where)
+    missing = [n for n in schema.names if n not in columns]
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise RequestError(f"feature {missing[0]!r} is missing from the inputs{more}")
+    assert rows is not None
+    return schema.from_columns(columns, rows)
+
+
+def infer_response(
+    model: ServedModel,
+    prediction: Prediction,
+    outputs: tuple[str, ...],
+    request_id: str,
+    ids: list[str],
+) -> dict[str, Any]:
+    rows = len(prediction.values)
+    tensors: list[dict[str, Any]] = []
+    for name in outputs:
+        if name == PREDICT:
+            datatype = "FP64" if model.classes is None else label_datatype(model.classes)
+            tensors.append(
+                {
+                    "name": PREDICT,
+                    "shape": [rows],
+                    "datatype": datatype,
+                    "data": json_array(prediction.values),
+                }
+            )
+        else:
+            assert prediction.proba is not None
+            tensors.append(
+                {
+                    "name": PREDICT_PROBA,
+                    "shape": [rows, prediction.proba.shape[1]],
+                    "datatype": "FP64",
+                    "data": json_array(prediction.proba.ravel()),
+                }
+            )
+    return {
+        "model_name": model.name,
+        "model_version": model.version,
+        "id": request_id,
+        "parameters": {"ids": ids},
+        "outputs": tensors,
+    }

@@ -1,0 +1,168 @@
+"""Bounded, incrementally updated windows over recent traffic (numpy, no I/O, no locks).
+
+- :class:`BinnedWindow`: the last ``size`` rows stored as bin indices in a ring buffer,
+  with per-bin counts kept up to date on every insert (old rows' bins are decremented
+  as they fall out), so a PSI score reads counts instead of re-binning the window.
+- :class:`ScoreWindow`: the last ``size`` feedback outcomes (1/0 hits or squared errors).
+- :class:`PredictionCache`: recent predictions by request, bounded by rows, so feedback
+  can refer to them by id.
+
+All three are mutated from the server's event-loop thread only.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from perennial_runtime import drift
+from perennial_runtime.contract import FeatureReference
+from perennial_runtime.preprocessing import category_label
+
+IntMatrix = npt.NDArray[np.int32]
+MISSING = -1
+
+
+class NumericBinner:
+    """Values -> reference bin index (right-closed bins, as ``drift.numeric_counts``)."""
+
+    def __init__(self, reference: FeatureReference) -> None:
+        self.reference = reference
+        self.edges = np.asarray(reference.edges, dtype=np.float64)
+        self.bins = len(reference.edges) + 1
+
+    def __call__(self, values: Any) -> npt.NDArray[np.int32]:
+        arr = np.asarray(values, dtype=np.float64)
+        idx = np.searchsorted(self.edges, arr, side="left").astype(np.int32)
+        idx[np.isnan(arr)] = MISSING
+        return idx
+
+
+class LabelBinner:
+    """Labels -> category index, unseen labels -> the last ("other") bucket."""
+
+    def __init__(self, reference: FeatureReference) -> None:
+        self.reference = reference
+        self.index = {c: i for i, c in enumerate(reference.categories)}
+        self.other = len(reference.categories)
+        self.bins = self.other + 1
+
+    def __call__(self, values: Any) -> npt.NDArray[np.int32]:
+        index, other = self.index, self.other
+        return np.fromiter(
+            (MISSING if v is None else index.get(v, other) for v in values),
+            dtype=np.int32,
+            count=len(values),
+        )
+
+
+class PredictionLabelBinner(LabelBinner):
+    """Class predictions (numbers or strings) -> the trainer's category labels."""
+
+    def __call__(self, values: Any) -> npt.NDArray[np.int32]:
+        return super().__call__([category_label(v) for v in values])
+
+
+Binner = NumericBinner | LabelBinner
+
+
+class BinnedWindow:
+    """The last ``size`` rows of ``len(bins)`` columns, as bin counts per column."""
+
+    def __init__(self, bins: Sequence[int], size: int) -> None:
+        self.size = size
+        self.bins = list(bins)
+        self.offsets = np.concatenate([[0], np.cumsum(self.bins)]).astype(np.int64)
+        self.total_bins = int(self.offsets[-1])
+        self.ring = np.full((size, len(self.bins)), MISSING, dtype=np.int64)
+        self.counts = np.zeros(self.total_bins, dtype=np.int64)
+        self.pos = 0
+        self.filled = 0
+
+    def add(self, local: npt.NDArray[np.integer[Any]]) -> None:
+        """Append rows of per-column bin indices (``MISSING`` = not counted)."""
+        if local.shape[0] == 0:
+            return
+        if local.shape[0] > self.size:
+            local = local[-self.size :]
+        k = local.shape[0]
+        glob = np.where(local >= 0, local + self.offsets[:-1], MISSING)
+        slots = (self.pos + np.arange(k)) % self.size
+        old = self.ring[slots].ravel()
+        self.counts -= np.bincount(old[old >= 0], minlength=self.total_bins)
+        new = glob.ravel()
+        self.counts += np.bincount(new[new >= 0], minlength=self.total_bins)
+        self.ring[slots] = glob
+        self.pos = int((self.pos + k) % self.size)
+        self.filled = min(self.size, self.filled + k)
+
+    def column_counts(self, column: int) -> npt.NDArray[np.int64]:
+        return self.counts[self.offsets[column] : self.offsets[column + 1]]
+
+
+def psi_of(window: BinnedWindow, column: int, reference: FeatureReference) -> tuple[float, int]:
+    """PSI of one column vs its reference, and how many observations it rests on."""
+    counts = window.column_counts(column)
+    return drift.psi(reference.fractions, counts), int(counts.sum())
+
+
+class ScoreWindow:
+    """Mean of the last ``size`` values (hits for accuracy, squared errors for rmse)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.values = np.zeros(size, dtype=np.float64)
+        self.pos = 0
+        self.filled = 0
+
+    def add(self, values: npt.NDArray[np.float64]) -> None:
+        if len(values) > self.size:
+            values = values[-self.size :]
+        k = len(values)
+        slots = (self.pos + np.arange(k)) % self.size
+        self.values[slots] = values
+        self.pos = int((self.pos + k) % self.size)
+        self.filled = min(self.size, self.filled + k)
+
+    def mean(self) -> float | None:
+        if self.filled == 0:
+            return None
+        return float(self.values[: self.filled].mean())
+
+
+@dataclass
+class _Entry:
+    values: npt.NDArray[Any]  # the predictions of one request
+    answered: npt.NDArray[np.bool_]
+
+
+class PredictionCache:
+    """Recent predictions by request sequence number, evicted oldest-first by rows."""
+
+    def __init__(self, max_rows: int) -> None:
+        self.max_rows = max_rows
+        self.rows = 0
+        self._entries: OrderedDict[int, _Entry] = OrderedDict()
+
+    def put(self, seq: int, values: npt.NDArray[Any]) -> None:
+        self._entries[seq] = _Entry(values, np.zeros(len(values), dtype=np.bool_))
+        self.rows += len(values)
+        while self.rows > self.max_rows and len(self._entries) > 1:
+            _, old = self._entries.popitem(last=False)
+            self.rows -= len(old.values)
+
+    def claim(self, seq: int, row: int) -> tuple[str, Any]:
+        """``("ok", prediction)``, ``("unknown", None)`` or ``("duplicate", None)``."""
+        entry = self._entries.get(seq)
+        if entry is None or not 0 <= row < len(entry.values):
+            return "unknown", None
+        if entry.answered[row]:
+            return "duplicate", None
+        entry.answered[row] = True
+        value = entry.values[row]
+        return "ok", value.item() if isinstance(value, np.generic) else value
