@@ -23,6 +23,8 @@ import celpy
 import jsonschema
 import yaml
 from celpy import celtypes
+from celpy.adapter import json_to_cel
+from celpy.evaluation import CELEvalError
 
 ROOT = Path(__file__).resolve().parents[3]
 CRD_DIR = ROOT / "crds"
@@ -164,7 +166,7 @@ def to_cel(schema: dict[str, Any], value: Any) -> Any:
     if value is None:
         return None
     if schema.get("x-kubernetes-preserve-unknown-fields") and "properties" not in schema:
-        return celpy.json_to_cel(value)
+        return json_to_cel(value)
     if kind == "object" and isinstance(value, dict):
         props = schema.get("properties", {})
         extra = schema.get("additionalProperties")
@@ -181,7 +183,7 @@ def to_cel(schema: dict[str, Any], value: Any) -> Any:
     if kind == "number" and isinstance(value, int | float) and not isinstance(value, bool):
         return celtypes.DoubleType(float(value))
     # anything else (including a value of the wrong type, which the schema check reports)
-    return celpy.json_to_cel(value)
+    return json_to_cel(value)
 
 
 def cel_errors(schema: dict[str, Any], value: Any, old: Any = None, path: str = "") -> list[Error]:
@@ -197,7 +199,7 @@ def cel_errors(schema: dict[str, Any], value: Any, old: Any = None, path: str = 
         where = path + rule.get("fieldPath", "")
         try:
             ok = compile_rule(rule["rule"]).evaluate(activation)
-        except celpy.CELEvalError as exc:
+        except CELEvalError as exc:
             errors.append((where, f"rule evaluation error: {exc.args[0]}"))
             continue
         if not ok:

@@ -154,6 +154,15 @@ def test_printer_columns_point_at_typed_fields(kind: str) -> None:
 
 
 @pytest.mark.parametrize("kind", KIND_NAMES)
+def test_crd_is_a_valid_apiextensions_v1_object(kind: str) -> None:
+    """Checked against the official CustomResourceDefinition schema (strict: no unknown keys,
+    OpenAPI v3.0 types such as a boolean exclusiveMinimum)."""
+    import kubernetes_validate
+
+    kubernetes_validate.validate(load_crd(kind), "1.30", strict=True)
+
+
+@pytest.mark.parametrize("kind", KIND_NAMES)
 def test_schema_is_structural(kind: str) -> None:
     assert structural_problems(openapi(kind)) == []
 
