@@ -378,7 +378,9 @@ class RunTemplate(PodPlacement):
         default=DEFAULT_RUNTIME_IMAGE,
         min_length=1,
         max_length=512,
-        description="The perennial-runtime image that trains (and later serves) the model.",
+        description="The perennial-runtime image that trains (and later serves) the model. "
+        "Default: the runtime image of this Perennial release, stored with the object when it "
+        "is created (set it explicitly to move to a newer runtime).",
     )
     image_pull_policy: ImagePullPolicy = Field(
         default="IfNotPresent", description="IfNotPresent, Always or Never."
