@@ -27,7 +27,7 @@ class Script:
         self.answers[(method, path)] = list(answers)
 
     def answer(self, method: str, path: str) -> Answer:
-        queue = self.answers.get((method, path.split("?")[0]))
+        queue = self.answers.get((method, path.split("?", maxsplit=1)[0]))
         if not queue:
             return 404, {"kind": "Status", "reason": "NotFound", "message": f"{path} not found"}
         return queue.pop(0) if len(queue) > 1 else queue[0]
@@ -53,7 +53,7 @@ def server() -> Iterator[Script]:
             self.end_headers()
             self.wfile.write(data)
 
-        do_GET = do_POST = do_PATCH = do_DELETE = _serve
+        do_GET = do_POST = do_PATCH = do_DELETE = _serve  # noqa: N815
 
         def log_message(self, *args: Any) -> None:
             pass
