@@ -32,6 +32,7 @@ fmt: install
 
 crds: install
 	$(PY) -m perennial crds --output crds/
+	$(PY) -m perennial.api.docgen
 
 demo: install
 	$(PY) -m perennial demo
@@ -41,8 +42,8 @@ images:
 	docker build -f trainer-image/Dockerfile -t $(IMAGE_REGISTRY)/perennial-runtime:$(IMAGE_TAG) .
 
 deploy:
-	kubectl apply --server-side -f crds/
-	kubectl apply -k manifests/base
+	kubectl apply --server-side -k crds/
+	kubectl apply --server-side -k manifests/base
 
 bench: install
 	$(PY) -m pytest tests/bench -p no:cacheprovider $(PYTEST_ARGS) || [ $$? -eq 5 ]

@@ -35,7 +35,7 @@ Error = tuple[str, str]
 
 @functools.cache
 def load_crd(kind: str) -> dict[str, Any]:
-    for path in sorted(CRD_DIR.glob("*.yaml")):
+    for path in sorted(CRD_DIR.glob("*.perennial.dev.yaml")):
         crd = yaml.safe_load(path.read_text())
         if crd["spec"]["names"]["kind"] == kind:
             return dict(crd)

@@ -23,7 +23,7 @@ KIND_NAMES = [info.kind for info in KINDS]
 
 def test_checked_in_crds_match_the_models() -> None:
     expected = generate()
-    assert sorted(expected) == sorted(p.name for p in CRD_DIR.glob("*.yaml"))
+    assert sorted(expected) == sorted(p.name for p in CRD_DIR.glob("*.perennial.dev.yaml"))
     for name, text in expected.items():
         assert (CRD_DIR / name).read_text() == text, f"{name} is stale: run `make crds`"
 
@@ -31,7 +31,7 @@ def test_checked_in_crds_match_the_models() -> None:
 def test_generation_is_byte_for_byte_reproducible(tmp_path: Path) -> None:
     assert write_crds(tmp_path) == 0
     assert write_crds(tmp_path / "again") == 0
-    for path in CRD_DIR.glob("*.yaml"):
+    for path in CRD_DIR.glob("*.perennial.dev.yaml"):
         assert (tmp_path / path.name).read_bytes() == path.read_bytes()
         assert (tmp_path / "again" / path.name).read_bytes() == path.read_bytes()
     assert generate() == generate()
