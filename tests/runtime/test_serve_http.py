@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -53,7 +53,8 @@ def cancer(cancer_run: Any) -> Iterator[httpx.Client]:
 
 @pytest.fixture(scope="module")
 def cancer_data() -> pd.DataFrame:
-    return load_breast_cancer(as_frame=True).frame
+    frame: pd.DataFrame = load_breast_cancer(as_frame=True).frame
+    return frame
 
 
 def features_of(run: Any) -> list[str]:
@@ -147,7 +148,7 @@ def test_predict_with_lists_and_objects(cancer: httpx.Client, cancer_run: Any) -
     assert as_lists["model"] == as_lists["run"] == cancer_run.metadata.run
     assert len(set(as_lists["ids"] + as_objects["ids"])) == 8
     # integers and booleans are numbers too; null is a missing value (imputed)
-    mixed = [int(v) for v in sample.instances[0]]
+    mixed: list[int | None] = [int(v) for v in sample.instances[0]]
     mixed[1] = None
     response = cancer.post("/predict", json={"instances": [mixed]})
     assert response.status_code == 200, response.text
@@ -299,9 +300,7 @@ def test_metrics_move(cancer: httpx.Client, cancer_run: Any) -> None:
     assert delta("perennial_requests_total", endpoint="predict", outcome="client_error") == 1
     assert delta("perennial_request_duration_seconds_count", endpoint="predict") == 2
     assert delta("perennial_rows_predicted_total") == 7
-    predicted = sum(
-        delta("perennial_predictions_total", **{"class": str(c)}) for c in (0, 1)
-    )
+    predicted = sum(delta("perennial_predictions_total", **{"class": str(c)}) for c in (0, 1))
     assert predicted == 7
     info = (
         "perennial_model_info",
@@ -529,14 +528,12 @@ def mixed_run(tmp_path_factory: pytest.TempPathFactory) -> Any:
     )
     result = train(config)
     assert result.status == "Succeeded", result.message
-    assert result.artifact is not None
+    artifact = result.artifact
+    assert artifact is not None
 
-    class Run:
-        model_uri = result.artifact.model_uri
-        sha256 = result.artifact.sha256
-        run_dir = Path(root / "artifacts" / "mixed")
-
-    return Run
+    return SimpleNamespace(
+        model_uri=artifact.model_uri, sha256=artifact.sha256, run_dir=root / "artifacts" / "mixed"
+    )
 
 
 def test_categorical_and_boolean_features(mixed_run: Any) -> None:

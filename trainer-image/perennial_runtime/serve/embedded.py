@@ -11,9 +11,11 @@ valid at once; the same app, uvicorn settings and background loading as ``serve`
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import socket
 import threading
 import time
+from collections.abc import Callable
 from types import TracebackType
 
 from perennial_runtime.serve.app import Loader, ServingApp
@@ -28,7 +30,9 @@ class EmbeddedServer:
         from perennial_runtime.serve.server import uvicorn_options
 
         self.app = ServingApp(config, loader)
-        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # proto=IPPROTO_TCP: asyncio sets TCP_NODELAY on accepted sockets only for it
+        # (without it, a response's two writes wait out the peer's 40 ms delayed ACK).
+        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._socket.bind((host, 0))
         self.port: int = self._socket.getsockname()[1]
@@ -39,7 +43,13 @@ class EmbeddedServer:
         self._thread = threading.Thread(target=self._run, name="perennial-serve", daemon=True)
 
     def _run(self) -> None:
-        asyncio.run(self._server.serve(sockets=[self._socket]))
+        factory: Callable[[], asyncio.AbstractEventLoop] | None = None
+        if importlib.util.find_spec("uvloop"):
+            import uvloop
+
+            factory = uvloop.new_event_loop
+        with asyncio.Runner(loop_factory=factory) as runner:
+            runner.run(self._server.serve(sockets=[self._socket]))
 
     def start(self) -> EmbeddedServer:
         self._thread.start()
