@@ -1,0 +1,46 @@
+"""Integration-test harness: Perennial's operator (kopf) against kmock's emulator.
+
+See docs/testing.md. The pytest fixtures live in tests/integration/conftest.py; test modules
+import the helpers from here (``from .harness import wait_for``).
+"""
+
+from .api_errors import api_error
+from .clients import (
+    DUMMY_TOKEN,
+    Kubectl,
+    KubectlError,
+    use_emulator_for_kubernetes_client,
+    write_kubeconfig,
+)
+from .controllers import TERMINATION_MESSAGE_LIMIT, StandInControllers
+from .discovery import CrdError, crd_resources, read_crd_documents
+from .emulator import ApiServerEmulator, IgnoredWrite
+from .kopf_runner import HARNESS_LOGIN_ID, OperatorError, OperatorRunner, harness_settings
+from .kube_api import ApiError, KubeApi, PostedEvent, resource_path
+from .waiting import WaitTimeoutError, wait_for
+
+__all__ = [
+    "DUMMY_TOKEN",
+    "HARNESS_LOGIN_ID",
+    "TERMINATION_MESSAGE_LIMIT",
+    "ApiError",
+    "ApiServerEmulator",
+    "CrdError",
+    "IgnoredWrite",
+    "KubeApi",
+    "Kubectl",
+    "KubectlError",
+    "OperatorError",
+    "OperatorRunner",
+    "PostedEvent",
+    "StandInControllers",
+    "WaitTimeoutError",
+    "api_error",
+    "crd_resources",
+    "harness_settings",
+    "read_crd_documents",
+    "resource_path",
+    "use_emulator_for_kubernetes_client",
+    "wait_for",
+    "write_kubeconfig",
+]

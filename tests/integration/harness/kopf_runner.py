@@ -1,0 +1,242 @@
+"""Run a kopf operator in its own thread against the emulator, stop it, restart it.
+
+kopf gets a thread with its own event loop (``kopf.run``), so the test's loop stays free to
+serve the emulator; stopping sets kopf's ``stop_flag`` and joins the thread with
+``asyncio.to_thread``. :meth:`OperatorRunner.start` returns once kopf has run its startup
+handlers and opened a WATCH for every resource the test named: objects created after that
+are seen, and (with the emulator's resourceVersion-aware watches) so are the ones created
+between kopf's LIST and its WATCH.
+
+Handlers live in the ``kopf.OperatorRegistry`` the test passes: a fresh registry per test
+keeps one test's handlers out of another's operator. The runner adds one login handler to
+that registry (id :data:`HARNESS_LOGIN_ID`, once per registry object) that connects to the
+current emulator; nothing else in the registry is touched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import weakref
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import kmock
+import kopf
+
+from .clients import DUMMY_TOKEN
+from .emulator import ApiServerEmulator
+
+__all__ = ["HARNESS_LOGIN_ID", "OperatorError", "OperatorRunner", "harness_settings"]
+
+HARNESS_LOGIN_ID: Final = "perennial-test-harness-login"
+# Expected in every run of kopf outside the main thread; not a problem of the operator.
+_EXPECTED_WARNINGS: Final = ("OS signals are ignored: running not in the main thread.",)
+
+
+class OperatorError(RuntimeError):
+    """kopf did not start, did not stop, or exited on its own."""
+
+
+@dataclass
+class _LoginTarget:
+    server: str
+
+
+_login_targets: weakref.WeakKeyDictionary[kopf.OperatorRegistry, _LoginTarget] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _login_to_emulator(registry: kopf.OperatorRegistry, server: str) -> None:
+    target = _login_targets.get(registry)
+    if target is None:
+        target = _LoginTarget(server)
+        bound = target
+
+        async def login_to_emulator(**_: Any) -> kopf.ConnectionInfo:
+            return kopf.ConnectionInfo(
+                server=bound.server,
+                scheme="Bearer",
+                token=DUMMY_TOKEN,
+                insecure=True,
+                default_namespace="default",
+                priority=1_000_000,  # above any login handler of the operator itself
+            )
+
+        kopf.on.login(registry=registry, id=HARNESS_LOGIN_ID)(login_to_emulator)
+        _login_targets[registry] = target
+    target.server = server
+
+
+def harness_settings() -> kopf.OperatorSettings:
+    """kopf settings for a test run (the operator's startup handlers may change them)."""
+    settings = kopf.OperatorSettings()
+    # kopf SIGKILLs its own thread when it exits without the stop flag and does not finish
+    # in time; in a test process that would kill pytest.
+    settings.process.ultimate_exiting_timeout = None
+    # A stop gives in-flight handlers this long before cancelling them: short, so a stop in
+    # the middle of a handler behaves like a crash (the handler's outcome is not stored).
+    settings.queueing.exit_timeout = 0.2
+    return settings
+
+
+class _ProblemCollector(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(level=logging.WARNING)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@dataclass
+class _Run:
+    thread: threading.Thread
+    stop_flag: threading.Event = field(default_factory=threading.Event)
+    ready_flag: threading.Event = field(default_factory=threading.Event)
+    settings: kopf.OperatorSettings = field(default_factory=harness_settings)
+    error: BaseException | None = None
+
+
+@dataclass
+class _StartArgs:
+    registry: kopf.OperatorRegistry
+    watching: tuple[kmock.resource, ...]
+    configure: Callable[[kopf.OperatorSettings], None] | None
+    namespaces: tuple[str, ...]
+    memo: object | None
+    timeout: float
+
+
+class OperatorRunner:
+    """Starts/stops/restarts one kopf operator at a time against one emulator."""
+
+    def __init__(self, emulator: ApiServerEmulator) -> None:
+        self._emulator = emulator
+        self._run: _Run | None = None
+        self._args: _StartArgs | None = None
+        self._collector = _ProblemCollector()
+        logging.getLogger("kopf").addHandler(self._collector)
+        self.starts = 0
+
+    @property
+    def running(self) -> bool:
+        return self._run is not None and self._run.thread.is_alive()
+
+    async def start(
+        self,
+        *,
+        registry: kopf.OperatorRegistry,
+        watching: Iterable[str],
+        configure: Callable[[kopf.OperatorSettings], None] | None = None,
+        namespaces: Sequence[str] = (),
+        memo: object | None = None,
+        timeout: float = 10.0,
+    ) -> None:
+        """Start kopf with ``registry``; return when it watches every resource in
+        ``watching`` (``"group/version/plural"``, e.g. ``"batch/v1/jobs"``).
+
+        ``configure`` adjusts the :func:`harness_settings` before kopf starts. Without
+        ``namespaces`` kopf serves the whole cluster (``clusterwide=True``); with them,
+        only those (namespace patterns are not supported: the emulator lists no namespaces).
+        """
+        if self._run is not None:
+            raise OperatorError("the operator is already running: stop() or restart() it")
+        self._args = _StartArgs(
+            registry=registry,
+            watching=tuple(kmock.resource(name) for name in watching),
+            configure=configure,
+            namespaces=tuple(namespaces),
+            memo=memo,
+            timeout=timeout,
+        )
+        await self._start(self._args)
+
+    async def _start(self, args: _StartArgs) -> None:
+        _login_to_emulator(args.registry, self._emulator.base_url)
+        run = _Run(thread=threading.Thread())  # replaced below, once the flags exist
+        if args.configure is not None:
+            args.configure(run.settings)
+        kwargs: dict[str, Any] = {
+            "registry": args.registry,
+            "settings": run.settings,
+            "standalone": True,
+            "clusterwide": not args.namespaces,
+            "namespaces": list(args.namespaces),
+            "stop_flag": run.stop_flag,
+            "ready_flag": run.ready_flag,
+            "memo": args.memo if args.memo is not None else kopf.Memo(),
+        }
+        self.starts += 1
+        run.thread = threading.Thread(
+            target=self._main, args=(run, kwargs), name=f"kopf-{self.starts}", daemon=True
+        )
+        first_request = len(list(self._emulator))
+        self._run = run
+        run.thread.start()
+
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + args.timeout
+        while True:
+            if run.error is not None or not run.thread.is_alive():
+                self._run = None
+                raise OperatorError(f"kopf exited while starting: {run.error!r}") from run.error
+            requests = list(self._emulator)[first_request:]
+            watched = {r.resource for r in requests if r.action == kmock.action.WATCH}
+            missing = [res for res in args.watching if res not in watched]
+            if run.ready_flag.is_set() and not missing:
+                return
+            if loop.time() >= deadline:
+                await self.stop()
+                raise OperatorError(
+                    f"kopf did not start watching {[str(m.plural) for m in missing]} within "
+                    f"{args.timeout} s (ready: {run.ready_flag.is_set()}); are the resources "
+                    "declared in the emulator and handled by the registry?"
+                )
+            await asyncio.sleep(0.01)
+
+    @staticmethod
+    def _main(run: _Run, kwargs: dict[str, Any]) -> None:
+        try:
+            kopf.run(**kwargs)
+        except BaseException as exc:  # reported by start()/stop() in the test's thread
+            run.error = exc
+
+    async def stop(self, *, timeout: float = 10.0) -> None:
+        """Stop kopf and join its thread; handlers still running are cancelled (after
+        ``settings.queueing.exit_timeout``), as in a crash. Raises if kopf had crashed."""
+        run, self._run = self._run, None
+        if run is None:
+            return
+        run.stop_flag.set()
+        await asyncio.to_thread(run.thread.join, timeout)
+        if run.thread.is_alive():
+            raise OperatorError(f"kopf did not stop within {timeout} s")
+        run.settings.execution.executor.shutdown(wait=False, cancel_futures=True)
+        if run.error is not None:
+            raise OperatorError(f"kopf failed: {run.error!r}") from run.error
+
+    async def restart(self) -> None:
+        """Stop, then start again with the same arguments (an operator pod restart)."""
+        if self._args is None:
+            raise OperatorError("restart() before start()")
+        await self.stop()
+        await self._start(self._args)
+
+    def problems(self) -> list[str]:
+        """kopf's warnings and errors so far (``level logger: message``), in order."""
+        return [
+            f"{record.levelname} {record.name}: {record.getMessage()}"
+            for record in self._collector.records
+            if record.getMessage() not in _EXPECTED_WARNINGS
+        ]
+
+    async def close(self) -> None:
+        """Stop the operator (if running) and detach the log collector."""
+        try:
+            await self.stop()
+        finally:
+            logging.getLogger("kopf").removeHandler(self._collector)
