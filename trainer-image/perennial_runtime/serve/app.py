@@ -20,7 +20,6 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 import orjson
-from prometheus_client import disable_created_metrics
 
 from perennial_runtime.serve import v2
 from perennial_runtime.serve.config import CONFIG_JSON_ENV, ServeConfig
@@ -85,7 +84,6 @@ class ServingApp:
         self.state = "loading"  # loading -> ready | failed
         self.reason = "the model is loading"
         self._load_task: asyncio.Task[None] | None = None
-        disable_created_metrics()  # type: ignore[no-untyped-call]  # no *_created series
 
     # --- ASGI entry ------------------------------------------------------------------------
 
@@ -426,7 +424,7 @@ class ServingApp:
         if has_ids:
             return json_response(200, self.monitor.feedback_by_ids(given, checked))
         batch = model.schema.from_rows(given, "instances")
-        predicted = model.predict(batch).values.tolist()
+        predicted = (await self._run(model, batch, False)).values.tolist()
         self.monitor.score_feedback(predicted, checked)
         return json_response(200, self.monitor.feedback_summary(len(predicted)))
 
@@ -455,6 +453,9 @@ def app_from_env() -> ServingApp:
     """uvicorn ``--factory`` entry for worker processes (``--workers N``)."""
     from perennial_runtime.serve.server import configure_logging
 
+    from prometheus_client import disable_created_metrics
+
     config = ServeConfig.from_json(os.environ[CONFIG_JSON_ENV])
     configure_logging(config.log_level)
+    disable_created_metrics()  # type: ignore[no-untyped-call]
     return ServingApp(config)

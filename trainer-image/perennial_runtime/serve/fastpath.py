@@ -316,32 +316,60 @@ class _LinearRegressionHead:
 
 class _LogisticHead:
     def __init__(self, estimator: Any) -> None:
+        from scipy.special import expit
+        from sklearn.utils.extmath import softmax
+
         self.coef_t = np.asarray(estimator.coef_, dtype=np.float64).T
         self.intercept = np.asarray(estimator.intercept_, dtype=np.float64)
         self.classes = np.asarray(estimator.classes_)
         self.binary = self.coef_t.shape[1] == 1
+        self.expit = expit
+        self.softmax = softmax
 
     def __call__(self, x: FloatMatrix, proba: bool) -> tuple[AnyArray, FloatMatrix | None]:
-        from scipy.special import expit
-        from sklearn.utils.extmath import softmax
-
+        # As LinearClassifierMixin.predict and LogisticRegression.predict_proba do it.
         scores = x @ self.coef_t + self.intercept
         if self.binary:
             scores = scores.reshape(-1)
             labels = self.classes[(scores > 0).astype(np.intp)]
             if not proba:
                 return labels, None
-            p = expit(scores)
-            return labels, np.stack([1 - p, p], axis=1)
+            p = self.expit(scores)
+            out = np.empty((len(p), 2), dtype=np.float64)
+            out[:, 0] = 1 - p
+            out[:, 1] = p
+            return labels, out
         labels = self.classes[scores.argmax(axis=1)]
-        return labels, (softmax(scores, copy=False) if proba else None)
+        return labels, (self.softmax(scores, copy=False) if proba else None)
 
 
 class _EstimatorHead:
+    """Any estimator, called with the transformed matrix.
+
+    Forests and trees define ``predict`` as the argmax of ``predict_proba``; for them one
+    call serves both outputs (halving their per-call overhead).
+    """
+
     def __init__(self, estimator: Any) -> None:
+        from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
+        from sklearn.tree import DecisionTreeClassifier
+
         self.estimator = estimator
+        self.argmax_of_proba = (
+            type(estimator)
+            in (
+                RandomForestClassifier,
+                ExtraTreesClassifier,
+                DecisionTreeClassifier,
+            )
+            and np.ndim(estimator.classes_) == 1
+        )
 
     def __call__(self, x: FloatMatrix, proba: bool) -> tuple[AnyArray, FloatMatrix | None]:
+        if self.argmax_of_proba:
+            probabilities = np.asarray(self.estimator.predict_proba(x))
+            labels = self.estimator.classes_.take(np.argmax(probabilities, axis=1), axis=0)
+            return labels, (probabilities if proba else None)
         values = np.asarray(self.estimator.predict(x))
         return values, (np.asarray(self.estimator.predict_proba(x)) if proba else None)
 

@@ -244,7 +244,7 @@ class FeatureSchema:
 
     # --- columns: one list of values per feature ----------------------------------------
 
-    def from_columns(self, columns: dict[str, tuple[list[Any], str]], rows: int) -> Batch:
+    def from_columns(self, columns: dict[str, tuple[Any, str]], rows: int) -> Batch:
         """``columns[name] = (values, where)``; every feature present, all ``rows`` long."""
         self.check_rows(rows, "the input tensors")
         numeric, labels = self.empty(rows)

@@ -36,6 +36,11 @@ def uvicorn_options(config: ServeConfig) -> dict[str, object]:
 
 def run(config: ServeConfig) -> int:
     import uvicorn
+    from prometheus_client import disable_created_metrics
+
+    # No *_created series: they double the scrape for nothing. Process-wide, so only here
+    # (and in the worker factory), never in an imported app.
+    disable_created_metrics()  # type: ignore[no-untyped-call]
 
     options = uvicorn_options(config)
     if config.workers > 1:

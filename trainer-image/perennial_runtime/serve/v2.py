@@ -14,9 +14,12 @@ are returned unless the request lists the ones it wants in ``outputs``.
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from perennial_runtime import __version__
 from perennial_runtime.contract import ColumnType
@@ -51,7 +54,7 @@ def server_metadata() -> dict[str, Any]:
     return {
         "name": "perennial",
         "version": __version__,
-        "extensions": ["health", "model_repository_free", "monitoring", "feedback"],
+        "extensions": ["monitoring", "feedback"],
     }
 
 
@@ -105,6 +108,63 @@ def model_metadata(model: ServedModel) -> dict[str, Any]:
     }
 
 
+def _shape(value: Any, where: str) -> list[int]:
+    if (
+        not isinstance(value, list)
+        or not value
+        or not all(type(d) is int and d >= 0 for d in value)
+    ):
+        raise RequestError(
+            f"{where}.shape must be a non-empty list of non-negative integers, got "
+            f"{describe(value)}"
+        )
+    return value
+
+
+@dataclass(frozen=True)
+class _Tensor:
+    name: str
+    shape: list[int]
+    datatype: str
+    data: list[Any]  # flat or nested, row-major
+    where: str
+
+    @property
+    def size(self) -> int:
+        return math.prod(self.shape)
+
+    def numbers(self) -> npt.NDArray[np.float64] | None:
+        """The data as float64 in ``shape`` when it is all numbers (one numpy call)."""
+        if self.datatype == "BYTES":
+            return None
+        try:
+            arr = np.array(self.data)
+        except (ValueError, TypeError):
+            return None
+        if arr.dtype.kind not in "fiub" or arr.size != self.size:
+            return None
+        return arr.astype(np.float64, copy=False).reshape(self.shape)
+
+    def flat(self) -> list[Any]:
+        """Row-major values, checked against the shape (and against the datatype)."""
+        data = self.data
+        if data and isinstance(data[0], list):
+            data = _row_major(data)
+        if len(data) != self.size:
+            raise RequestError(
+                f"{self.where}: shape {self.shape} holds {self.size} values but data has "
+                f"{len(data)}"
+            )
+        if self.datatype != "BYTES":
+            for i, value in enumerate(data):
+                if isinstance(value, str):
+                    raise RequestError(
+                        f"{self.where}: datatype {self.datatype} but data[{i}] is "
+                        f"{describe(value)}; send numbers, or datatype BYTES for labels"
+                    )
+        return data
+
+
 def _row_major(data: list[Any]) -> list[Any]:
     out: list[Any] = []
 
@@ -119,20 +179,7 @@ def _row_major(data: list[Any]) -> list[Any]:
     return out
 
 
-def _shape(value: Any, where: str) -> list[int]:
-    if (
-        not isinstance(value, list)
-        or not value
-        or not all(type(d) is int and d >= 0 for d in value)
-    ):
-        raise RequestError(
-            f"{where}.shape must be a non-empty list of non-negative integers, got "
-            f"{describe(value)}"
-        )
-    return value
-
-
-def _tensor(raw: Any, k: int) -> tuple[str, list[int], str, list[Any], str]:
+def _tensor(raw: Any, k: int) -> _Tensor:
     where = f"inputs[{k}]"
     if not isinstance(raw, dict):
         raise RequestError(f"{where} must be an object (name, shape, datatype, data)")
@@ -151,28 +198,9 @@ def _tensor(raw: Any, k: int) -> tuple[str, list[int], str, list[Any], str]:
             f"(one of {', '.join(sorted(DATATYPES))})"
         )
     data = raw["data"]
-    if isinstance(data, list) and data and isinstance(data[0], list):
-        data = _row_major(data)
-    elif not isinstance(data, list):
+    if not isinstance(data, list):
         raise RequestError(f"{where}.data must be a list, got {describe(data)}")
-    size = 1
-    for d in shape:
-        size *= d
-    if size != len(data):
-        raise RequestError(f"{where}: shape {shape} holds {size} values but data has {len(data)}")
-    return name, shape, datatype, data, where
-
-
-def _check_values(datatype: str, data: list[Any], where: str) -> None:
-    """Numeric datatypes carry numbers (or booleans for BOOL), BYTES carries strings."""
-    if datatype == "BYTES":
-        return  # per-feature validation names the feature
-    for i, value in enumerate(data):
-        if isinstance(value, str):
-            raise RequestError(
-                f"{where}: datatype {datatype} but data[{i}] is {describe(value)}; send "
-                "numbers, or use datatype BYTES for labels"
-            )
+    return _Tensor(name, shape, datatype, data, where)
 
 
 def parse_infer(body: Any, model: ServedModel) -> tuple[Batch, tuple[str, ...], str | None]:
@@ -188,7 +216,7 @@ def parse_infer(body: Any, model: ServedModel) -> tuple[Batch, tuple[str, ...], 
     outputs = _requested_outputs(body.get("outputs"), model)
     tensors = [_tensor(raw, k) for k, raw in enumerate(inputs)]
     schema = model.schema
-    if not any(t[0] in schema.position for t in tensors) and len(tensors) == 1:
+    if len(tensors) == 1 and tensors[0].name not in schema.position:
         return _from_matrix(tensors[0], model), outputs, request_id
     return _from_columns(tensors, model), outputs, request_id
 
@@ -211,8 +239,8 @@ def _requested_outputs(raw: Any, model: ServedModel) -> tuple[str, ...]:
     return tuple(names) or available
 
 
-def _from_matrix(tensor: tuple[str, list[int], str, list[Any], str], model: ServedModel) -> Batch:
-    _, shape, datatype, data, where = tensor
+def _from_matrix(tensor: _Tensor, model: ServedModel) -> Batch:
+    shape, where = tensor.shape, tensor.where
     schema = model.schema
     if len(shape) != 2 or shape[1] != schema.width:
         raise RequestError(
@@ -220,25 +248,28 @@ def _from_matrix(tensor: tuple[str, list[int], str, list[Any], str], model: Serv
             f"order ({schema.hint()}), or one tensor per feature named after it; got shape "
             f"{shape}"
         )
-    _check_values(datatype, data, where)
-    return schema.from_flat(data, shape[0], where)
+    if schema.all_numeric:
+        matrix = tensor.numbers()
+        if matrix is not None:
+            schema.check_rows(shape[0], where)
+            return Batch(shape[0], matrix, np.empty((shape[0], 0), dtype=object))
+    return schema.from_flat(tensor.flat(), shape[0], where)
 
 
-def _from_columns(
-    tensors: list[tuple[str, list[int], str, list[Any], str]], model: ServedModel
-) -> Batch:
+def _from_columns(tensors: list[_Tensor], model: ServedModel) -> Batch:
     schema = model.schema
-    unknown = [t[0] for t in tensors if t[0] not in schema.position]
+    unknown = [t.name for t in tensors if t.name not in schema.position]
     if unknown:
         raise RequestError(
             f"unknown input(s) {names_hint(unknown, 5)}: send one tensor per feature named "
             f"after it ({schema.hint()}), or a single 2-D tensor [rows, {schema.width}]"
         )
-    columns: dict[str, tuple[list[Any], str]] = {}
+    columns: dict[str, tuple[Any, str]] = {}
     rows: int | None = None
-    for name, shape, datatype, data, where in tensors:
-        if name in columns:
-            raise RequestError(f"{where}: feature {name!r} is sent twice")
+    for t in tensors:
+        shape, where = t.shape, t.where
+        if t.name in columns:
+            raise RequestError(f"{where}: feature {t.name!r} is sent twice")
         if len(shape) > 2 or (len(shape) == 2 and shape[1] != 1):
             raise RequestError(
                 f"{where}: a feature tensor has shape [rows] or [rows, 1], got {shape}"
@@ -247,12 +278,12 @@ def _from_columns(
             rows = shape[0]
         elif shape[0] != rows:
             raise RequestError(
-                f"{where}: has {shape[0]} rows but {tensors[0][4]} has {rows}; all feature "
+                f"{where}: has {shape[0]} rows but {tensors[0].where} has {rows}; all feature "
                 "tensors must have the same number of rows"
             )
-        if schema.slot_of[name].numeric:
-            _check_values(datatype, data, where)
-        columns[name] = (data, where)
+        numbers = t.numbers() if schema.slot_of[t.name].numeric else None
+        values = numbers.reshape(-1) if numbers is not None else t.flat()
+        columns[t.name] = (values, where)
     missing = [n for n in schema.names if n not in columns]
     if missing:
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
