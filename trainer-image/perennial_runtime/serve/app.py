@@ -451,9 +451,9 @@ def _too_large(size: int, limit: int) -> RequestError:
 
 def app_from_env() -> ServingApp:
     """uvicorn ``--factory`` entry for worker processes (``--workers N``)."""
-    from perennial_runtime.serve.server import configure_logging
-
     from prometheus_client import disable_created_metrics
+
+    from perennial_runtime.serve.server import configure_logging
 
     config = ServeConfig.from_json(os.environ[CONFIG_JSON_ENV])
     configure_logging(config.log_level)
