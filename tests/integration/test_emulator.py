@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 from typing import Any
 
 import httpx
 import kubernetes.client
 import pytest
 
-from .harness import ApiError, ApiServerEmulator, KubeApi, resource_path
+from .harness import ApiError, ApiServerEmulator, KubeApi, Kubectl, resource_path, wait_for
+from .harness.tables import human_duration
 
+REPO_ROOT = Path(__file__).resolve().parents[2]
 NS = "emulator"
 JOBS = "batch/v1/jobs"
 TRAINING_RUNS = "perennial.dev/v1alpha1/trainingruns"
@@ -169,19 +172,28 @@ async def test_watch_from_a_resource_version_replays_what_followed(
     assert seen == [("ADDED", "after"), ("MODIFIED", "before"), ("DELETED", "after")]
 
 
-async def test_selectors_are_refused_unless_the_test_accepts_unfiltered_answers(
+async def test_supported_field_selectors_filter_and_the_rest_is_refused(
     emulator: ApiServerEmulator, kube_api: KubeApi
 ) -> None:
-    await kube_api.create(job())
+    await kube_api.create(job("a"))
+    await kube_api.create(job("b"))
     async with httpx.AsyncClient(base_url=emulator.base_url) as client:
         path = resource_path(JOBS, NS)
+        by_name = await client.get(path, params={"fieldSelector": "metadata.name=b"})
+        assert [i["metadata"]["name"] for i in by_name.json()["items"]] == ["b"]
+        not_a = await client.get(path, params={"fieldSelector": "metadata.name!=a"})
+        assert [i["metadata"]["name"] for i in not_a.json()["items"]] == ["b"]
+
         refused = await client.get(path, params={"labelSelector": "app=x"})
         assert refused.status_code == 400
         assert "answer_selectors_unfiltered" in refused.json()["message"]
+        unknown = await client.get(path, params={"fieldSelector": "status.succeeded=1"})
+        assert unknown.status_code == 400
+
         emulator.answer_selectors_unfiltered()
         unfiltered = await client.get(path, params={"labelSelector": "app=x"})
-    assert len(unfiltered.json()["items"]) == 1  # NOT filtered: a real server returns none
-    assert emulator.selector_requests == [f"GET {path}?labelSelector=app%3Dx"] * 2
+    assert len(unfiltered.json()["items"]) == 2  # NOT filtered: a real server returns none
+    assert emulator.selector_requests[-1] == f"GET {path}?labelSelector=app%3Dx"
 
 
 async def test_custom_resources_refuse_strategic_merge_patch(
@@ -243,3 +255,43 @@ async def test_kubernetes_client_creates_reads_and_patches_status(
     with pytest.raises(kubernetes.client.ApiException) as missing:
         await asyncio.to_thread(batch.read_namespaced_job, "absent", NS)
     assert missing.value.status == 404
+
+
+async def test_kubectl_shows_printer_columns_waits_and_applies(
+    emulator: ApiServerEmulator, kube_api: KubeApi, kubectl: Kubectl
+) -> None:
+    await kube_api.create(training_run("r1"))
+    await kube_api.create(training_run("r2"))
+    await kube_api.patch_status(TRAINING_RUNS, "r1", NS, {"phase": "Training"})
+
+    async def finish_later() -> None:
+        await kube_api.patch_status(TRAINING_RUNS, "r2", NS, {"phase": "Failed"})
+        await kube_api.patch_status(TRAINING_RUNS, "r1", NS, {"phase": "Succeeded"})
+
+    waiting = asyncio.create_task(
+        kubectl("wait", "tr/r1", "-n", NS, "--for=jsonpath={.status.phase}=Succeeded")
+    )
+    await wait_for(lambda: any("watch=true" in r for r in emulator.selector_requests))
+    await finish_later()
+    assert "condition met" in await waiting
+
+    header, *rows = (await kubectl("get", "tr", "-n", NS)).splitlines()
+    assert header.split()[:4] == ["NAME", "PIPELINE", "TRIGGER", "PHASE"]
+    assert [row.split()[:3] for row in rows] == [["r1", "p", "Succeeded"], ["r2", "p", "Failed"]]
+
+    sample = REPO_ROOT / "manifests" / "samples" / "trainingpipeline.yaml"
+    if sample.exists():
+        applied = await kubectl("apply", "--validate=false", "-n", NS, "-f", str(sample))
+        assert "created" in applied
+
+
+def test_human_durations_match_kubernetes() -> None:
+    assert [human_duration(s) for s in (0, 59, 119, 150, 600, 3 * 3600 + 60)] == [
+        "0s",
+        "59s",
+        "119s",
+        "2m30s",
+        "10m",
+        "3h1m",
+    ]
+    assert human_duration(3 * 86400) == "3d" and human_duration(-5) == "<invalid>"

@@ -386,15 +386,18 @@ async def test_kubectl_reads_what_the_operator_wrote(
     assert listed["kind"] == "List"
     (item,) = listed["items"]
     assert item["status"]["result"] == {"accuracy": 1.0}
-    assert "w3" in await kubectl("get", "jobs", "-n", NS)
     as_json = json.loads(await kubectl("get", "widget", "w3", "-n", NS, "-o", "json"))
     assert as_json["metadata"]["finalizers"] == [FINALIZER]
+    # The CRD's printer columns, rendered server-side as on a real cluster.
+    table = (await kubectl("get", "wd", "-n", NS)).splitlines()
+    assert table[0].split() == ["NAME", "PHASE"] and table[1].split() == ["w3", "Succeeded"]
+    assert "w3" in await kubectl("get", "jobs", "-n", NS)
 
-    # describe lists events with a field selector: accept the unfiltered answer here.
-    emulator.answer_selectors_unfiltered()
+    # describe lists the Widget's events (field selectors on involvedObject are applied).
     await wait_for(_has_all(kube_api, item, {"JobCreated", "JobSucceeded"}))
     described = await kubectl("describe", "widget", "w3", "-n", NS)
-    assert "JobSucceeded" in described and "Succeeded" in described
+    assert "JobCreated" in described and "JobSucceeded" in described
+    assert "involvedObject.uid" in emulator.selector_requests[-1]
 
 
 async def _phase_is(api: KubeApi, name: str, phase: str) -> bool:

@@ -11,13 +11,17 @@ on (see docs/testing.md): ``resourceVersion``, ``uid``, ``creationTimestamp``,
   everything but the status; such dropped writes are recorded in :attr:`ignored_writes`;
 - ``deletionTimestamp`` and finalizers: an object with finalizers is marked, and removed when
   its last finalizer goes;
-- errors with the codes and reasons a real server answers (400, 404, 405, 409, 415, 422).
+- errors with the codes and reasons a real server answers (400, 404, 405, 409, 415, 422);
+- server-side tables of custom resources (``kubectl get`` prints the printer columns);
+- the field selectors a real server supports for every kind, or for events and pods
+  (``metadata.name``, ``involvedObject.uid``, ...: exact equalities).
 
-It refuses what it cannot do faithfully: label/field selectors (HTTP 400 unless the test
-calls :meth:`ApiServerEmulator.answer_selectors_unfiltered`), server-side apply, subresources
-other than ``status``, collection deletes. It has no garbage collector and no controllers:
-the test plays them (:mod:`.controllers`). kmock is pinned (``kmock==0.8``): this class
-overrides kmock's ``_handle`` and ``_serve_*`` methods, which are not public API.
+It refuses what it cannot do faithfully: label selectors and other field selectors (HTTP 400
+unless the test calls :meth:`ApiServerEmulator.answer_selectors_unfiltered`), server-side
+apply, subresources other than ``status``, collection deletes. It has no garbage collector
+and no controllers: the test plays them (:mod:`.controllers`). kmock is pinned
+(``kmock==0.8``): this class overrides kmock's ``_handle`` and ``_serve_*`` methods, which
+are not public API.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import collections
 import copy
 import os
 import warnings
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import Any, Final
 
 import aiohttp.web
@@ -36,6 +40,7 @@ import kmock
 
 from .api_errors import api_error, describe
 from .discovery import CRD_RESOURCE, api_version_of, crd_resources, read_crd_documents
+from .field_selectors import FieldTerm, field_terms, matches
 from .metadata import (
     created_object,
     deletion_marked,
@@ -44,6 +49,7 @@ from .metadata import (
     updated_object,
 )
 from .patches import patched_object
+from .tables import printer_columns, render_table, wants_table
 
 __all__ = ["ApiServerEmulator", "IgnoredWrite"]
 
@@ -122,6 +128,7 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
     )
     _outcomes: dict[int, dict[str, Any]] = attrs.field(factory=dict, init=False)
     _custom_resources: set[kmock.resource] = attrs.field(factory=set, init=False)
+    _columns: dict[kmock.resource, list[dict[str, Any]]] = attrs.field(factory=dict, init=False)
     _failures: list[_InjectedFailure] = attrs.field(factory=list, init=False)
 
     def __attrs_post_init__(self) -> None:
@@ -131,6 +138,10 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
             self.resources.load_bundled()
         # kmock has no action for PUT (replace): answer with the outcome from _handle().
         self.fallback[kmock.method.PUT] << self._serve_outcome
+        # Watch streams as JSON (kmock's default, octet-stream, makes `kubectl get -w` fail);
+        # this reaction ranks just above kmock's own watch fallback.
+        json_stream: Any = kmock.headers({"Content-Type": "application/json"})
+        (self.fallback**1)[kmock.action.WATCH] << json_stream << self._serve_watch
 
     # ----------------------------------------------------------------------------------
     # For tests
@@ -146,12 +157,13 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
         return self._revision
 
     def answer_selectors_unfiltered(self) -> None:
-        """Let LIST/WATCH with label/field selectors through, answered WITHOUT filtering.
+        """Let LIST/WATCH with label selectors (or field selectors the emulator does not
+        apply, see :mod:`.field_selectors`) through, answered WITHOUT that filtering.
 
         By default such requests get HTTP 400: the emulator cannot filter, and an unfiltered
         answer would let a test pass where a real cluster returns fewer objects. Call this in
-        a test that accepts unfiltered answers (``kubectl describe`` lists events with a field
-        selector); the requests are still recorded in :attr:`selector_requests`.
+        a test that accepts unfiltered answers; the requests are still recorded in
+        :attr:`selector_requests`.
         """
         self._selectors_unfiltered = True
 
@@ -301,7 +313,20 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
         return await self._update(key, current, new, request.subresource, replaced=replaced)
 
     # ----------------------------------------------------------------------------------
-    # kmock's fallbacks: the answers to writes, and the reading endpoints
+    # kmock's fallbacks: discovery, the answers to writes, and the reading endpoints
+
+    async def _serve_version(self, request: kmock.Request) -> kmock.Payload:
+        # kmock names the core group "/v1" (kubectl then finds no core kind), and copies short
+        # names and categories onto subresources ("jobs/status"): kubectl warns on every
+        # short name and fails `kubectl get all`.
+        answer = await super()._serve_version(request)
+        if isinstance(answer, dict):
+            answer["groupVersion"] = str(answer.get("groupVersion", "")).removeprefix("/")
+            for entry in answer.get("resources", []):
+                if "/" in entry["name"]:
+                    entry.update(singularName="", shortNames=[], categories=[])
+                    entry["verbs"] = ["get", "patch", "update"]
+        return answer
 
     async def _serve_outcome(self, request: kmock.Request) -> kmock.Payload:
         return self._outcomes[request.id]
@@ -318,35 +343,49 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
             )
         namespace = request.namespace if info.namespaced else None
         async with self._state_lock:
-            return self._live((resource, namespace, request.name))
+            obj = self._live((resource, namespace, request.name))
+            revision = str(self._revision)
+        return self._as_table(request, [obj], revision) or obj
 
     async def _serve_list(self, request: kmock.Request) -> kmock.Payload:
         resource = request.resource
         assert resource is not None
         info = self.info(resource)
-        self._check_selectors(request)
+        selected = self._selection(request)
         async with self._state_lock:
             items = [
                 copy.deepcopy(obj.raw)
                 for (res, namespace, _), obj in self.objects.items()
-                if res == resource and not obj.deleted and request.namespace in (None, namespace)
+                if res == resource
+                and not obj.deleted
+                and request.namespace in (None, namespace)
+                and selected(obj.raw)
             ]
-            revision = self._revision
+            revision = str(self._revision)
         items.sort(
             key=lambda item: (item["metadata"].get("namespace", ""), item["metadata"]["name"])
         )
-        return {
+        return self._as_table(request, items, revision) or {
             "apiVersion": api_version_of(resource),
             "kind": f"{info.kind}List",
-            "metadata": {"resourceVersion": str(revision)},
+            "metadata": {"resourceVersion": revision},
             "items": items,
         }
+
+    def _as_table(
+        self, request: kmock.Request, objects: list[dict[str, Any]], revision: str
+    ) -> dict[str, Any] | None:
+        columns = self._columns.get(request.resource) if request.resource else None
+        if columns is None or not wants_table(request.headers):
+            return None
+        include = request.params.get("includeObject", "Metadata")
+        return render_table(objects, columns, resource_version=revision, include_object=include)
 
     async def _serve_watch(self, request: kmock.Request) -> AsyncIterator[kmock.Payload]:
         resource = request.resource
         assert resource is not None
         self.info(resource)
-        self._check_selectors(request)
+        selected = self._selection(request)
         since = request.params.get("resourceVersion") or "0"
         initial = request.params.get("sendInitialEvents") == "true"
         if not since.isdigit():
@@ -376,7 +415,7 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
 
         def wanted(event: WatchEvent) -> bool:
             namespace = event["object"].get("metadata", {}).get("namespace")
-            return request.namespace in (None, namespace)
+            return request.namespace in (None, namespace) and selected(event["object"])
 
         yield b""  # send the headers now, even if nothing happens for a while
         for event in backlog:
@@ -395,24 +434,33 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
                     yield copy.deepcopy(event)
             position = len(feed.events)
 
-    def _check_selectors(self, request: kmock.Request) -> None:
-        selectors = {
-            key: value
-            for key in ("labelSelector", "fieldSelector")
-            if (value := request.params.get(key))
-        }
-        if not selectors:
-            return
+    def _selection(self, request: kmock.Request) -> Callable[[Mapping[str, Any]], bool]:
+        """The filter of a LIST/WATCH: field selectors a real server supports are applied
+        exactly (:mod:`.field_selectors`); label selectors and other field selectors are
+        refused (HTTP 400) unless the test accepts unfiltered answers."""
+        labels = request.params.get("labelSelector", "")
+        fields = request.params.get("fieldSelector", "")
+        if not labels and not fields:
+            return lambda obj: True
         self.selector_requests.append(f"{request.method.value} {request.url.path_qs}")
-        if not self._selectors_unfiltered:
-            given = ", ".join(f"{key}={value!r}" for key, value in selectors.items())
+        assert request.resource is not None
+        terms: list[FieldTerm] | None = field_terms(fields, request.resource) if fields else []
+        if (labels or terms is None) and not self._selectors_unfiltered:
+            given = ", ".join(
+                f"{key}={value!r}"
+                for key, value in (("labelSelector", labels), ("fieldSelector", fields))
+                if value
+            )
             raise api_error(
                 400,
-                f"the emulator does not filter by label or field selectors ({given} on "
-                f"{request.url.path}): a real API server would return fewer objects. Filter "
-                "client-side (e.g. by ownerReferences), or call "
-                "emulator.answer_selectors_unfiltered() in a test that accepts unfiltered answers",
+                f"the emulator does not filter by label selectors, nor by this field selector "
+                f"({given} on {request.url.path}): a real API server would return fewer "
+                "objects. Filter client-side (e.g. by "
+                "ownerReferences), or call emulator.answer_selectors_unfiltered() in a test that "
+                "accepts unfiltered answers",
             )
+        exact = terms or []
+        return lambda obj: matches(obj, exact)
 
     # ----------------------------------------------------------------------------------
     # State changes (called with _state_lock held)
@@ -527,9 +575,14 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
             served = crd_resources(crd)
         except ValueError as exc:
             raise api_error(422, str(exc)) from exc
+        spec = crd["spec"]
         for resource, info in served.items():
             self.resources[resource] = info
             self._custom_resources.add(resource)
+        for version in spec["versions"]:
+            resource = kmock.resource(spec["group"], version["name"], spec["names"]["plural"])
+            if resource in served:
+                self._columns[resource] = printer_columns(version)
         conditions = (
             ("NamesAccepted", "NoConflicts", "no conflicts found"),
             ("Established", "InitialNamesAccepted", "the initial names have been accepted"),
