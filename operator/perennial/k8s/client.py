@@ -75,6 +75,7 @@ __all__ = [
     "api_client",
     "configure",
     "create",
+    "create_if_absent",
     "delete",
     "get",
     "get_or_none",
@@ -362,10 +363,17 @@ def create(
     Names are deterministic, so "already exists" means an earlier attempt (perhaps of an
     operator that restarted since) succeeded.
     """
+    return create_if_absent(resource, body, namespace)[0]
+
+
+def create_if_absent(
+    resource: Resource, body: Mapping[str, Any], namespace: str | None = None
+) -> tuple[dict[str, Any], bool]:
+    """Like :func:`create`, and whether this call created the object (False: it existed)."""
     namespace = namespace or (body.get("metadata") or {}).get("namespace")
     try:
         out: dict[str, Any] = _request("POST", resource.path(namespace), body=dict(body))
-        return out
+        return out, True
     except ApiError as exc:
         name = (body.get("metadata") or {}).get("name")
         if not exc.already_exists or not name:
@@ -374,7 +382,7 @@ def create(
         existing = get_or_none(resource, name, namespace)
         if existing is None:  # deleted in between: a real conflict, let the caller retry
             raise
-        return existing
+        return existing, False
 
 
 def patch(
