@@ -109,6 +109,11 @@ def test_numeric_fast_path_equals_the_checked_path() -> None:
     fast = schema.from_rows([[1, 2.5, True], [0, -1, 3]])
     checked = schema.from_rows([[1, 2.5, True], {"x": 0, "y": -1, "z": 3}])
     np.testing.assert_array_equal(fast.numeric, checked.numeric)
+    trainer_view = coerce_features(
+        pd.DataFrame({"x": [1, 0], "y": [2.5, -1], "z": [True, 3]}),
+        [FeatureInfo(name=n, type=ColumnType.NUMERIC) for n in "xyz"],
+    )
+    pd.testing.assert_frame_equal(schema.to_frame(fast), trainer_view)
     with pytest.raises(RequestError, match=r"instances\[1\]: feature 'y' expects a number"):
         schema.from_rows([[1, 2, 3], [1, "2", 3]])
     with pytest.raises(RequestError, match=r"instances\[1\]: expected 3 values"):

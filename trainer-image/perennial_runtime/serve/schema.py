@@ -270,6 +270,8 @@ class FeatureSchema:
 
     def to_frame(self, batch: Batch) -> pd.DataFrame:
         """The DataFrame the trainer's ``coerce_features`` would have produced."""
+        if self.all_numeric:  # one float64 block, ~100x cheaper than a dict of Series
+            return pd.DataFrame(batch.numeric, columns=list(self.names), copy=False)
         columns: dict[str, Any] = {}
         for slot in self._slots:
             if slot.numeric:
