@@ -5,7 +5,8 @@
   (HTTP 500s: a bug or an unsupported call) or on writes a real server would drop.
 - ``kube_api``: the test's async HTTP client (create/get/list/patch/patch_status/delete).
 - ``kubernetes_client``: the ``kubernetes`` package's default configuration pointed at the
-  emulator (blocking calls: wrap them in ``asyncio.to_thread`` inside a test).
+  emulator, and ``KUBECONFIG`` too (blocking calls: wrap them in ``asyncio.to_thread`` in a
+  test).
 - ``operator_runner``: starts/stops/restarts kopf in a thread (see ``harness.kopf_runner``).
 - ``controllers``: the test playing the Job/Deployment controllers, kubelet and GC.
 - ``kubeconfig`` / ``kubectl``: a kubeconfig for the emulator, and the real kubectl (the
@@ -20,6 +21,8 @@ from pathlib import Path
 
 import kmock
 import kubernetes.client
+import kubernetes.config
+import kubernetes.config.kube_config
 import pytest
 
 from .harness import (
@@ -63,8 +66,15 @@ async def kube_api(emulator: ApiServerEmulator) -> AsyncIterator[KubeApi]:
 
 @pytest.fixture
 def kubernetes_client(
-    emulator: ApiServerEmulator,
+    emulator: ApiServerEmulator, kubeconfig: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[kubernetes.client.Configuration]:
+    # Code that loads its own configuration (kubernetes.config.load_kube_config()) lands on
+    # the emulator too: outside a pod, in-cluster loading fails and the kubeconfig is used.
+    # (The kubernetes package reads $KUBECONFIG once, on import: patch its copies too.)
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    for module in (kubernetes.config, kubernetes.config.kube_config):
+        monkeypatch.setattr(module, "KUBE_CONFIG_DEFAULT_LOCATION", str(kubeconfig))
     with use_emulator_for_kubernetes_client(emulator.base_url) as config:
         yield config
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 import kubernetes.client
+import kubernetes.config
 import pytest
 
 from .harness import ApiError, ApiServerEmulator, KubeApi, Kubectl, resource_path, wait_for
@@ -295,3 +296,17 @@ def test_human_durations_match_kubernetes() -> None:
         "3h1m",
     ]
     assert human_duration(3 * 86400) == "3d" and human_duration(-5) == "<invalid>"
+
+
+async def test_code_that_loads_a_kubeconfig_reaches_the_emulator(
+    kubernetes_client: kubernetes.client.Configuration, kube_api: KubeApi
+) -> None:
+    await kube_api.create(job("from-kubeconfig"))
+
+    def read_with_loaded_config() -> str:
+        config = kubernetes.client.Configuration()
+        kubernetes.config.load_kube_config(client_configuration=config)
+        batch = kubernetes.client.BatchV1Api(kubernetes.client.ApiClient(config))
+        return str(batch.read_namespaced_job("from-kubeconfig", NS).metadata.uid)
+
+    assert await asyncio.to_thread(read_with_loaded_config)

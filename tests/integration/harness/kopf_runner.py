@@ -145,6 +145,11 @@ class OperatorRunner:
         """
         if self._run is not None:
             raise OperatorError("the operator is already running: stop() or restart() it")
+        if not watching:
+            raise ValueError(
+                "watching: name at least one resource the operator watches (e.g. "
+                "'perennial.dev/v1alpha1/trainingruns'); start() returns once kopf watches them"
+            )
         self._args = _StartArgs(
             registry=registry,
             watching=tuple(kmock.resource(name) for name in watching),
