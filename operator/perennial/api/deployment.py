@@ -20,6 +20,7 @@ from perennial.api.common import (
 )
 from perennial.api.constants import DEFAULT_SERVING_PORT
 from perennial.api.enums import DeploymentPhase, RolloutResult, RolloutStrategyType
+from perennial.api.training import ArtifactVolume
 
 MAX_CANARY_STEPS = 20
 MAX_HISTORY = 100
@@ -256,6 +257,15 @@ class ModelRevision(StatusModel):
     model_uri: str | None = Field(default=None, description="The model file.")
     sha256: str | None = Field(default=None, description="sha256 of the model file.")
     deployed_at: AwareDatetime | None = Field(default=None, description="When it went live.")
+    image: str | None = Field(
+        default=None, description="The image that trained it (serves it unless spec.image)."
+    )
+    artifact_volume: ArtifactVolume | None = Field(
+        default=None, description="The PersistentVolumeClaim holding a file:// model."
+    )
+    secret_ref: LocalObjectReference | None = Field(
+        default=None, description="The Secret with object-store credentials, if any."
+    )
 
 
 class RolloutStatus(StatusModel):
@@ -270,6 +280,12 @@ class RolloutStatus(StatusModel):
     )
     started_at: AwareDatetime | None = Field(default=None, description="Rollout start.")
     step_started_at: AwareDatetime | None = Field(default=None, description="Step start.")
+    promoted: bool | None = Field(
+        default=None, description="Canary: analysis passed, the stable Pods take the new model."
+    )
+    model: ModelRevision | None = Field(
+        default=None, description="The model being rolled out, with its revision number."
+    )
 
 
 class LastRolloutStatus(StatusModel):
@@ -280,6 +296,17 @@ class LastRolloutStatus(StatusModel):
     reason: str | None = Field(default=None, description="CamelCase reason.")
     message: str | None = Field(default=None, description="What happened, in a sentence.")
     finished_at: AwareDatetime | None = Field(default=None, description="When it ended.")
+
+
+class ManualRollbackStatus(StatusModel):
+    """A rollback requested with the perennial.dev/rollback annotation."""
+
+    run: str = Field(description="The run served on request.")
+    source_run: str | None = Field(
+        default=None,
+        description="The source's model when it was requested; a newer one ends the rollback.",
+    )
+    requested_at: AwareDatetime | None = Field(default=None, description="When it was asked.")
 
 
 class DeploymentMonitoringStatus(StatusModel):
@@ -345,6 +372,10 @@ class ModelDeploymentStatus(StatusModel):
     last_rollback_token: str | None = Field(
         default=None,
         description="The perennial.dev/rollback annotation value last acted on.",
+    )
+    manual_rollback: ManualRollbackStatus | None = Field(
+        default=None,
+        description="The manual rollback in force (annotation); empty: the source is followed.",
     )
     conditions: list[Condition] = Field(
         default_factory=list,
