@@ -2,26 +2,36 @@
 
 ``plan()`` looks at what should serve (the desired model), what serves now, the rollout in
 progress (if any) and what the cluster reports about the serving workloads, and returns
-one ``Decision``: what to do next and why. The operator (and the local runner) carry the
-decision out and record the new state; nothing here reads a clock or talks to a server.
+one ``Decision``: what to do next and why. ``layout()`` turns the state after a decision
+into what the two serving Deployments must run. The operator (and the local runner) carry
+the decision out and record the new state; nothing here reads a clock or talks to a server.
 
 Rolling: the stable Deployment's pod template takes the new model (``maxUnavailable: 0``
 keeps the old pods serving until new ones are ready); success when every replica is
 updated and ready. Canary: a second Deployment runs the candidate with replicas that
 approximate each step's weight; after each step's pause an analysis of the candidate's
-metrics must pass; after the last step (weight 100) the stable Deployment is promoted.
-Failure (deadline passed, pods crash-looping, analysis failed) rolls back: the stable
-Deployment keeps or regains the previous model and the canary is scaled to zero; the
-failed run is remembered so it is not retried in a loop.
+metrics must pass; after the last step below 100% the stable Deployment is promoted (the
+canary keeps its pods until the stable set has rolled out). Failure (deadline passed, pods
+crash-looping, analysis failed) rolls back: the stable Deployment keeps or regains the
+previous model and the canary is scaled to zero; the failed run is remembered so it is not
+retried in a loop. A first model that fails has nothing to roll back to: the rollout holds,
+Degraded, until it recovers or a newer model supersedes it.
+
+A newer desired model supersedes a rollout in progress (as a new pod template does for a
+Deployment); a manual rollback (``manual=True``) abandons it and rolls the chosen model
+out as a plain rolling update (it served before: no canary).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Sequence
+from collections.abc import Collection
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
+
+ROLLING = "RollingUpdate"
+CANARY = "Canary"
 
 
 class Phase(StrEnum):
@@ -33,20 +43,32 @@ class Phase(StrEnum):
 
 class Action(StrEnum):
     WAIT = "Wait"  # nothing to serve yet
-    NONE = "None"  # steady state, nothing to change
+    NONE = "None"  # steady state: nothing to change (the layout is re-applied)
     START = "Start"  # begin a rollout to ``target``
     HOLD = "Hold"  # rollout in progress, waiting for pods or a pause
     ADVANCE = "Advance"  # canary: go to step ``step``
-    PROMOTE = "Promote"  # canary: stable takes the candidate, canary scaled to zero
+    PROMOTE = "Promote"  # canary: stable takes the candidate
     SUCCEED = "Succeed"  # rollout finished: current := target
-    ROLLBACK = "Rollback"  # give up on ``target`` and restore ``restore``
+    ROLLBACK = "Rollback"  # give up on ``target`` (it failed) and restore ``restore``
+    ABORT = "Abort"  # abandon the rollout in progress; the current model stays
 
 
 @dataclass(frozen=True)
 class ModelRef:
+    """A servable model: the file and its digest, plus what a Pod needs to read it.
+
+    Two refs are the same model when their sha256 agree (:meth:`same`)."""
+
     run: str
     model_uri: str
     sha256: str
+    image: str | None = None  # the image that trained it (serves it unless spec.image)
+    artifact_claim: str | None = None  # PersistentVolumeClaim holding a file:// model
+    artifact_mount_path: str | None = None
+    secret_name: str | None = None  # Secret with object-store credentials (envFrom)
+
+    def same(self, other: ModelRef | None) -> bool:
+        return other is not None and other.sha256 == self.sha256
 
 
 @dataclass(frozen=True)
@@ -65,7 +87,7 @@ class AnalysisLimits:
 
 @dataclass(frozen=True)
 class Strategy:
-    type: str = "RollingUpdate"  # or "Canary"
+    type: str = ROLLING  # or CANARY
     steps: tuple[CanaryStep, ...] = ()
     analysis: AnalysisLimits = field(default_factory=AnalysisLimits)
     progress_deadline_seconds: int = 600
@@ -74,7 +96,13 @@ class Strategy:
 
     @property
     def canary(self) -> bool:
-        return self.type == "Canary"
+        return self.type == CANARY and bool(self.steps)
+
+    def step(self, index: int) -> CanaryStep:
+        """Step ``index``, clamped (the steps may have been edited mid-rollout)."""
+        if not self.steps:
+            return CanaryStep(100, 0)
+        return self.steps[max(0, min(index, len(self.steps) - 1))]
 
 
 @dataclass(frozen=True)
@@ -109,7 +137,7 @@ class WorkloadState:
 
 @dataclass(frozen=True)
 class AnalysisSample:
-    """The candidate's serving metrics over the current step."""
+    """The candidate's serving metrics (cumulative over the canary's life)."""
 
     requests: int
     errors: int = 0
@@ -138,6 +166,7 @@ class RolloutState:
     step: int = 0
     step_started_at: datetime | None = None
     promoted: bool = False
+    revision: int = 0  # the revision number the target will have (set by the caller)
 
 
 @dataclass(frozen=True)
@@ -146,13 +175,28 @@ class Decision:
     phase: Phase
     reason: str
     message: str
-    target: ModelRef | None = None  # the model a rollout goes to
+    target: ModelRef | None = None  # the model a rollout goes to (or that serves)
     restore: ModelRef | None = None  # the model a rollback returns to
     step: int | None = None
     weight: int | None = None
     stable_replicas: int | None = None
     canary_replicas: int | None = None
     rollout: RolloutState | None = None  # the rollout state to record (None: clear it)
+    aborted: RolloutState | None = None  # a rollout abandoned by this decision
+    manual: bool = False  # the decision carries out a manual rollback
+
+
+@dataclass(frozen=True)
+class Layout:
+    """What the serving Deployments must run after a decision.
+
+    ``stable`` None: leave the stable Deployment's pod template as it is (nothing known to
+    serve yet); ``canary`` None: no canary is needed (scale an existing one to zero)."""
+
+    stable: ModelRef | None
+    stable_replicas: int
+    canary: ModelRef | None
+    canary_replicas: int
 
 
 def canary_replicas(total: int, weight: int) -> tuple[int, int]:
@@ -166,6 +210,25 @@ def canary_replicas(total: int, weight: int) -> tuple[int, int]:
     canary = max(1, math.ceil(total * weight / 100))
     stable = max(1, total - canary)
     return stable, canary
+
+
+def layout(
+    *,
+    current: ModelRef | None,
+    rollout: RolloutState | None,
+    strategy: Strategy,
+    replicas: int,
+) -> Layout:
+    """The serving layout of a state (``current`` and the rollout in progress)."""
+    if rollout is None:
+        return Layout(current, replicas, None, 0)
+    if rollout.strategy != CANARY or current is None:
+        return Layout(rollout.to, replicas, None, 0)
+    stable_n, canary_n = canary_replicas(replicas, strategy.step(rollout.step).weight)
+    if rollout.promoted:
+        # The canary keeps serving until the stable set runs the new model everywhere.
+        return Layout(rollout.to, replicas, rollout.to, canary_n)
+    return Layout(current, stable_n, rollout.to, canary_n)
 
 
 def analyse(sample: AnalysisSample | None, limits: AnalysisLimits) -> AnalysisVerdict:
@@ -220,6 +283,31 @@ def _elapsed(now: datetime, since: datetime | None) -> float:
     return 0.0 if since is None else (now - since).total_seconds()
 
 
+def _canary_ready(
+    state: RolloutState, strategy: Strategy, replicas: int, canary: WorkloadState | None
+) -> bool:
+    view = canary or WorkloadState(exists=False)
+    _, want = canary_replicas(replicas, strategy.step(state.step).weight)
+    return view.rolled_out(state.to.sha256) and view.ready_replicas >= want
+
+
+def analysis_due(
+    rollout: RolloutState | None,
+    *,
+    strategy: Strategy,
+    replicas: int,
+    canary: WorkloadState | None,
+    now: datetime,
+) -> bool:
+    """Whether the candidate's metrics are needed now: a canary step whose pods are ready
+    and whose pause is over (the caller scrapes only then)."""
+    if rollout is None or rollout.strategy != CANARY or rollout.promoted:
+        return False
+    if not _canary_ready(rollout, strategy, replicas, canary):
+        return False
+    return _elapsed(now, rollout.step_started_at) >= strategy.step(rollout.step).pause_seconds
+
+
 def plan(
     *,
     desired: ModelRef | None,
@@ -232,9 +320,28 @@ def plan(
     analysis: AnalysisSample | None = None,
     rolled_back: Collection[str] = (),
     now: datetime,
+    manual: bool = False,
 ) -> Decision:
-    """The next step of the rollout state machine."""
+    """The next step of the rollout state machine.
+
+    ``manual``: ``desired`` is a model chosen by hand (spec.rollbackTo or the rollback
+    annotation): it is rolled out even if it was rolled back before, without a canary,
+    and abandons any rollout in progress."""
     if rollout is not None:
+        if (
+            desired is not None
+            and not desired.same(rollout.to)
+            and (manual or desired.run not in rolled_back)
+        ):
+            return _replace_rollout(
+                rollout,
+                desired,
+                current,
+                strategy=strategy,
+                replicas=replicas,
+                now=now,
+                manual=manual,
+            )
         return _continue(
             rollout,
             current=current,
@@ -255,42 +362,55 @@ def plan(
                 "waiting for a blessed model: the source has no champion yet",
             )
         desired = current
-    if current is not None and desired.sha256 == current.sha256:
-        if not stable.exists or stable.model_sha256 != current.sha256:
-            # The serving Deployment is missing or drifted from the record: restore it.
-            return _start(
-                current, current, strategy=strategy, replicas=replicas, now=now, why="Reconcile"
-            )
-        if stable.crash_looping_pods > 0:
-            return Decision(
-                Action.NONE,
-                Phase.DEGRADED,
-                "ServingUnhealthy",
-                f"model {current.run} serves, but {_unhealthy(stable, False)}",
-                target=current,
-            )
-        if stable.ready_replicas < min(replicas, 1):
-            return Decision(
-                Action.NONE,
-                Phase.PROGRESSING,
-                "WaitingForReplicas",
-                f"model {current.run}: {stable.ready_replicas}/{replicas} replicas ready",
-                target=current,
-            )
-        return Decision(
-            Action.NONE, Phase.AVAILABLE, "Serving", f"serving model {current.run}", target=current
-        )
-    if desired.run in rolled_back:
-        serving = current.run if current else "nothing"
+    if current is not None and desired.same(current):
+        return _steady(current, replicas=replicas, stable=stable)
+    if not manual and desired.run in rolled_back:
+        serving = f"serving {current.run}" if current else "nothing serves"
         return Decision(
             Action.NONE,
             Phase.DEGRADED,
             "RolledBack",
-            f"run {desired.run} was rolled back and is not retried; serving {serving} "
-            "until a new model is blessed or spec.rollbackTo is set",
+            f"run {desired.run} was rolled back and is not retried; {serving} until a new "
+            "model is blessed or spec.rollbackTo is set",
             target=current,
         )
-    return _start(desired, current, strategy=strategy, replicas=replicas, now=now, why="NewModel")
+    return _start(desired, current, strategy=strategy, replicas=replicas, now=now, manual=manual)
+
+
+def _steady(current: ModelRef, *, replicas: int, stable: WorkloadState) -> Decision:
+    if not stable.exists or stable.model_sha256 != current.sha256:
+        # The serving Deployment is missing or was changed behind our back: the layout
+        # puts the current model back.
+        return Decision(
+            Action.NONE,
+            Phase.PROGRESSING,
+            "Restoring",
+            f"restoring the serving Deployment to model {current.run}",
+            target=current,
+        )
+    if stable.crash_looping_pods > 0:
+        return Decision(
+            Action.NONE,
+            Phase.DEGRADED,
+            "ServingUnhealthy",
+            f"model {current.run} serves, but {_unhealthy(stable, False)}",
+            target=current,
+        )
+    if stable.ready_replicas < min(replicas, 1):
+        return Decision(
+            Action.NONE,
+            Phase.PROGRESSING,
+            "WaitingForReplicas",
+            f"model {current.run}: {stable.ready_replicas}/{replicas} replicas ready",
+            target=current,
+        )
+    return Decision(
+        Action.NONE,
+        Phase.AVAILABLE,
+        "Serving",
+        f"serving model {current.run} on {stable.ready_replicas}/{replicas} ready replica(s)",
+        target=current,
+    )
 
 
 def _start(
@@ -300,15 +420,15 @@ def _start(
     strategy: Strategy,
     replicas: int,
     now: datetime,
-    why: str,
+    manual: bool = False,
 ) -> Decision:
     from_run = current.run if current else None
-    # The first model, or a repair, goes out directly; canaries need a stable baseline.
-    use_canary = strategy.canary and current is not None and current.sha256 != target.sha256
+    # The first model and manual rollbacks go out directly; canaries need a stable baseline.
+    use_canary = strategy.canary and current is not None and not manual
     state = RolloutState(
         from_run=from_run,
         to=target,
-        strategy="Canary" if use_canary else "RollingUpdate",
+        strategy=CANARY if use_canary else ROLLING,
         started_at=now,
         step=0,
         step_started_at=now,
@@ -329,16 +449,56 @@ def _start(
             canary_replicas=canary_n,
             rollout=state,
         )
-    verb = "restoring" if why == "Reconcile" else "rolling update"
+    if manual:
+        reason, message = "ManualRollback", f"manual rollback {from_run or 'nothing'} -> "
+    else:
+        reason, message = "RolloutStarted", f"rolling update {from_run or 'nothing'} -> "
     return Decision(
         Action.START,
         Phase.PROGRESSING,
-        "RolloutStarted",
-        f"{verb} {from_run or 'nothing'} -> {target.run}",
+        reason,
+        message + target.run,
         target=target,
         stable_replicas=replicas,
         canary_replicas=0,
         rollout=state,
+        manual=manual,
+    )
+
+
+def _replace_rollout(
+    state: RolloutState,
+    desired: ModelRef,
+    current: ModelRef | None,
+    *,
+    strategy: Strategy,
+    replicas: int,
+    now: datetime,
+    manual: bool,
+) -> Decision:
+    """``desired`` is no longer the rollout's target: abandon it."""
+    if desired.same(current):
+        assert current is not None
+        return Decision(
+            Action.ABORT,
+            Phase.PROGRESSING,
+            "ManualRollback" if manual else "RolloutAborted",
+            f"abandoned the rollout of {state.to.run}; {current.run} serves again",
+            target=current,
+            stable_replicas=replicas,
+            canary_replicas=0,
+            rollout=None,
+            aborted=state,
+            manual=manual,
+        )
+    decision = _start(
+        desired, current, strategy=strategy, replicas=replicas, now=now, manual=manual
+    )
+    verb = "abandoned" if manual else "superseded"
+    return replace(
+        decision,
+        message=f"{decision.message} ({verb} the rollout of {state.to.run})",
+        aborted=state,
     )
 
 
@@ -370,7 +530,7 @@ def _continue(
     now: datetime,
 ) -> Decision:
     deadline = strategy.progress_deadline_seconds
-    if state.strategy != "Canary" or state.promoted:
+    if state.strategy != CANARY or state.promoted or current is None:
         # Rolling update (or the promotion step of a canary): wait for the stable set.
         if stable.rolled_out(state.to.sha256):
             return Decision(
@@ -385,12 +545,16 @@ def _continue(
         if problem and strategy.automatic_rollback and current is not None:
             return _rollback(state, current, replicas, "RolloutFailed", problem)
         if problem:
+            why = (
+                "no previous model to roll back to"
+                if current is None
+                else "automatic rollback is disabled"
+            )
             return Decision(
                 Action.HOLD,
                 Phase.DEGRADED,
                 "RolloutStalled",
-                f"rollout to {state.to.run} is stuck: {problem}"
-                + ("" if current else " (no previous model to roll back to)"),
+                f"rollout to {state.to.run} is stuck: {problem} ({why})",
                 target=state.to,
                 rollout=state,
             )
@@ -406,16 +570,15 @@ def _continue(
 
     # Canary step ``state.step``.
     steps = strategy.steps
-    step = steps[min(state.step, len(steps) - 1)]
-    label = f"step {state.step + 1}/{len(steps)} at {step.weight}%"
+    step = strategy.step(state.step)
+    label = f"step {state.step + 1}/{max(len(steps), 1)} at {step.weight}%"
     canary_view = canary or WorkloadState(exists=False)
     _, want_canary = canary_replicas(replicas, step.weight)
-    ready = canary_view.rolled_out(state.to.sha256) and canary_view.ready_replicas >= want_canary
     elapsed = _elapsed(now, state.step_started_at)
-    if not ready:
+    if not _canary_ready(state, strategy, replicas, canary):
         problem = _unhealthy(canary_view, elapsed > deadline)
         if problem and strategy.automatic_rollback:
-            return _rollback(state, current, replicas, "CanaryFailed", problem)
+            return _rollback(state, current, replicas, "CanaryFailed", f"{label}: {problem}")
         return Decision(
             Action.HOLD,
             Phase.DEGRADED if problem else Phase.PROGRESSING,
@@ -489,56 +652,12 @@ def _continue(
         Action.PROMOTE,
         Phase.PROGRESSING,
         "CanaryPromoted",
-        f"canary {state.to.run}: analysis passed at {label}; promoting to stable",
+        f"canary {state.to.run}: analysis passed at {label} ({verdict.message}); "
+        "promoting to stable",
         target=state.to,
         step=len(steps) - 1,
         weight=100,
         stable_replicas=replicas,
-        canary_replicas=0,
+        canary_replicas=want_canary,
         rollout=replace(state, promoted=True, step_started_at=now),
-    )
-
-
-def manual_rollback(
-    target_run: str,
-    history: Sequence[ModelRef],
-    current: ModelRef | None,
-    replicas: int,
-    now: datetime,
-) -> Decision:
-    """``spec.rollbackTo`` / the rollback annotation: go back to a run from history.
-
-    The rollback is a plain rolling update to the old model (no canary: it is a model
-    that served before). The caller keeps serving it, instead of the source's champion,
-    until a new model is blessed or ``spec.rollbackTo`` is cleared."""
-    if current is not None and current.run == target_run:
-        return Decision(
-            Action.NONE,
-            Phase.AVAILABLE,
-            "Serving",
-            f"already serving {target_run}",
-            target=current,
-        )
-    for ref in history:
-        if ref.run == target_run:
-            decision = _start(
-                ref,
-                current,
-                strategy=Strategy(),
-                replicas=replicas,
-                now=now,
-                why="ManualRollback",
-            )
-            return replace(
-                decision,
-                reason="ManualRollback",
-                message=f"manual rollback {current.run if current else 'nothing'} -> {ref.run}",
-            )
-    known = ", ".join(r.run for r in history) or "none"
-    return Decision(
-        Action.NONE,
-        Phase.DEGRADED,
-        "RollbackTargetUnknown",
-        f"cannot roll back to {target_run!r}: not in status.history (known: {known})",
-        target=current,
     )

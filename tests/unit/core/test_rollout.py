@@ -15,7 +15,6 @@ from perennial.core.rollout import (
     WorkloadState,
     analyse,
     canary_replicas,
-    manual_rollback,
     plan,
 )
 
@@ -101,7 +100,19 @@ def test_drifted_deployment_is_restored() -> None:
         stable=serving(V2),
         now=T0,
     )
-    assert d.action is Action.START and d.target == V1
+    # No rollout: the layout of the steady state puts V1 back on the stable Deployment.
+    assert d.action is Action.NONE and d.phase is Phase.PROGRESSING
+    assert d.reason == "Restoring" and d.target == V1 and d.rollout is None
+    missing = plan(
+        desired=V1,
+        current=V1,
+        rollout=None,
+        strategy=ROLLING,
+        replicas=3,
+        stable=WorkloadState(exists=False),
+        now=T0,
+    )
+    assert missing.reason == "Restoring"
 
 
 def test_never_ready_while_pods_crash_loop() -> None:
@@ -296,7 +307,8 @@ def test_canary_last_step_promotes_then_succeeds() -> None:
         now=at(61),
     )
     assert d.action is Action.PROMOTE and d.weight == 100
-    assert (d.stable_replicas, d.canary_replicas) == (4, 0)
+    # The canary keeps its pods until the stable set has taken the new model.
+    assert (d.stable_replicas, d.canary_replicas) == (4, 2)
     assert d.rollout is not None and d.rollout.promoted
     promoted = d.rollout
     d = plan(**common, rollout=promoted, stable=serving(V2, 4), canary=None, now=at(90))  # type: ignore[arg-type]
@@ -397,11 +409,28 @@ def test_analyse(sample: AnalysisSample | None, result: str) -> None:
     assert analyse(sample, AnalysisLimits(min_requests=10)).result == result
 
 
-def test_manual_rollback() -> None:
-    d = manual_rollback(V1.run, [V2, V1], current=V2, replicas=3, now=T0)
+def test_manual_rollback_is_a_rolling_update_even_for_a_rolled_back_run() -> None:
+    d = plan(
+        desired=V1,
+        current=V2,
+        rollout=None,
+        strategy=CANARY,
+        replicas=3,
+        stable=serving(V2),
+        rolled_back={V1.run},
+        now=T0,
+        manual=True,
+    )
     assert d.action is Action.START and d.target == V1 and d.reason == "ManualRollback"
-    assert d.rollout is not None and d.rollout.strategy == "RollingUpdate"
-    same = manual_rollback(V2.run, [V2, V1], current=V2, replicas=3, now=T0)
-    assert same.action is Action.NONE
-    unknown = manual_rollback("nope", [V2, V1], current=V2, replicas=3, now=T0)
-    assert unknown.reason == "RollbackTargetUnknown" and "iris-00001" in unknown.message
+    assert d.manual and d.rollout is not None and d.rollout.strategy == "RollingUpdate"
+    same = plan(
+        desired=V2,
+        current=V2,
+        rollout=None,
+        strategy=ROLLING,
+        replicas=3,
+        stable=serving(V2),
+        now=T0,
+        manual=True,
+    )
+    assert same.action is Action.NONE and same.phase is Phase.AVAILABLE
