@@ -186,35 +186,53 @@ class RetryPolicy:
 class _State:
     lock = threading.Lock()
     client: Any = None  # kubernetes.client.ApiClient
+    explicit = False  # set by configure(): keep this client whatever the default is
+    default_seen: Any = None  # the default Configuration the cached client was made from
     retry = RetryPolicy()
 
 
 def configure(configuration: Any | None = None, *, retry: RetryPolicy | None = None) -> None:
     """Use ``configuration`` (a ``kubernetes.client.Configuration``) from now on; ``None``
-    forgets the current client, so the next call loads the configuration again
-    (in-cluster service account when running in a Pod, else the kubeconfig)."""
+    goes back to the ``kubernetes`` package's default configuration (loaded on first use:
+    the in-cluster service account in a Pod, else the kubeconfig)."""
     with _State.lock:
+        _State.explicit = configuration is not None
         _State.client = (
             kubernetes.client.ApiClient(configuration) if configuration is not None else None
         )
+        _State.default_seen = None
         if retry is not None:
             _State.retry = retry
 
 
-def _load_client() -> Any:
-    configuration = kubernetes.client.Configuration()
+def _default_configuration() -> Any:
+    return getattr(kubernetes.client.Configuration, "_default", None)
+
+
+def _load_default_configuration() -> None:
+    """Load the in-cluster or kubeconfig configuration as the package's default."""
     if os.environ.get("KUBERNETES_SERVICE_HOST"):
-        kubernetes.config.load_incluster_config(client_configuration=configuration)
+        kubernetes.config.load_incluster_config()
     else:
-        kubernetes.config.load_kube_config(client_configuration=configuration)
-    return kubernetes.client.ApiClient(configuration)
+        kubernetes.config.load_kube_config()
 
 
 def api_client() -> Any:
-    """The shared ``kubernetes.client.ApiClient`` (thread-safe; loaded on first use)."""
+    """The shared ``kubernetes.client.ApiClient`` (thread-safe).
+
+    Without :func:`configure`, it follows the ``kubernetes`` package's default
+    configuration: loaded on first use, and a new client is made whenever something (a
+    test harness, ``kubernetes.config.load_kube_config()``) sets a new default.
+    """
     with _State.lock:
-        if _State.client is None:
-            _State.client = _load_client()
+        if _State.explicit:
+            return _State.client
+        if _default_configuration() is None:
+            _load_default_configuration()
+        default = _default_configuration()
+        if _State.client is None or _State.default_seen is not default:
+            _State.client = kubernetes.client.ApiClient()
+            _State.default_seen = default
         return _State.client
 
 

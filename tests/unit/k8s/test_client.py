@@ -185,3 +185,22 @@ def test_owner_reference_needs_a_uid() -> None:
     }
     with pytest.raises(ValueError, match="uid"):
         client.owner_reference({"apiVersion": "v1", "kind": "X", "metadata": {"name": "a"}})
+
+
+def test_follows_the_default_configuration_when_not_configured(server: Script) -> None:
+    # The harness (or kubernetes.config.load_kube_config) sets the package's default
+    # configuration; an unconfigured client follows each new default.
+    explicit = client.api_client().configuration.host
+    server.on("GET", f"{JOB_PATH}/j1", (200, {"metadata": {"name": "j1"}}))
+    previous = kubernetes.client.Configuration.get_default_copy()
+    default = kubernetes.client.Configuration(host=explicit)
+    kubernetes.client.Configuration.set_default(default)
+    try:
+        client.configure(None)
+        assert client.get(client.JOBS, "j1", "ns")["metadata"]["name"] == "j1"
+        first = client.api_client()
+        assert client.api_client() is first
+        kubernetes.client.Configuration.set_default(kubernetes.client.Configuration(host=explicit))
+        assert client.api_client() is not first
+    finally:
+        kubernetes.client.Configuration.set_default(previous)
