@@ -2,6 +2,15 @@
 
 See docs/testing.md. The pytest fixtures live in tests/integration/conftest.py; test modules
 import the helpers from here (``from .harness import wait_for``).
+
+- ``emulator``: :class:`ApiServerEmulator`, the API server (rules in ``metadata``,
+  ``patches``, ``field_selectors``, ``tables``, ``discovery``, ``api_errors``);
+- ``kube_api``: :class:`KubeApi`, the test's HTTP client;
+- ``kopf_runner``: :class:`OperatorRunner`, kopf in a thread;
+- ``controllers`` (``stand_in_*``): :class:`StandInControllers`, the Job/Deployment
+  controllers, kubelet and garbage collector played by the test;
+- ``clients``: kubeconfig, kubectl, the ``kubernetes`` client's configuration;
+- ``waiting``: :func:`wait_for`.
 """
 
 from .api_errors import api_error
