@@ -214,6 +214,16 @@ def test_limits_and_routing_errors(cancer: httpx.Client, cancer_run: Any) -> Non
     assert oversized.status_code == 413
     assert "exceeds the limit of 65536 bytes" in oversized.json()["error"]
 
+    def chunked() -> Iterator[bytes]:  # no Content-Length: counted while reading
+        yield b'{"instances": ['
+        for _ in range(10):
+            yield b" " * 10_000
+        yield b"]}"
+
+    streamed = cancer.post("/predict", content=chunked())
+    assert streamed.status_code == 413
+    assert "exceeds the limit of 65536 bytes" in streamed.json()["error"]
+
     unknown = cancer.post("/v2/models/no-such-model/infer", json={"inputs": []})
     assert unknown.status_code == 404
     assert "unknown model 'no-such-model'" in unknown.json()["error"]
@@ -478,6 +488,12 @@ def test_regression_model(trained_run: Any) -> None:
             families = {f.name for f in text_string_to_metric_families(client.get("/metrics").text)}
             assert "perennial_prediction_value" in families
             assert "perennial_live_rmse" in families
+
+            # a large batch is predicted off the event loop, with the same results
+            big = np.tile(x, (8, 1))  # 1600 rows
+            response = client.post("/predict", json={"instances": big.tolist()})
+            assert response.status_code == 200
+            assert np.allclose(response.json()["predictions"], served["predictions"] * 8)
     finally:
         server.stop()
 
