@@ -234,6 +234,7 @@ def test_limits_and_routing_errors(cancer: httpx.Client, cancer_run: Any) -> Non
     wrong_method = cancer.get("/predict")
     assert wrong_method.status_code == 405
     assert "use POST" in wrong_method.json()["error"]
+    assert wrong_method.headers["allow"] == "POST"
     # the server is still fine
     assert cancer.post("/predict", json={"instances": [row]}).status_code == 200
 

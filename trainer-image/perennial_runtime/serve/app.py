@@ -182,8 +182,7 @@ class ServingApp:
             response = await handler(scope, receive)
         except RequestError as exc:
             response = error_response(exc.status, exc.message)
-            if exc.status == 413:
-                response.headers = [(b"connection", b"close")]
+            response.headers = exc.headers
         except _DisconnectedError:
             return
         except Exception as exc:
@@ -431,7 +430,11 @@ class ServingApp:
 
 def _allow(method: str, allowed: str) -> None:
     if method != allowed:
-        raise RequestError(f"method {method} not allowed here; use {allowed}", status=405)
+        raise RequestError(
+            f"method {method} not allowed here; use {allowed}",
+            status=405,
+            headers=[(b"allow", allowed.encode())],
+        )
 
 
 def _not_found(path: str) -> Handler:
@@ -446,6 +449,7 @@ def _too_large(size: int, limit: int) -> RequestError:
         f"the request body ({size} bytes) exceeds the limit of {limit} bytes "
         "(--max-body-bytes); split the batch",
         status=413,
+        headers=[(b"connection", b"close")],  # the rest of the body is not read
     )
 
 

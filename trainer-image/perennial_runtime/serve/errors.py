@@ -10,10 +10,13 @@ _MAX_SHOWN = 40
 class RequestError(Exception):
     """A client error; the server answers ``status`` with ``{"error": message}``."""
 
-    def __init__(self, message: str, status: int = 400) -> None:
+    def __init__(
+        self, message: str, status: int = 400, headers: list[tuple[bytes, bytes]] | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.status = status
+        self.headers = headers
 
 
 def describe(value: Any) -> str:
