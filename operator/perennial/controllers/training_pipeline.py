@@ -1,0 +1,101 @@
+"""kopf handlers of TrainingPipeline (tp): thin shells around the pipeline reconciler.
+
+- created, changed (spec or annotations: ``perennial.dev/retrain``) or found at startup:
+  reconcile now (spec-change and manual triggers, champion, history, status);
+- a trigger loop (a kopf daemon, one per pipeline with a schedule, a data-change, drift or
+  decay trigger): every tick (:func:`perennial.controllers.clock.tick_seconds`, 15 s by
+  default) checks whether a schedule is due, polls the data's fingerprint when its
+  interval has passed and reads the watched ModelDeployment's monitoring status. Time comes
+  from :mod:`perennial.controllers.clock`, so tests drive it.
+
+Handlers never return values (status is written explicitly) and their retries are bounded.
+kopf puts its finalizer only on pipelines with a trigger loop (a daemon must be stopped
+before the object goes); pipelines without timed triggers get none.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import kopf
+
+from perennial.api.constants import GROUP, RETRAIN_ANNOTATION, TRAINING_PIPELINES, VERSION
+from perennial.controllers import clock, pipeline_reconciler
+from perennial.controllers.settings import HANDLER_LIMITS
+from perennial.k8s import metrics
+from perennial.k8s.client import ApiError
+
+KIND = "TrainingPipeline"
+logger = logging.getLogger("perennial.controllers.training_pipeline")
+
+
+def guarded(handler: str, call: Callable[[], None]) -> None:
+    """Run ``call``; count a failure, and make a refused request (400/422) permanent
+    instead of retrying it."""
+    try:
+        call()
+    except ApiError as exc:
+        metrics.RECONCILE_ERRORS.labels(KIND, handler).inc()
+        if exc.status in (400, 422):
+            raise kopf.PermanentError(str(exc)) from exc
+        raise
+    except Exception:
+        metrics.RECONCILE_ERRORS.labels(KIND, handler).inc()
+        raise
+
+
+@kopf.on.create(GROUP, VERSION, TRAINING_PIPELINES, id="tp-create", **HANDLER_LIMITS)
+@kopf.on.update(GROUP, VERSION, TRAINING_PIPELINES, id="tp-update", **HANDLER_LIMITS)
+@kopf.on.resume(GROUP, VERSION, TRAINING_PIPELINES, id="tp-resume", **HANDLER_LIMITS)
+def reconcile(name: str, namespace: str | None, **_: Any) -> None:
+    guarded("reconcile", lambda: pipeline_reconciler.reconcile_pipeline(namespace or "", name))
+
+
+def retrain_pending(annotations: Mapping[str, str], status: Mapping[str, Any], **_: Any) -> bool:
+    """Whether the retrain annotation holds a value no run has consumed yet."""
+    token = annotations.get(RETRAIN_ANNOTATION)
+    return bool(token) and token != status.get("lastRetrainToken")
+
+
+# kopf leaves every annotation under its own storage prefix (perennial.dev/) out of the
+# diff it runs update handlers on, so a new perennial.dev/retrain value never reaches
+# on.update: a watch-event handler catches it instead (only while a value is pending).
+@kopf.on.event(GROUP, VERSION, TRAINING_PIPELINES, id="tp-retrain", when=retrain_pending)
+def retrain(name: str, namespace: str | None, **_: Any) -> None:
+    guarded("retrain", lambda: pipeline_reconciler.reconcile_pipeline(namespace or "", name))
+
+
+def has_timed_triggers(spec: Mapping[str, Any], **_: Any) -> bool:
+    """Whether the pipeline needs a trigger loop (schedule, data poll, drift, decay)."""
+    triggers = spec.get("triggers") or {}
+    return bool(
+        triggers.get("schedule")
+        or (triggers.get("dataChange") or {}).get("enabled")
+        or triggers.get("drift")
+        or triggers.get("performanceDecay")
+    )
+
+
+@kopf.daemon(
+    GROUP,
+    VERSION,
+    TRAINING_PIPELINES,
+    id="tp-triggers",
+    when=has_timed_triggers,
+    cancellation_timeout=30.0,
+    **HANDLER_LIMITS,
+)
+async def trigger_loop(
+    name: str, namespace: str | None, stopped: kopf.DaemonStopped, **_: Any
+) -> None:
+    while not stopped:
+        try:
+            await asyncio.to_thread(pipeline_reconciler.tick, namespace or "", name)
+        except Exception as exc:
+            # One failed tick is logged and counted; the next tick tries again.
+            metrics.RECONCILE_ERRORS.labels(KIND, "trigger-loop").inc()
+            logger.warning("trigger check of %s/%s failed: %s", namespace, name, exc)
+        await stopped.wait(clock.tick_seconds())

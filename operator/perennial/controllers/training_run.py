@@ -1,0 +1,61 @@
+"""kopf handlers of TrainingRun (tr), and of the Jobs and Pods that train them.
+
+A run is reconciled when it is created or found at startup, and whenever its Job or one of
+the Job's Pods changes (they carry the ``perennial.dev/run`` label): that is how the
+operator sees training start, image-pull errors, the Job completing and the trainer's
+termination message. When a run finishes, its pipeline is reconciled at once (champion,
+history, a trigger that was waiting for the run). No finalizers: the Job is owned by the
+run, the run by its pipeline, and the garbage collector deletes them in that order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+
+from perennial.api.constants import GROUP, TRAINING_RUNS, VERSION
+from perennial.controllers import pipeline_reconciler, run_reconciler
+from perennial.controllers.settings import HANDLER_LIMITS
+from perennial.core.pipeline_plan import LABEL_RUN
+from perennial.k8s import metrics
+from perennial.k8s.client import ApiError
+
+KIND = "TrainingRun"
+
+
+def advance(namespace: str, name: str) -> None:
+    """Reconcile the run; if it just finished, its pipeline too."""
+    report = run_reconciler.reconcile_run(namespace, name)
+    if report is not None and report.finished_now and report.pipeline:
+        pipeline_reconciler.reconcile_pipeline(namespace, report.pipeline)
+
+
+def _guarded(handler: str, namespace: str, name: str) -> None:
+    try:
+        advance(namespace, name)
+    except ApiError as exc:
+        metrics.RECONCILE_ERRORS.labels(KIND, handler).inc()
+        if exc.status in (400, 422):
+            raise kopf.PermanentError(str(exc)) from exc
+        raise
+    except Exception:
+        metrics.RECONCILE_ERRORS.labels(KIND, handler).inc()
+        raise
+
+
+@kopf.on.create(GROUP, VERSION, TRAINING_RUNS, id="tr-create", **HANDLER_LIMITS)
+@kopf.on.resume(GROUP, VERSION, TRAINING_RUNS, id="tr-resume", **HANDLER_LIMITS)
+def reconcile(name: str, namespace: str | None, **_: Any) -> None:
+    _guarded("reconcile", namespace or "", name)
+
+
+@kopf.on.event("batch", "v1", "jobs", id="tr-job", labels={LABEL_RUN: kopf.PRESENT})
+def job_changed(labels: Mapping[str, str], namespace: str | None, **_: Any) -> None:
+    _guarded("job-event", namespace or "", labels[LABEL_RUN])
+
+
+@kopf.on.event("v1", "pods", id="tr-pod", labels={LABEL_RUN: kopf.PRESENT})
+def pod_changed(labels: Mapping[str, str], namespace: str | None, **_: Any) -> None:
+    _guarded("pod-event", namespace or "", labels[LABEL_RUN])
