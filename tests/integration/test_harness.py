@@ -415,3 +415,17 @@ def test_handlers_stay_in_their_own_registry() -> None:
     ]
     leaked = [h.id for h in handlers if "build_widget_operator" in str(h.id)]
     assert leaked == []
+
+
+async def test_namespaced_operator_serves_only_its_namespaces(
+    widget_operator: WidgetOperator, kube_api: KubeApi, emulator: ApiServerEmulator
+) -> None:
+    await widget_operator.runner.start(
+        registry=widget_operator.registry, watching=[WIDGETS, JOBS], namespaces=[NS]
+    )
+    await kube_api.create({**widget("elsewhere"), "metadata": {"name": "w", "namespace": "other"}})
+    await kube_api.create(widget("w"))
+    await wait_for(lambda: _phase_is(kube_api, "w", "Running"))
+    assert (await kube_api.get(WIDGETS, "w", "other")).get("status") is None
+    assert [job["metadata"]["namespace"] for job in emulator.live_objects(JOBS)] == [NS]
+    assert widget_operator.runner.problems() == []

@@ -140,8 +140,9 @@ class OperatorRunner:
         ``watching`` (``"group/version/plural"``, e.g. ``"batch/v1/jobs"``).
 
         ``configure`` adjusts the :func:`harness_settings` before kopf starts. Without
-        ``namespaces`` kopf serves the whole cluster (``clusterwide=True``); with them,
-        only those (namespace patterns are not supported: the emulator lists no namespaces).
+        ``namespaces`` kopf serves the whole cluster (``clusterwide=True``); with them, only
+        those, with ``settings.scanning.disabled`` (kopf would list namespaces otherwise,
+        which the emulator cannot serve; namespace patterns are not supported either).
         """
         if self._run is not None:
             raise OperatorError("the operator is already running: stop() or restart() it")
@@ -163,6 +164,9 @@ class OperatorRunner:
     async def _start(self, args: _StartArgs) -> None:
         _login_to_emulator(args.registry, self._emulator.base_url)
         run = _Run(thread=threading.Thread())  # replaced below, once the flags exist
+        if args.namespaces:
+            # kopf would list /api/v1/namespaces to resolve them, which kmock cannot serve.
+            run.settings.scanning.disabled = True
         if args.configure is not None:
             args.configure(run.settings)
         kwargs: dict[str, Any] = {
