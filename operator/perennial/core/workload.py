@@ -65,7 +65,7 @@ def workload_state(
     run: str | None = None,
 ) -> WorkloadState:
     """The state of ``deployment`` (None: it does not exist). ``pods`` are its Pods; only
-    those of ``run`` (when given) count as crash-looping."""
+    those of ``run`` (default: the run its pod template serves) count as crash-looping."""
     if deployment is None:
         return WorkloadState(exists=False, desired_replicas=0, generation=0, observed_generation=0)
     meta = deployment.get("metadata") or {}
@@ -73,6 +73,8 @@ def workload_state(
     status = deployment.get("status") or {}
     template_meta = (spec.get("template") or {}).get("metadata") or {}
     annotations = template_meta.get("annotations") or {}
+    if run is None:
+        run = (template_meta.get("labels") or {}).get(RUN_LABEL)
     deadline_exceeded = any(
         c.get("type") == "Progressing"
         and c.get("status") == "False"
