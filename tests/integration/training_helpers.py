@@ -34,9 +34,8 @@ JOBS: Final = "batch/v1/jobs"
 PODS: Final = "v1/pods"
 WATCHING: Final = (TP, TR, JOBS, PODS)
 K8S_VERSION: Final = "1.30"
-# A fixed start for the operator's clock: far from the emulator's real timestamps on
-# purpose would make schedules due at once, so it starts at the real time, on a minute.
-TICK_SECONDS: Final = 0.05
+# Real seconds between two trigger checks of a pipeline (the operator's default is 15 s).
+TICK_SECONDS: Final = 0.1
 
 
 def pipeline_body(name: str, namespace: str, **spec: Any) -> dict[str, Any]:
@@ -128,12 +127,10 @@ class Training:
 
     async def pipeline(self, name: str) -> dict[str, Any]:
         found: dict[str, Any] = await self.api.get(TP, name, self.namespace)
-        assert found is not None
         return found
 
     async def run(self, name: str) -> dict[str, Any] | None:
         found: dict[str, Any] | None = await self.api.get_or_none(TR, name, self.namespace)
-        assert found is not None
         return found
 
     async def runs(self, pipeline: str | None = None) -> list[dict[str, Any]]:
@@ -211,8 +208,21 @@ class Training:
     async def events(self, obj: Mapping[str, Any]) -> list[str]:
         return [e.reason for e in await self.api.events_for(obj)]
 
+    async def wait_events(self, obj: Mapping[str, Any], *reasons: str) -> list[str]:
+        """The event reasons about ``obj`` once all of ``reasons`` are among them (kopf
+        posts events in the background, after the handler that queued them)."""
+
+        async def posted() -> list[str]:
+            found = await self.events(obj)
+            return found if set(reasons) <= set(found) else []
+
+        return await wait_for(posted, what=f"events {reasons}")
+
 
 def operator_clock_start() -> datetime:
+    """Where the operator's manual clock starts: the real time (the emulator stamps
+    creationTimestamp with it; a clock far from it would make every schedule due at once),
+    rounded down to a minute."""
     now = datetime.now(UTC)
     return now.replace(second=0, microsecond=0)
 

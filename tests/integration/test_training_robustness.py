@@ -1,0 +1,279 @@
+"""Restarts, crashes, bad specs, image-pull errors, history limits, deletion, kubectl."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from typing import Any
+
+from perennial.api.enums import TriggerType
+from perennial.core.pipeline_plan import Consumed, NewRun
+from perennial.core.spec_hash import spec_hash
+from perennial.core.triggers import Trigger
+from perennial.k8s.builders.training_run import build_run
+
+from .harness import Kubectl, wait_for
+from .training_helpers import (
+    JOBS,
+    PODS,
+    TP,
+    Training,
+    result_json,
+    training,
+    validate_job,
+)
+
+__all__ = ["training"]
+
+SETTLE = 0.4
+
+
+async def _retrain(training: Training, pipeline: str, token: str) -> None:
+    await training.api.patch(
+        TP, pipeline, "ml", {"metadata": {"annotations": {"perennial.dev/retrain": token}}}
+    )
+
+
+async def test_operator_restarted_mid_run_launches_no_duplicate(training: Training) -> None:
+    await training.create_pipeline("iris", triggers={"schedule": {"cron": "0 3 * * *"}})
+    await training.wait_job("iris-00001")
+    await training.controllers.start_job("iris-00001", "ml")
+    await training.wait_phase("iris-00001", "Training")
+
+    await training.runner.restart()
+    await asyncio.sleep(SETTLE)
+    assert [r["metadata"]["name"] for r in await training.runs()] == ["iris-00001"]
+    assert [j["metadata"]["name"] for j in await training.jobs()] == ["iris-00001"]
+    assert (await training.run("iris-00001") or {})["status"]["phase"] == "Training"
+
+    # The Job finishes while the operator is down; the restarted operator reads it.
+    await training.runner.stop()
+    await training.controllers.complete_job(
+        "iris-00001", "ml", termination_message=result_json("iris-00001", accuracy=0.97)
+    )
+    await training.runner.restart()
+    await training.wait_phase("iris-00001", "Succeeded")
+    await training.wait_pipeline(
+        "iris", lambda s: (s.get("champion") or {}).get("run") == "iris-00001", "champion"
+    )
+    await asyncio.sleep(SETTLE)
+    assert len(await training.runs()) == 1
+    assert len(await training.jobs()) == 1
+
+
+async def test_a_run_created_just_before_a_crash_is_adopted_not_duplicated(
+    training: Training,
+) -> None:
+    # The operator created run 1 and died before recording it in the pipeline's status.
+    await training.runner.stop()
+    pipeline = await training.create_pipeline("iris")
+    now = datetime.now(UTC)
+    new = NewRun(
+        sequence=1,
+        name="iris-00001",
+        trigger=Trigger(TriggerType.INITIAL, "first run of a new pipeline"),
+        coalesced=(),
+        consumed=Consumed(spec_hash=spec_hash(pipeline["spec"]), triggers=("Initial",), time=now),
+    )
+    await training.api.create(build_run(pipeline, new, champion=None, now=now))
+
+    await training.runner.restart()
+    tp = await training.wait_pipeline(
+        "iris", lambda s: s.get("runSequence") == 1, "run adopted into the status"
+    )
+    assert tp["status"]["specHash"] == spec_hash(pipeline["spec"])
+    job = await training.wait_job("iris-00001")
+    validate_job(job)
+    await asyncio.sleep(SETTLE)
+    assert [r["metadata"]["name"] for r in await training.runs()] == ["iris-00001"]
+
+
+async def test_an_invalid_spec_stalls_the_pipeline_until_fixed(training: Training) -> None:
+    # The emulator does not validate against the CRD schema: this one "slipped past" it.
+    await training.create_pipeline(
+        "broken", model={"task": "classification", "estimator": "DeepMagicClassifier"}
+    )
+    tp = await training.wait_pipeline("broken", lambda s: s.get("phase") == "Stalled", "stalled")
+    stalled = {c["type"]: c for c in tp["status"]["conditions"]}["Stalled"]
+    assert stalled["status"] == "True" and stalled["reason"] == "InvalidSpec"
+    assert "spec.model.estimator" in stalled["message"]
+    assert "DeepMagicClassifier" in stalled["message"]
+    await training.wait_events(tp, "InvalidSpec")
+    await asyncio.sleep(SETTLE)
+    assert await training.runs("broken") == []
+    assert (await training.events(tp)).count("InvalidSpec") == 1
+
+    await training.api.patch(
+        TP, "broken", "ml", {"spec": {"model": {"estimator": "LogisticRegression"}}}
+    )
+    await training.wait_run("broken-00001")
+    tp = await training.wait_pipeline("broken", lambda s: s.get("phase") == "Training", "recovered")
+    stalled = {c["type"]: c for c in tp["status"]["conditions"]}["Stalled"]
+    assert stalled["status"] == "False"
+
+    # A time zone the schema cannot check: stalled, with the field named.
+    await training.create_pipeline(
+        "tz", triggers={"schedule": {"cron": "0 3 * * *", "timeZone": "Mars/Olympus_Mons"}}
+    )
+    tp = await training.wait_pipeline("tz", lambda s: s.get("phase") == "Stalled", "stalled")
+    assert "triggers.schedule.timeZone" in tp["status"]["message"]
+
+
+async def test_an_image_that_cannot_be_pulled_fails_the_run(training: Training) -> None:
+    await training.create_pipeline("pull")
+    job = await training.wait_job("pull-00001")
+    template = job["spec"]["template"]
+    pod = await training.api.create(
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": "pull-00001-abcde",
+                "namespace": "ml",
+                "labels": {**template["metadata"]["labels"], "job-name": "pull-00001"},
+                "ownerReferences": [
+                    {
+                        "apiVersion": "batch/v1",
+                        "kind": "Job",
+                        "name": "pull-00001",
+                        "uid": job["metadata"]["uid"],
+                        "controller": True,
+                    }
+                ],
+            },
+            "spec": template["spec"],
+        }
+    )
+    image = template["spec"]["containers"][0]["image"]
+    await training.api.patch_status(
+        PODS,
+        pod["metadata"]["name"],
+        "ml",
+        {
+            "phase": "Pending",
+            "containerStatuses": [
+                {
+                    "name": "trainer",
+                    "image": image,
+                    "imageID": "",
+                    "ready": False,
+                    "restartCount": 0,
+                    "state": {
+                        "waiting": {
+                            "reason": "ImagePullBackOff",
+                            "message": f'Back-off pulling image "{image}"',
+                        }
+                    },
+                }
+            ],
+        },
+    )
+    run = await training.wait_phase("pull-00001", "Failed")
+    assert run["status"]["reason"] == "ImagePullBackOff"
+    assert image in run["status"]["message"]
+
+    async def job_deleted() -> bool:
+        return await training.api.get_or_none(JOBS, "pull-00001", "ml") is None
+
+    await wait_for(job_deleted, what="the stuck Job is deleted")
+
+
+async def test_history_limits_never_prune_the_champion(training: Training) -> None:
+    await training.create_pipeline("hist", successfulRunsHistoryLimit=1, failedRunsHistoryLimit=1)
+    await training.wait_run("hist-00001")
+    await training.finish("hist-00001", result_json("hist-00001", accuracy=0.95))
+    for index, token in ((2, "a"), (3, "b")):
+        name = f"hist-0000{index}"
+        await _retrain(training, "hist", token)
+        await training.wait_run(name)
+        await training.finish(
+            name,
+            result_json(name, accuracy=0.9, champion_accuracy=0.95, champion_run="hist-00001"),
+        )
+    for index, token in ((4, "c"), (5, "d")):
+        name = f"hist-0000{index}"
+        await _retrain(training, "hist", token)
+        await training.wait_run(name)
+        await training.finish(name, "Killed", succeeded=False, reason="DeadlineExceeded")
+
+    async def pruned() -> list[str]:
+        names = [r["metadata"]["name"] for r in await training.runs("hist")]
+        return names if names == ["hist-00001", "hist-00003", "hist-00005"] else []
+
+    await wait_for(pruned, what="runs 2 and 4 pruned")
+    jobs = {j["metadata"]["name"] for j in await training.jobs()}
+    assert "hist-00002" not in jobs
+    tp = await training.pipeline("hist")
+    assert tp["status"]["champion"]["run"] == "hist-00001"
+    await training.wait_events(tp, "RunsPruned")
+
+
+async def test_deleting_a_pipeline_collects_its_runs_and_jobs(training: Training) -> None:
+    pipeline = await training.create_pipeline("gone", triggers={"schedule": {"cron": "0 3 * * *"}})
+    await training.wait_job("gone-00001")
+
+    async def finalizer_added() -> Any:
+        tp = await training.pipeline("gone")
+        return tp["metadata"].get("finalizers")
+
+    assert await wait_for(finalizer_added, what="kopf's finalizer (trigger loop)") == [
+        "perennial.dev/finalizer"
+    ]
+    await training.api.delete(TP, "gone", "ml")
+
+    async def pipeline_gone() -> bool:
+        return await training.api.get_or_none(TP, "gone", "ml") is None
+
+    await wait_for(pipeline_gone, what="the trigger loop stops and the pipeline goes")
+    deleted = await training.controllers.collect_garbage()
+    assert "perennial.dev/v1alpha1/trainingruns/ml/gone-00001" in deleted
+    assert "batch/v1/jobs/ml/gone-00001" in deleted
+    assert pipeline["metadata"]["uid"]
+
+
+async def test_kubectl_reads_the_experiment_log(training: Training, kubectl: Kubectl) -> None:
+    await training.create_pipeline("iris")
+    await training.wait_run("iris-00001")
+    await training.finish("iris-00001", result_json("iris-00001", accuracy=0.9667))
+    await _retrain(training, "iris", "1")
+    await training.wait_run("iris-00002")
+    await training.finish(
+        "iris-00002",
+        result_json("iris-00002", accuracy=0.9333, champion_accuracy=0.9667, champion_run="x"),
+    )
+    await training.wait_pipeline(
+        "iris", lambda s: (s.get("lastRun") or {}).get("phase") == "Rejected", "last run"
+    )
+
+    table = await kubectl("get", "tr", "-n", "ml")
+    header, first, second = table.strip().splitlines()
+    assert header.split() == [
+        "NAME",
+        "PIPELINE",
+        "TRIGGER",
+        "PHASE",
+        "METRIC",
+        "CANDIDATE",
+        "CHAMPION",
+        "AGE",
+    ]
+    assert first.split()[:6] == ["iris-00001", "iris", "Initial", "Succeeded", "accuracy", "0.9667"]
+    assert second.split()[:7] == [
+        "iris-00002",
+        "iris",
+        "Manual",
+        "Rejected",
+        "accuracy",
+        "0.9333",
+        "0.9667",
+    ]
+
+    await training.wait_events(await training.pipeline("iris"), "RunCreated", "ChampionUpdated")
+    await training.wait_events(await training.run("iris-00002") or {}, "GateFailed")
+    described = await kubectl("describe", "tp", "iris", "-n", "ml")
+    assert "Champion iris-00001 (accuracy 0.9667)" in described
+    assert "Watching:" in described and "annotation perennial.dev/retrain" in described
+    for reason in ("RunCreated", "ChampionUpdated"):
+        assert reason in described
+    run_described = await kubectl("describe", "tr", "iris-00002", "-n", "ml")
+    assert "beatChampion failed" in run_described and "GateFailed" in run_described
