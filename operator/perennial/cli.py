@@ -58,6 +58,19 @@ def _build_parser() -> argparse.ArgumentParser:
         help="exit 1 if the files in --output differ from the generated ones",
     )
 
+    rerun = sub.add_parser(
+        "rerun",
+        help="reproduce a TrainingRun: a new run with the same spec snapshot, data and seed",
+    )
+    rerun.add_argument("run", help="name of the TrainingRun to reproduce")
+    rerun.add_argument(
+        "-n", "--namespace", default=None, help="its namespace (default: the kubeconfig's)"
+    )
+    rerun.add_argument("--name", default=None, help="name of the new run (default: RUN-rerun-N)")
+    rerun.add_argument(
+        "--dry-run", action="store_true", help="print the new TrainingRun as YAML, create nothing"
+    )
+
     sub.add_parser("version", help="print the version")
     sub.add_parser("demo", help="run the local continuous-training demo")
     return parser
@@ -83,6 +96,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             priority=args.priority,
             verbose=args.verbose,
         )
+    if args.command == "rerun":
+        from perennial.rerun import rerun
+
+        return rerun(args.run, namespace=args.namespace, name=args.name, dry_run=args.dry_run)
     if args.command == "demo":
         print(
             "perennial demo: not yet implemented (the local runner lands with the demo issue)",

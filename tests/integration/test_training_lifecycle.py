@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
+import pytest
+import yaml
+
 from perennial.api.run import TrainingRun
+from perennial.cli import main
 from perennial.k8s import metrics
 
 from .harness import wait_for
@@ -189,3 +194,64 @@ async def test_failed_job_and_data_validation(training: Training) -> None:
         ].get("champion")
 
     await wait_for(no_champion, what="no champion after a rejection")
+
+
+async def test_rerun_reproduces_a_run_without_touching_the_champion(
+    training: Training, capsys: pytest.CaptureFixture[str]
+) -> None:
+    await training.create_pipeline("iris")
+    await training.wait_run("iris-00001")
+    await training.finish("iris-00001", result_json("iris-00001", accuracy=0.95))
+    await training.wait_pipeline(
+        "iris", lambda s: (s.get("champion") or {}).get("run") == "iris-00001", "champion"
+    )
+
+    assert await asyncio.to_thread(main, ["rerun", "iris-00001", "-n", "ml", "--dry-run"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["metadata"]["name"] == "iris-00001-rerun-1"
+    assert await training.run("iris-00001-rerun-1") is None  # nothing created
+
+    assert await asyncio.to_thread(main, ["rerun", "iris-00001", "-n", "ml"]) == 0
+    assert "iris-00001-rerun-1 created" in capsys.readouterr().out
+    old = await training.run("iris-00001")
+    new = await training.wait_run("iris-00001-rerun-1")
+    assert old is not None
+    assert new["spec"]["pipelineSpec"] == old["spec"]["pipelineSpec"]
+    assert new["spec"]["trigger"]["type"] == "Reproduce"
+    job = await training.wait_job("iris-00001-rerun-1")
+    validate_job(job)
+    done = await training.finish(
+        "iris-00001-rerun-1",
+        result_json("iris-00001-rerun-1", accuracy=0.96),
+    )
+    assert done["status"]["phase"] == "Succeeded"
+    await asyncio.sleep(0.3)
+    tp = await training.pipeline("iris")
+    assert tp["status"]["champion"]["run"] == "iris-00001"
+    assert tp["status"]["runSequence"] == 1
+
+    assert await asyncio.to_thread(main, ["rerun", "nope", "-n", "ml"]) == 1
+    assert "not found" in capsys.readouterr().err
+
+
+async def test_metrics_count_outcomes_and_gate_failures(training: Training) -> None:
+    labels = {"namespace": "ml", "pipeline": "metered"}
+    before = {
+        "ok": _sample("perennial_run_outcomes_total", **labels, outcome="Succeeded"),
+        "rejected": _sample("perennial_run_outcomes_total", **labels, outcome="Rejected"),
+        "gate": _sample("perennial_gate_failures_total", **labels, gate="accuracy.threshold"),
+        "duration": _sample("perennial_training_duration_seconds_count", **labels),
+        "verdict": _sample("perennial_trigger_to_verdict_seconds_count", **labels),
+    }
+    await training.create_pipeline("metered")
+    await training.wait_run("metered-00001")
+    await training.finish("metered-00001", result_json("metered-00001", accuracy=0.5))
+    assert _sample("perennial_run_outcomes_total", **labels, outcome="Rejected") == (
+        before["rejected"] + 1
+    )
+    assert _sample("perennial_gate_failures_total", **labels, gate="accuracy.threshold") == (
+        before["gate"] + 1
+    )
+    assert _sample("perennial_training_duration_seconds_count", **labels) == before["duration"] + 1
+    assert _sample("perennial_trigger_to_verdict_seconds_count", **labels) == before["verdict"] + 1
+    assert _sample("perennial_run_outcomes_total", **labels, outcome="Succeeded") == before["ok"]
