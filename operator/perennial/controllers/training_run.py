@@ -45,8 +45,16 @@ def _guarded(handler: str, namespace: str, name: str) -> None:
         raise
 
 
-@kopf.on.create(GROUP, VERSION, TRAINING_RUNS, id="tr-create", **HANDLER_LIMITS)
-@kopf.on.resume(GROUP, VERSION, TRAINING_RUNS, id="tr-resume", **HANDLER_LIMITS)
+FINAL_PHASES = frozenset({"Succeeded", "Rejected", "Failed"})
+
+
+def unfinished(status: Mapping[str, Any], **_: Any) -> bool:
+    """A finished run is never touched again (no API call for it at startup either)."""
+    return status.get("phase") not in FINAL_PHASES
+
+
+@kopf.on.create(GROUP, VERSION, TRAINING_RUNS, id="tr-create", when=unfinished, **HANDLER_LIMITS)
+@kopf.on.resume(GROUP, VERSION, TRAINING_RUNS, id="tr-resume", when=unfinished, **HANDLER_LIMITS)
 def reconcile(name: str, namespace: str | None, **_: Any) -> None:
     _guarded("reconcile", namespace or "", name)
 
