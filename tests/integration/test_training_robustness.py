@@ -179,7 +179,7 @@ async def test_an_image_that_cannot_be_pulled_fails_the_run(training: Training) 
 
 
 async def test_history_limits_never_prune_the_champion(training: Training) -> None:
-    await training.create_pipeline("hist", successfulRunsHistoryLimit=1, failedRunsHistoryLimit=1)
+    await training.create_pipeline("hist", successfulRunsHistoryLimit=1, failedRunsHistoryLimit=0)
     await training.wait_run("hist-00001")
     await training.finish("hist-00001", result_json("hist-00001", accuracy=0.95))
     for index, token in ((2, "a"), (3, "b")):
@@ -190,19 +190,24 @@ async def test_history_limits_never_prune_the_champion(training: Training) -> No
             name,
             result_json(name, accuracy=0.9, champion_accuracy=0.95, champion_run="hist-00001"),
         )
-    for index, token in ((4, "c"), (5, "d")):
-        name = f"hist-0000{index}"
-        await _retrain(training, "hist", token)
-        await training.wait_run(name)
-        await training.finish(name, "Killed", succeeded=False, reason="DeadlineExceeded")
+    await _retrain(training, "hist", "c")
+    await training.wait_job("hist-00004")
+    await training.controllers.start_job("hist-00004", "ml")
+    await training.wait_phase("hist-00004", "Training")
+    # It fails, and is pruned at once (failedRunsHistoryLimit 0): no waiting for its phase.
+    await training.controllers.complete_job(
+        "hist-00004", "ml", termination_message="Killed", succeeded=False, reason="DeadlineExceeded"
+    )
 
     async def pruned() -> list[str]:
         names = [r["metadata"]["name"] for r in await training.runs("hist")]
-        return names if names == ["hist-00001", "hist-00003", "hist-00005"] else []
+        return names if names == ["hist-00001", "hist-00003"] else []
 
+    # Run 1 is the champion: kept beyond the limit. Run 2 is older than run 3; the
+    # failed run 4 is beyond failedRunsHistoryLimit 0.
     await wait_for(pruned, what="runs 2 and 4 pruned")
     jobs = {j["metadata"]["name"] for j in await training.jobs()}
-    assert "hist-00002" not in jobs
+    assert "hist-00002" not in jobs and "hist-00004" not in jobs
     tp = await training.pipeline("hist")
     assert tp["status"]["champion"]["run"] == "hist-00001"
     await training.wait_events(tp, "RunsPruned")
