@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import copy
 import hashlib
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Final
 
 import kopf
@@ -31,6 +32,9 @@ import pytest
 import perennial.controllers.handlers  # registers the operator's handlers
 from perennial.controllers import clock, deployment_reconciler, model_deployment, settings
 from perennial.k8s import client, metrics, serving_client
+from perennial_runtime.contract import TrainConfig, TrainResult
+from perennial_runtime.serve.config import ServeConfig
+from perennial_runtime.serve.embedded import EmbeddedServer
 
 from .harness import ApiServerEmulator, KubeApi, OperatorRunner, StandInControllers, wait_for
 from .training_helpers import Training, operator_clock_start, pipeline_body, result_json
@@ -47,6 +51,8 @@ WATCHING: Final = (TP, TR, MD, DEPLOYMENTS)  # what the deployment handlers watc
 WATCHING_ALL: Final = (*WATCHING, "batch/v1/jobs", "v1/pods")
 K8S_VERSION: Final = "1.30"
 TICK_SECONDS: Final = 0.05
+# Polling the emulator less often leaves it more time for the operator's requests.
+POLL: Final = 0.05
 NOWHERE: Final = "http://127.0.0.1:9"  # the discard port: nothing listens
 
 
@@ -69,6 +75,72 @@ class LoopbackResolver:
         port: int,
     ) -> list[str]:
         return list(self.tracks.get(track, []))
+
+
+@dataclass(frozen=True)
+class TrainedModel:
+    """A real model trained on sklearn's iris data, stored under a local folder."""
+
+    result: TrainResult
+
+    @property
+    def model_uri(self) -> str:
+        assert self.result.artifact is not None
+        return self.result.artifact.model_uri
+
+    @property
+    def sha256(self) -> str:
+        assert self.result.artifact is not None
+        return self.result.artifact.sha256
+
+
+def train_iris(root: Path, run: str) -> TrainedModel:
+    """Train for real (LogisticRegression on iris, as the pipelines of these tests say)."""
+    from perennial_runtime.trainer import train
+
+    config = TrainConfig.model_validate(
+        {
+            "runName": run,
+            "pipelineName": "iris",
+            "namespace": "ml",
+            "data": {"uri": "sklearn://iris", "target": "target"},
+            "model": {
+                "task": "classification",
+                "estimator": "LogisticRegression",
+                "params": {"max_iter": 500},
+            },
+            "evaluation": {"primaryMetric": "accuracy", "seed": 7, "topFeatures": 4},
+            "artifactUri": root.as_uri(),
+            "image": "registry.example/perennial-runtime:1.0",
+            "resultPath": str(root / f"{run}.result.json"),
+        }
+    )
+    result = train(config)
+    assert result.status == "Succeeded", f"{result.reason}: {result.message}"
+    return TrainedModel(result)
+
+
+@pytest.fixture(scope="session")
+def iris_model(tmp_path_factory: pytest.TempPathFactory) -> TrainedModel:
+    """One real model for the session (its files are never modified)."""
+    return train_iris(tmp_path_factory.mktemp("md-artifacts"), "iris-00001")
+
+
+@contextmanager
+def model_server(model_uri: str, sha256: str, name: str = "iris") -> Iterator[EmbeddedServer]:
+    """``perennial-runtime serve`` in this process, on 127.0.0.1, ready."""
+    config = ServeConfig(model_uri=model_uri, sha256=sha256, model_name=name)
+    with EmbeddedServer(config) as server:
+        server.wait_ready()
+        yield server
+
+
+def iris_rows(n: int, *, scale: float = 1.0, shift: float = 0.0) -> list[list[float]]:
+    """``n`` rows of iris features (cycled), optionally shifted far from the training data."""
+    from sklearn.datasets import load_iris
+
+    data = load_iris().data
+    return [[float(v) * scale + shift for v in data[i % len(data)]] for i in range(n)]
 
 
 def metric(name: str, **labels: str) -> float:
@@ -237,7 +309,7 @@ class Serving:
             body = await self.api.get(TP, pipeline, self.namespace)
             return bool(((body.get("status") or {}).get("champion") or {}).get("run") == run)
 
-        await wait_for(blessed, timeout=5, what=f"{run} champion of {pipeline}")
+        await wait_for(blessed, timeout=5, interval=POLL, what=f"{run} champion of {pipeline}")
 
     # --- serving side ----------------------------------------------------------------------
 
@@ -256,7 +328,7 @@ class Serving:
             body = await self.md(name)
             return body if check(body.get("status") or {}) else None
 
-        found: dict[str, Any] = await wait_for(reached, timeout=timeout, what=what)
+        found: dict[str, Any] = await wait_for(reached, timeout=timeout, interval=POLL, what=what)
         return found
 
     async def wait_phase(self, name: str, phase: str, timeout: float = 5) -> dict[str, Any]:
@@ -283,7 +355,7 @@ class Serving:
             return body
 
         found: dict[str, Any] = await wait_for(
-            runs, timeout=timeout, what=f"{deployment} serving {run} x{replicas}"
+            runs, interval=POLL, timeout=timeout, what=f"{deployment} serving {run} x{replicas}"
         )
         return found
 

@@ -44,6 +44,7 @@ from perennial.controllers.settings import HANDLER_LIMITS
 from perennial.k8s import metrics
 from perennial.k8s.client import ApiError
 from perennial.k8s.serving import DEPLOYMENT_LABEL
+from perennial.k8s.serving_client import written_by_us
 
 KIND: Final = "ModelDeployment"
 logger = logging.getLogger("perennial.controllers.model_deployment")
@@ -88,10 +89,26 @@ def rollback_requested(name: str, namespace: str | None, **_: Any) -> None:
     guarded("rollback", lambda: reconcile_deployment(namespace or "", name))
 
 
+# A daemon spawned by an event that arrives while the operator stops is never told to stop
+# (kopf then waits 5 s for it): every loop also ends when the operator's cleanup runs.
+SHUTDOWN: Final = "perennial_md_shutdown"
+
+
+def operator_started(memo: kopf.Memo, **_: Any) -> None:
+    memo[SHUTDOWN] = threading.Event()
+
+
+def operator_stopping(memo: kopf.Memo, **_: Any) -> None:
+    shutdown = memo.get(SHUTDOWN)
+    if isinstance(shutdown, threading.Event):
+        shutdown.set()
+
+
 async def deployment_loop(
-    name: str, namespace: str | None, stopped: kopf.DaemonStopped, **_: Any
+    name: str, namespace: str | None, stopped: kopf.DaemonStopped, memo: kopf.Memo, **_: Any
 ) -> None:
-    while not stopped:
+    shutdown = memo.get(SHUTDOWN)
+    while not stopped and not (isinstance(shutdown, threading.Event) and shutdown.is_set()):
         try:
             await asyncio.to_thread(loop_turn, namespace or "", name)
         except Exception as exc:
@@ -177,9 +194,11 @@ def run_changed(
             quietly("run-watch", namespace or "", md)
 
 
-def serving_changed(namespace: str | None, labels: Mapping[str, str], **_: Any) -> None:
+def serving_changed(
+    namespace: str | None, labels: Mapping[str, str], body: Mapping[str, Any], **_: Any
+) -> None:
     owner = labels.get(DEPLOYMENT_LABEL)
-    if owner:
+    if owner and not written_by_us(body):
         quietly("serving-watch", namespace or "", owner)
 
 
@@ -187,6 +206,8 @@ def register(registry: kopf.OperatorRegistry) -> None:
     """Register every ModelDeployment handler in ``registry`` (the default registry on
     import; tests may build a registry with only these)."""
     md = (GROUP, VERSION, MODEL_DEPLOYMENTS)
+    kopf.on.startup(id="md-startup", registry=registry)(operator_started)
+    kopf.on.cleanup(id="md-cleanup", registry=registry)(operator_stopping)
     kopf.on.create(*md, id="md-create", registry=registry, **HANDLER_LIMITS)(reconcile)
     kopf.on.update(*md, id="md-update", registry=registry, **HANDLER_LIMITS)(reconcile)
     kopf.on.resume(*md, id="md-resume", registry=registry, **HANDLER_LIMITS)(reconcile)

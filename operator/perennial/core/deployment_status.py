@@ -340,7 +340,7 @@ def next_status(
         phase, reason, message = Phase.DEGRADED, desired.reason, desired.message
     elif action is Action.WAIT and desired.reason not in ("", "NoBlessedModel"):
         reason, message = desired.reason, desired.message
-    elif desired.manual and action is Action.NONE:
+    elif desired.manual and action in (Action.NONE, Action.SUCCEED):
         message = f"{message}; {desired.message}"
     if (
         action not in _ACTION_EVENTS

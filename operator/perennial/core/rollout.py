@@ -243,11 +243,11 @@ def analyse(sample: AnalysisSample | None, limits: AnalysisLimits) -> AnalysisVe
     failures: list[str] = []
     error_rate = sample.errors / sample.requests if sample.requests else 0.0
     if error_rate > limits.max_error_rate:
-        failures.append(f"error rate {error_rate:.2%} > maxErrorRate {limits.max_error_rate:.2%}")
+        failures.append(f"error rate {error_rate:.2%} > maxErrorRate {limits.max_error_rate:g}")
     if sample.p99_latency_ms is not None and sample.p99_latency_ms > limits.max_p99_latency_ms:
         failures.append(
             f"p99 latency {sample.p99_latency_ms:.1f}ms > maxP99LatencyMs "
-            f"{limits.max_p99_latency_ms:.1f}ms"
+            f"{limits.max_p99_latency_ms:g}ms"
         )
     if (
         sample.prediction_shift is not None
@@ -255,7 +255,7 @@ def analyse(sample: AnalysisSample | None, limits: AnalysisLimits) -> AnalysisVe
     ):
         failures.append(
             f"prediction shift (PSI) {sample.prediction_shift:.3f} > maxPredictionShift "
-            f"{limits.max_prediction_shift:.3f}"
+            f"{limits.max_prediction_shift:g}"
         )
     if failures:
         return AnalysisVerdict("fail", tuple(failures))
@@ -558,12 +558,18 @@ def _continue(
                 target=state.to,
                 rollout=state,
             )
+        if stable.model_sha256 != state.to.sha256 or stable.observed_generation < stable.generation:
+            progress = "waiting for the Deployment controller to take the new pod template"
+        else:
+            progress = (
+                f"{stable.updated_replicas}/{replicas} updated, "
+                f"{stable.ready_replicas}/{replicas} ready"
+            )
         return Decision(
             Action.HOLD,
             Phase.PROGRESSING,
             "RolloutInProgress",
-            f"rolling out {state.to.run}: {stable.updated_replicas}/{replicas} updated, "
-            f"{stable.ready_replicas}/{replicas} ready",
+            f"rolling out {state.to.run}: {progress}",
             target=state.to,
             rollout=state,
         )

@@ -51,6 +51,7 @@ __all__ = [
     "read_workloads",
     "set_resolver",
     "write_status",
+    "written_by_us",
 ]
 
 logger = logging.getLogger("perennial.k8s.serving_client")
@@ -190,26 +191,56 @@ def _ensure(resource: client.Resource, desired: Mapping[str, Any]) -> dict[str, 
     return client.patch(resource, meta["name"], meta.get("namespace"), changes)
 
 
+class _OwnWrites:
+    """The resourceVersion of our last write of each serving Deployment: the watch event
+    of our own write need not trigger another reconcile."""
+
+    lock = threading.Lock()
+    versions: dict[tuple[str, str], str] = {}
+
+    @classmethod
+    def record(cls, obj: Mapping[str, Any]) -> dict[str, Any]:
+        meta = obj.get("metadata") or {}
+        if meta.get("resourceVersion"):
+            with cls.lock:
+                cls.versions[(meta.get("namespace") or "", meta.get("name") or "")] = meta[
+                    "resourceVersion"
+                ]
+        return dict(obj)
+
+
+def written_by_us(deployment: Mapping[str, Any]) -> bool:
+    """Whether ``deployment`` (from a watch event) is exactly what our last write left."""
+    meta = deployment.get("metadata") or {}
+    with _OwnWrites.lock:
+        mine = _OwnWrites.versions.get((meta.get("namespace") or "", meta.get("name") or ""))
+    return mine is not None and mine == meta.get("resourceVersion")
+
+
 def _ensure_deployment(
     existing: Mapping[str, Any] | None, desired: Mapping[str, Any]
 ) -> dict[str, Any]:
     meta = desired["metadata"]
     if existing is None:
         logger.info("creating Deployment %s/%s", meta.get("namespace"), meta["name"])
-        return client.create(client.DEPLOYMENTS, desired)
+        return _OwnWrites.record(client.create(client.DEPLOYMENTS, desired))
     changes = deployment_patch(existing, desired)
     if changes is None:
         return dict(existing)
     logger.info("updating Deployment %s/%s", meta.get("namespace"), meta["name"])
-    return client.patch(client.DEPLOYMENTS, meta["name"], meta.get("namespace"), changes)
+    return _OwnWrites.record(
+        client.patch(client.DEPLOYMENTS, meta["name"], meta.get("namespace"), changes)
+    )
 
 
 def _scale_to_zero(existing: Mapping[str, Any]) -> None:
     meta = existing["metadata"]
     if ((existing.get("spec") or {}).get("replicas") or 0) > 0:
         logger.info("scaling Deployment %s/%s to zero", meta.get("namespace"), meta["name"])
-        client.patch(
-            client.DEPLOYMENTS, meta["name"], meta.get("namespace"), {"spec": {"replicas": 0}}
+        _OwnWrites.record(
+            client.patch(
+                client.DEPLOYMENTS, meta["name"], meta.get("namespace"), {"spec": {"replicas": 0}}
+            )
         )
 
 

@@ -1,0 +1,197 @@
+"""Manual rollback (the perennial.dev/rollback annotation and spec.rollbackTo) and pinned
+runs, against the emulator. The operator never writes the spec: a rollback asked for with
+the annotation is recorded in status and ends when a new model is blessed."""
+
+from __future__ import annotations
+
+from .deployment_helpers import MD, Serving, env_of, metric, serving
+
+__all__ = ["serving"]
+
+
+async def serve_two(serving: Serving) -> None:
+    """iris-00001 served, then iris-00002 rolled out and served."""
+    await serving.serve_first("iris", "iris")
+    await serving.new_champion("iris", "iris-00002")
+    await serving.wait_serving("iris-serving", "iris-00002")
+    await serving.ready("iris-serving")
+    await serving.wait_md(
+        "iris",
+        lambda s: (s.get("currentModel") or {}).get("run") == "iris-00002"
+        and s.get("phase") == "Available",
+        "iris-00002 live",
+    )
+
+
+async def test_rollback_annotation_serves_a_revision_until_a_new_model_is_blessed(
+    serving: Serving,
+) -> None:
+    serving.namespace = "md-annotation"
+    await serve_two(serving)
+    spec_before = (await serving.md("iris"))["spec"]
+
+    await serving.api.patch(
+        MD,
+        "iris",
+        serving.namespace,
+        {"metadata": {"annotations": {"perennial.dev/rollback": "iris-00001"}}},
+    )
+    await serving.wait_serving("iris-serving", "iris-00001")
+    await serving.ready("iris-serving")
+    back = await serving.wait_md(
+        "iris",
+        lambda s: (s.get("currentModel") or {}).get("run") == "iris-00001"
+        and s.get("phase") == "Available",
+        "rolled back by hand",
+    )
+    status = back["status"]
+    assert back["spec"] == spec_before  # GitOps: the spec is Git's
+    assert status["manualRollback"]["run"] == "iris-00001"
+    assert status["manualRollback"]["sourceRun"] == "iris-00002"
+    assert status["lastRollbackToken"] == "iris-00001"
+    assert status["currentModel"]["revision"] == 3
+    assert [h["run"] for h in status["history"]] == ["iris-00002"]
+    assert "rolled back by hand" in status["message"]
+    assert status["rolledBackRuns"] == []  # a choice, not a failure
+    events = await serving.events(back)
+    assert "ManualRollback" in events and "RolledBack" not in events
+    assert (
+        metric(
+            "perennial_rollbacks_total",
+            namespace="md-annotation",
+            deployment="iris",
+            reason="Manual",
+        )
+        == 1
+    )
+
+    # The champion (iris-00002) is not rolled out again while the rollback holds.
+    serving.clock.advance(600)
+    await serving.ready("iris-serving")
+    held = await serving.md("iris")
+    assert held["status"]["currentModel"]["run"] == "iris-00001"
+    assert (await serving.deployment("iris-serving") or {})["spec"]["template"]["metadata"][
+        "labels"
+    ]["perennial.dev/run"] == "iris-00001"
+
+    # A new blessed model ends the manual rollback and gets its own rollout.
+    await serving.new_champion("iris", "iris-00003")
+    await serving.wait_serving("iris-serving", "iris-00003")
+    await serving.ready("iris-serving")
+    final = await serving.wait_md(
+        "iris",
+        lambda s: (s.get("currentModel") or {}).get("run") == "iris-00003",
+        "iris-00003 live",
+    )
+    assert "manualRollback" not in final["status"]
+    assert "ManualRollbackEnded" in await serving.events(final)
+
+
+async def test_rollback_by_revision_number_and_unknown_targets(serving: Serving) -> None:
+    serving.namespace = "md-revision"
+    await serve_two(serving)
+    await serving.api.patch(
+        MD,
+        "iris",
+        serving.namespace,
+        {"metadata": {"annotations": {"perennial.dev/rollback": "nope"}}},
+    )
+    warned = await serving.wait_md(
+        "iris", lambda s: s.get("lastRollbackToken") == "nope", "unknown target seen"
+    )
+    assert warned["status"]["currentModel"]["run"] == "iris-00002"
+    posted = await serving.api.events_for(warned)
+    (unknown,) = [e for e in posted if e.reason == "RollbackTargetUnknown"]
+    assert unknown.type == "Warning" and "iris-00001 (revision 1)" in unknown.message
+
+    await serving.api.patch(
+        MD,
+        "iris",
+        serving.namespace,
+        {"metadata": {"annotations": {"perennial.dev/rollback": "1"}}},
+    )
+    await serving.wait_serving("iris-serving", "iris-00001")
+
+
+async def test_rollback_to_in_the_spec_holds_until_removed(serving: Serving) -> None:
+    serving.namespace = "md-rollbackto"
+    await serve_two(serving)
+    await serving.api.patch(MD, "iris", serving.namespace, {"spec": {"rollbackTo": "iris-00001"}})
+    await serving.wait_serving("iris-serving", "iris-00001")
+    await serving.ready("iris-serving")
+    pinned = await serving.wait_md(
+        "iris",
+        lambda s: (s.get("currentModel") or {}).get("run") == "iris-00001"
+        and s.get("phase") == "Available",
+        "rollbackTo served",
+    )
+    assert "spec.rollbackTo pins iris-00001" in pinned["status"]["message"]
+
+    # A newer champion does not override what Git says while rollbackTo is set.
+    await serving.new_champion("iris", "iris-00003")
+    serving.clock.advance(60)
+    await serving.ready("iris-serving")
+    assert (await serving.md("iris"))["status"]["currentModel"]["run"] == "iris-00001"
+
+    # A rollbackTo naming no known revision keeps what serves and says why.
+    await serving.api.patch(MD, "iris", serving.namespace, {"spec": {"rollbackTo": "iris-00042"}})
+    stalled = await serving.wait_md(
+        "iris",
+        lambda s: any(
+            c["type"] == "Stalled" and c["reason"] == "RollbackTargetUnknown"
+            for c in s.get("conditions", [])
+        ),
+        "stalled on an unknown revision",
+    )
+    assert stalled["status"]["currentModel"]["run"] == "iris-00001"
+
+    # Removing it follows the source again: the champion (iris-00003) is rolled out.
+    await serving.api.patch(MD, "iris", serving.namespace, {"spec": {"rollbackTo": None}})
+    await serving.wait_serving("iris-serving", "iris-00003")
+
+
+async def test_pinned_run_waits_then_serves_and_a_new_pin_is_a_deploy(serving: Serving) -> None:
+    serving.namespace = "md-pinned"
+    md = await serving.create_md("pinned", run="adhoc-1", replicas=1)
+    waiting = await serving.wait_phase("pinned", "Waiting")
+    assert "TrainingRun adhoc-1: it does not exist" in waiting["status"]["message"]
+
+    await serving.publish_run("adhoc-1", pipeline=None, phase="Training")
+    await serving.wait_md(
+        "pinned", lambda s: "to succeed (phase Training)" in s.get("message", ""), "training"
+    )
+    run = await serving.publish_run("adhoc-2", pipeline=None, image="custom/runtime:7")
+    await serving.api.patch_status(
+        "perennial.dev/v1alpha1/trainingruns",
+        "adhoc-1",
+        serving.namespace,
+        {"phase": "Succeeded", "artifact": {**run["status"]["artifact"], "sha256": "1" * 64}},
+    )
+    deployment = await serving.wait_serving("pinned-serving", "adhoc-1", replicas=1)
+    assert env_of(deployment)["PERENNIAL_MODEL_SHA256"] == "1" * 64
+    await serving.ready("pinned-serving")
+    await serving.wait_phase("pinned", "Available")
+
+    # GitOps: a commit that changes the pinned run is a deploy.
+    await serving.api.patch(
+        MD, "pinned", serving.namespace, {"spec": {"source": {"runRef": {"name": "adhoc-2"}}}}
+    )
+    deployment = await serving.wait_serving("pinned-serving", "adhoc-2")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == "custom/runtime:7"  # the image that trained it
+    await serving.ready("pinned-serving")
+    await serving.wait_md(
+        "pinned",
+        lambda s: (s.get("currentModel") or {}).get("run") == "adhoc-2",
+        "adhoc-2 live",
+    )
+
+    # Pinning a rejected run is stuck until the spec changes: Stalled, not an error loop.
+    await serving.publish_run("adhoc-3", pipeline=None, phase="Rejected", message="gate failed")
+    await serving.api.patch(
+        MD, "pinned", serving.namespace, {"spec": {"source": {"runRef": {"name": "adhoc-3"}}}}
+    )
+    stalled = await serving.wait_phase("pinned", "Degraded")
+    assert "pinned run adhoc-3 is Rejected (gate failed)" in stalled["status"]["message"]
+    assert stalled["status"]["currentModel"]["run"] == "adhoc-2"  # still serving
+    assert "RunNotBlessed" in await serving.events(md)
