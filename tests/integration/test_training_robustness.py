@@ -282,3 +282,12 @@ async def test_kubectl_reads_the_experiment_log(training: Training, kubectl: Kub
         assert reason in described
     run_described = await kubectl("describe", "tr", "iris-00002", "-n", "ml")
     assert "beatChampion failed" in run_described and "GateFailed" in run_described
+
+
+async def test_a_completed_job_without_a_result_fails_the_run(training: Training) -> None:
+    await training.create_pipeline("silent")
+    await training.wait_run("silent-00001")
+    run = await training.finish("silent-00001", None)
+    assert run["status"]["phase"] == "Failed"
+    assert run["status"]["reason"] == "ResultMissing"
+    assert "no readable TrainResult" in run["status"]["message"]

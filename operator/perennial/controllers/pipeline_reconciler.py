@@ -340,8 +340,12 @@ def _start_run(
         event(created, "RunCreated", f"{trigger.type.value}: {new.reason}")
         metrics.RUNS_STARTED.labels(namespace, name, trigger.type.value).inc()
     memory = replace(decision.memory, run_sequence=max(decision.memory.run_sequence, new.sequence))
-    # Create the Job right away instead of waiting for the run's watch event.
-    run_reconciler.reconcile_run(namespace, new.name)
+    # Create the Job right away instead of waiting for the run's watch event (which
+    # retries on its own if this fails: the pipeline's status is written regardless).
+    try:
+        run_reconciler.reconcile_run(namespace, new.name)
+    except Exception as exc:
+        logger.warning("run %s/%s: first reconcile failed: %s", namespace, new.name, exc)
     return replace(decision, create=new, memory=memory)
 
 

@@ -47,8 +47,10 @@ logger = logging.getLogger("perennial.controllers.run")
 
 LOCKS: Final = KeyedLocks()
 
-# After the Job completed, how long the operator waits for the Pod's termination message
-# to become visible before it gives up (the result is then lost: ResultMissing).
+# After the Job completed, how long the operator waits for its Pod to be listed before it
+# gives up (the result is then lost: ResultMissing). A listed Pod without a readable
+# result is ResultMissing at once: the Job controller counts a Pod as succeeded only once
+# its containers have terminated, so their termination messages are final.
 RESULT_GRACE_SECONDS: Final = 120.0
 _FINISHED: Final = frozenset({RunPhase.SUCCEEDED, RunPhase.REJECTED, RunPhase.FAILED})
 
@@ -144,7 +146,11 @@ def _reconcile(namespace: str, name: str) -> RunReport | None:
                 now=now,
             )
 
-    pods = client.list_objects(PODS, namespace, labels={LABEL_RUN: name})
+    pods = [
+        pod
+        for pod in client.list_objects(PODS, namespace, labels={LABEL_RUN: name})
+        if _owned_by(pod, job)
+    ]
     seen = observe(job, pods)
     if seen.state is JobState.PENDING or seen.state is JobState.MISSING:
         _progress(body, RunPhase.PENDING, seen.reason, seen.message, now=now, generation=generation)
@@ -162,7 +168,7 @@ def _reconcile(namespace: str, name: str) -> RunReport | None:
             started=seen.started,
         )
         return RunReport(pipeline, RunPhase.TRAINING.value)
-    return _judge(body, run, seen, now=now, generation=generation)
+    return _judge(body, run, seen, now=now, generation=generation, pods_listed=bool(pods))
 
 
 def _judge(
@@ -172,6 +178,7 @@ def _judge(
     *,
     now: datetime,
     generation: int | None,
+    pods_listed: bool,
 ) -> RunReport:
     pipeline = _pipeline_of(body)
     name = body["metadata"]["name"]
@@ -183,7 +190,8 @@ def _judge(
         if result is None:
             finished = seen.finished or now
             waited = (now - finished).total_seconds()
-            if seen.result_text is None and waited < RESULT_GRACE_SECONDS:
+            if not pods_listed and waited < RESULT_GRACE_SECONDS:
+                # The Job completed but its Pod is not listed (yet): give it a moment.
                 if phase != RunPhase.EVALUATING.value:
                     event(body, "TrainingCompleted", f"Job {job_name(name)} completed")
                 _progress(

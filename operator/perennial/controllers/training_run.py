@@ -10,12 +10,16 @@ run, the run by its pipeline, and the garbage collector deletes them in that ord
 
 from __future__ import annotations
 
+import contextvars
+import logging
+import threading
 from collections.abc import Mapping
 from typing import Any
 
 import kopf
 
 from perennial.api.constants import GROUP, TRAINING_RUNS, VERSION
+from perennial.api.enums import RunPhase
 from perennial.controllers import pipeline_reconciler, run_reconciler
 from perennial.controllers.settings import HANDLER_LIMITS
 from perennial.core.pipeline_plan import LABEL_RUN
@@ -23,6 +27,11 @@ from perennial.k8s import metrics
 from perennial.k8s.client import ApiError
 
 KIND = "TrainingRun"
+logger = logging.getLogger("perennial.controllers.training_run")
+
+
+_rechecks: set[tuple[str, str]] = set()
+_rechecks_lock = threading.Lock()
 
 
 def advance(namespace: str, name: str) -> None:
@@ -30,6 +39,32 @@ def advance(namespace: str, name: str) -> None:
     report = run_reconciler.reconcile_run(namespace, name)
     if report is not None and report.finished_now and report.pipeline:
         pipeline_reconciler.reconcile_pipeline(namespace, report.pipeline)
+    if report is not None and report.phase == RunPhase.EVALUATING.value:
+        _recheck_later(namespace, name, run_reconciler.RESULT_GRACE_SECONDS + 1)
+
+
+def _recheck_later(namespace: str, name: str, delay: float) -> None:
+    """Look at an Evaluating run again after ``delay`` (no watch event may come: its Job
+    has completed). Once per run at a time; in kopf's context, so events still post."""
+    key = (namespace, name)
+    with _rechecks_lock:
+        if key in _rechecks:
+            return
+        _rechecks.add(key)
+
+    def recheck() -> None:
+        with _rechecks_lock:
+            _rechecks.discard(key)
+        try:
+            advance(namespace, name)
+        except Exception as exc:
+            metrics.RECONCILE_ERRORS.labels(KIND, "recheck").inc()
+            logger.warning("re-check of run %s/%s failed: %s", namespace, name, exc)
+
+    context = contextvars.copy_context()
+    timer = threading.Timer(delay, context.run, args=(recheck,))
+    timer.daemon = True
+    timer.start()
 
 
 def _guarded(handler: str, namespace: str, name: str) -> None:
