@@ -18,6 +18,7 @@ from .training_helpers import (
     PODS,
     TP,
     Training,
+    pipeline_body,
     result_json,
     training,
     validate_job,
@@ -291,3 +292,23 @@ async def test_a_completed_job_without_a_result_fails_the_run(training: Training
     assert run["status"]["phase"] == "Failed"
     assert run["status"]["reason"] == "ResultMissing"
     assert "no readable TrainResult" in run["status"]["message"]
+
+
+async def test_a_hand_made_run_with_an_invalid_spec_is_stalled(training: Training) -> None:
+    body = pipeline_body("adhoc", "ml")
+    spec = dict(body["spec"])
+    spec["model"] = {"task": "regression", "estimator": "LogisticRegression"}
+    await training.api.create(
+        {
+            "apiVersion": "perennial.dev/v1alpha1",
+            "kind": "TrainingRun",
+            "metadata": {"name": "adhoc-1", "namespace": "ml"},
+            "spec": {"pipelineSpec": spec},
+        }
+    )
+    run = await training.wait_phase("adhoc-1", "Failed")
+    conditions = {c["type"]: c for c in run["status"]["conditions"]}
+    assert conditions["Stalled"]["status"] == "True"
+    assert conditions["Stalled"]["reason"] == "InvalidSpec"
+    assert "estimator" in conditions["Stalled"]["message"]
+    assert await training.api.get_or_none(JOBS, "adhoc-1", "ml") is None
