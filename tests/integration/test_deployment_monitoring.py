@@ -1,0 +1,158 @@
+"""Monitoring feedback: the operator reads a real ``perennial-runtime serve`` (a model trained
+for real, served on 127.0.0.1) through the Service into status.monitoring, and the
+pipeline's drift trigger reads those fields and starts a retraining run. A server that
+cannot be reached is a condition, not a crash. ``kubectl`` shows the numbers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from .deployment_helpers import (
+    NOWHERE,
+    Serving,
+    TrainedModel,
+    env_of,
+    full_operator,
+    iris_model,
+    iris_rows,
+    metric,
+    model_server,
+    serving,
+    train_iris,
+)
+from .harness import Kubectl
+
+__all__ = ["full_operator", "iris_model", "serving"]
+
+
+def condition(status: dict[str, Any], type_: str) -> dict[str, Any]:
+    (found,) = [c for c in status["conditions"] if c["type"] == type_]
+    return found
+
+
+async def test_drift_seen_by_the_server_reaches_status_and_triggers_retraining(
+    full_operator: Serving, tmp_path: Path
+) -> None:
+    serving = full_operator
+    serving.namespace = "md-drift"
+    model = train_iris(tmp_path, "iris-00001")
+    await serving.create_pipeline(
+        "iris",
+        triggers={
+            "drift": {
+                "deploymentRef": {"name": "iris"},
+                "threshold": 0.25,
+                "cooldownSeconds": 0,
+            }
+        },
+    )
+    md = await serving.create_md(
+        "iris", pipeline="iris", replicas=1, monitoring={"scrapeIntervalSeconds": 30}
+    )
+    # The real trainer's result is the Job's termination message: the run is blessed.
+    await serving.training.wait_run("iris-00001")
+    await serving.bless("iris-00001", message=model.result.to_json())
+    deployment = await serving.wait_serving("iris-serving", "iris-00001")
+    env = env_of(deployment)
+    assert (env["PERENNIAL_MODEL_URI"], env["PERENNIAL_MODEL_SHA256"]) == (
+        model.model_uri,
+        model.sha256,
+    )
+
+    # The server the Deployment describes, started from the Deployment's own settings.
+    with model_server(
+        env["PERENNIAL_MODEL_URI"], env["PERENNIAL_MODEL_SHA256"], env["PERENNIAL_MODEL_NAME"]
+    ) as server:
+        serving.resolver.service = server.url
+        async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+            # Live inputs far from the training data, and some ground truth.
+            answer = await http.post(
+                "/predict", json={"instances": iris_rows(300, scale=2.5, shift=3.0)}
+            )
+            assert answer.status_code == 200, answer.text
+            ids = answer.json()["ids"]
+            feedback = await http.post("/feedback", json={"ids": ids[:150], "targets": [0] * 150})
+            assert feedback.status_code == 200, feedback.text
+
+        await serving.ready("iris-serving")
+        scraped = await serving.wait_md(
+            "iris",
+            lambda s: (s.get("monitoring") or {}).get("maxDriftScore") is not None,
+            "drift in status.monitoring",
+        )
+        monitoring = scraped["status"]["monitoring"]
+        assert monitoring["maxDriftScore"] >= 0.25
+        assert monitoring["driftSamples"] >= 100
+        assert set(monitoring["driftScores"]) == {
+            "sepal length (cm)",
+            "sepal width (cm)",
+            "petal length (cm)",
+            "petal width (cm)",
+        }
+        assert monitoring["requests"] == 1 and monitoring["errorRate"] == 0
+        assert monitoring["feedbackSamples"] == 150
+        assert 0 <= monitoring["liveAccuracy"] <= 1 and "liveRmse" not in monitoring
+        assert monitoring["reachable"] is True and monitoring["lastScrapeTime"]
+        assert condition(scraped["status"], "MetricsAvailable")["status"] == "True"
+        assert metric(
+            "perennial_deployment_drift_score", namespace="md-drift", deployment="iris"
+        ) == pytest.approx(monitoring["maxDriftScore"], abs=1e-5)
+
+        # The pipeline's drift trigger reads exactly these fields: a retraining run starts.
+        run = await serving.training.wait_run("iris-00002", timeout=10)
+    assert run["spec"]["trigger"]["type"] == "Drift"
+    assert "drift score" in run["spec"]["trigger"]["reason"]
+    assert scraped["status"]["phase"] == "Available"
+    assert "RolloutSucceeded" in await serving.events(md)
+
+
+async def test_unreachable_server_is_a_condition_not_a_crash(
+    serving: Serving, iris_model: TrainedModel, kubectl: Kubectl
+) -> None:
+    serving.namespace = "md-unreachable"
+    md = await serving.serve_first("iris", "iris", monitoring={"scrapeIntervalSeconds": 30})
+    assert serving.resolver.service == NOWHERE
+    down = await serving.wait_md(
+        "iris",
+        lambda s: (s.get("monitoring") or {}).get("reachable") is False,
+        "a failed scrape recorded",
+    )
+    metrics_condition = condition(down["status"], "MetricsAvailable")
+    assert metrics_condition["status"] == "False"
+    assert metrics_condition["reason"] == "ScrapeFailed"
+    assert "127.0.0.1:9" in metrics_condition["message"]
+    assert down["status"]["phase"] == "Available"  # serving is fine; only metrics are missing
+    posted = await serving.api.events_for(md)
+    assert [e.type for e in posted if e.reason == "MetricsUnavailable"] == ["Warning"]
+
+    with model_server(iris_model.model_uri, iris_model.sha256) as server:
+        serving.resolver.service = server.url
+        async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+            answer = await http.post("/predict", json={"instances": iris_rows(150)})
+            assert answer.status_code == 200, answer.text
+        serving.clock.advance(30)  # the next scrape is due
+        up = await serving.wait_md(
+            "iris",
+            lambda s: (s.get("monitoring") or {}).get("reachable") is True,
+            "the server read again",
+        )
+    monitoring = up["status"]["monitoring"]
+    assert monitoring["driftSamples"] == 150
+    assert monitoring["maxDriftScore"] < 0.1  # the training distribution itself
+    assert condition(up["status"], "MetricsAvailable")["status"] == "True"
+    assert "MetricsAvailable" in await serving.events(md)
+
+    # kubectl shows the model, phase, ready Pods and drift (printer columns).
+    table = await kubectl("get", "md", "-n", serving.namespace)
+    header, row = table.strip().splitlines()
+    assert header.split() == ["NAME", "MODEL", "PHASE", "READY", "DRIFT", "AGE"]
+    cells = row.split()
+    assert cells[:4] == ["iris", "iris-00001", "Available", "2"]
+    assert float(cells[4]) == pytest.approx(monitoring["maxDriftScore"], abs=1e-3)
+    described = await kubectl("describe", "md", "iris", "-n", serving.namespace)
+    for text in ("Current Model:", "iris-00001", "Last Rollout:", "Succeeded", "Max Drift Score"):
+        assert text in described, text
