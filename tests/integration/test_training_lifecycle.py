@@ -15,6 +15,7 @@ from perennial.k8s import metrics
 from .harness import wait_for
 from .training_helpers import (
     Training,
+    created_jobs,
     data_validation_failure,
     result_json,
     training,
@@ -51,6 +52,8 @@ async def test_a_new_pipeline_starts_a_run_and_its_job(training: Training) -> No
 
     # The Job: owned by the run, restricted, TrainConfig in env, secrets as env, PVC.
     validate_job(job)
+    (sent,) = created_jobs(training.emulator)  # what the fixture validates at teardown
+    assert sent["metadata"]["name"] == "iris-00001"
     assert job["metadata"]["ownerReferences"][0]["uid"] == run["metadata"]["uid"]
     assert job["metadata"]["labels"]["perennial.dev/run"] == "iris-00001"
     pod = job["spec"]["template"]["spec"]

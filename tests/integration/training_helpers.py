@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
+import kmock
 import kopf
 import kubernetes_validate
 import pytest
@@ -103,6 +104,16 @@ def data_validation_failure() -> str:
             ],
         ),
     ).to_json()
+
+
+def created_jobs(emulator: ApiServerEmulator) -> list[dict[str, Any]]:
+    """The bodies of every Job creation request the emulator received."""
+    jobs = kmock.resource(JOBS)
+    return [
+        request.data
+        for request in emulator
+        if request.method.value == "POST" and request.resource == jobs and request.data
+    ]
 
 
 def validate_job(job: Mapping[str, Any]) -> None:
@@ -244,6 +255,9 @@ async def training(
         await operator_runner.start(registry=kopf.get_default_registry(), watching=WATCHING)
         yield Training(kube_api, emulator, operator_runner, controllers, manual)
         await operator_runner.stop()
+        # Every Job the operator created (even those deleted since) fits the official schema.
+        for body in created_jobs(emulator):
+            validate_job(body)
     finally:
         clock.reset()
         client.configure(None, retry=client.RetryPolicy())
