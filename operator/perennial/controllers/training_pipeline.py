@@ -86,7 +86,10 @@ def has_timed_triggers(spec: Mapping[str, Any], **_: Any) -> bool:
     id="tp-triggers",
     when=has_timed_triggers,
     cancellation_timeout=30.0,
-    **HANDLER_LIMITS,
+    # No `timeout`: kopf would not restart a daemon that has run longer than that once it
+    # failed. The loop catches every tick's error itself; these bound a crash of the loop.
+    retries=HANDLER_LIMITS["retries"],
+    backoff=HANDLER_LIMITS["backoff"],
 )
 async def trigger_loop(
     name: str, namespace: str | None, stopped: kopf.DaemonStopped, **_: Any
