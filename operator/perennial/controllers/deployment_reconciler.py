@@ -59,7 +59,6 @@ from perennial.core.rollout import (
     CanaryStep,
     Strategy,
     analysis_due,
-    layout,
     plan,
 )
 from perennial.core.workload import workload_state
@@ -344,18 +343,15 @@ def _reconcile(md: dict[str, Any]) -> None:
         canary=canary,
         history_limit=spec.revision_history_limit,
         endpoint=endpoint(name, namespace, spec.port),
-        canary_weights=[s.weight for s in strategy.steps],
+        strategy=strategy,
+        replicas=spec.replicas,
         now=now,
     )
+    assert update.layout is not None
     apply_serving(
         md,
         spec,
-        layout(
-            current=update.current,
-            rollout=update.rollout,
-            strategy=strategy,
-            replicas=spec.replicas,
-        ),
+        update.layout,
         workloads,
         ensure_service=ensure_children,
     )

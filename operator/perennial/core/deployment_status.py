@@ -26,10 +26,13 @@ from perennial.core.model_source import Desired, ManualPin, Notice, Revision
 from perennial.core.rollout import (
     Action,
     Decision,
+    Layout,
     ModelRef,
     Phase,
     RolloutState,
+    Strategy,
     WorkloadState,
+    layout,
 )
 
 DEGRADED: Final = "Degraded"
@@ -81,6 +84,7 @@ class StatusUpdate:
     rollback_reason: str | None = None  # perennial_rollbacks_total
     current: ModelRef | None = None  # after the decision
     rollout: RolloutState | None = None  # after the decision
+    layout: Layout | None = None  # what the serving Deployments must run now
 
 
 # --- wire <-> core ---------------------------------------------------------------------
@@ -252,10 +256,15 @@ def next_status(
     canary: WorkloadState | None,
     history_limit: int,
     endpoint: str | None,
+    strategy: Strategy | None = None,
+    replicas: int | None = None,
     canary_weights: Sequence[int] = (),
     now: datetime,
 ) -> StatusUpdate:
-    """The whole new status after ``decision`` (``old`` is the status it was made from)."""
+    """The whole new status after ``decision`` (``old`` is the status it was made from),
+    and, given ``strategy`` and ``replicas``, the serving layout that goes with it
+    (``status.replicas`` then counts the Pods asked for; ``canary_weights`` is only read
+    without a strategy)."""
     old = dict(old or {})
     status: dict[str, Any] = copy.deepcopy(old)
     state = read_state(old)
@@ -381,6 +390,7 @@ def next_status(
         generation=generation,
     )
 
+    weights = [st.weight for st in strategy.steps] if strategy is not None else canary_weights
     status.update(
         {
             "phase": phase.value,
@@ -402,7 +412,7 @@ def next_status(
     _set(
         status,
         "rollout",
-        rollout_to_wire(rollout, _weight(decision, rollout, canary_weights)) if rollout else None,
+        rollout_to_wire(rollout, _weight(decision, rollout, weights)) if rollout else None,
     )
     pin = desired.pin
     _set(
@@ -422,7 +432,21 @@ def next_status(
     )
     _set(status, "lastRollbackToken", desired.token)
     serving = [w for w in (stable, canary) if w is not None and w.exists]
-    status["replicas"] = sum(w.desired_replicas for w in serving)
+    new_layout = (
+        layout(
+            current=current.ref if current else None,
+            rollout=rollout,
+            strategy=strategy,
+            replicas=replicas,
+        )
+        if strategy is not None and replicas is not None
+        else None
+    )
+    status["replicas"] = (
+        new_layout.stable_replicas + new_layout.canary_replicas
+        if new_layout is not None and new_layout.stable is not None
+        else sum(w.desired_replicas for w in serving)
+    )
     status["readyReplicas"] = sum(w.ready_replicas for w in serving)
     return StatusUpdate(
         status=status,
@@ -431,6 +455,7 @@ def next_status(
         rollback_reason=rollback_reason,
         current=current.ref if current else None,
         rollout=rollout,
+        layout=new_layout,
     )
 
 

@@ -132,7 +132,8 @@ class Sim:
             canary=canary,
             history_limit=2,
             endpoint="http://iris-serving.ml.svc:8080",
-            canary_weights=[s.weight for s in self.strategy.steps],
+            strategy=self.strategy,
+            replicas=self.replicas,
             now=now,
         )
         self.status = update.status
