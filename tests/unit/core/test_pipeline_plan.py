@@ -317,3 +317,28 @@ def test_watch_list_describes_every_trigger() -> None:
     assert "schedule '@daily', next at 2026-06-01T12:00:00Z" in text
     assert "polled every 120s" in text
     assert "drift of md/md" in text and "live rmse of md/md" in text
+
+
+@pytest.mark.parametrize(
+    ("now", "deadline", "due"),
+    [
+        (datetime(2026, 6, 1, 2, 59, 59, tzinfo=UTC), None, False),  # a second early
+        (datetime(2026, 6, 1, 3, 0, 0, tzinfo=UTC), None, True),  # exactly on time
+        (datetime(2026, 6, 1, 3, 0, 59, tzinfo=UTC), 60, True),  # late, inside the deadline
+        (datetime(2026, 6, 1, 3, 1, 1, tzinfo=UTC), 60, False),  # too late: skipped
+        (datetime(2026, 6, 4, 3, 0, 5, tzinfo=UTC), None, True),  # three missed: one run
+    ],
+)
+def test_schedule_edges_through_the_plan(now: datetime, deadline: int | None, due: bool) -> None:
+    last = datetime(2026, 5, 31, 3, 0, tzinfo=UTC)
+    decision = decide(
+        "0 3 * * *", now, last_scheduled=last, created=CREATED, starting_deadline_seconds=deadline
+    )
+    memory = replace(SEEN, schedule_time=last)
+    out = plan(facts(now=now, schedule=decision, memory=memory))
+    assert (out.create is not None) is due
+    if due:
+        assert out.create is not None and out.create.trigger.type is TriggerType.SCHEDULE
+        assert out.memory.schedule_time == decision.scheduled_time
+    else:
+        assert out.memory.schedule_time == last
