@@ -7,10 +7,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from perennial.api.enums import TriggerType
+from perennial.api.pipeline import TrainingPipeline
 from perennial.core.pipeline_plan import Consumed, NewRun
-from perennial.core.spec_hash import spec_hash
 from perennial.core.triggers import Trigger
-from perennial.k8s.builders.training_run import build_run
+from perennial.k8s.builders.training_run import build_run, pipeline_spec_hash
 
 from .harness import Kubectl, wait_for
 from .training_helpers import (
@@ -69,12 +69,13 @@ async def test_a_run_created_just_before_a_crash_is_adopted_not_duplicated(
     await training.runner.stop()
     pipeline = await training.create_pipeline("iris")
     now = datetime.now(UTC)
+    spec_hash = pipeline_spec_hash(TrainingPipeline.model_validate(pipeline))
     new = NewRun(
         sequence=1,
         name="iris-00001",
         trigger=Trigger(TriggerType.INITIAL, "first run of a new pipeline"),
         coalesced=(),
-        consumed=Consumed(spec_hash=spec_hash(pipeline["spec"]), triggers=("Initial",), time=now),
+        consumed=Consumed(spec_hash=spec_hash, triggers=("Initial",), time=now),
     )
     await training.api.create(build_run(pipeline, new, champion=None, now=now))
 
@@ -82,7 +83,7 @@ async def test_a_run_created_just_before_a_crash_is_adopted_not_duplicated(
     tp = await training.wait_pipeline(
         "iris", lambda s: s.get("runSequence") == 1, "run adopted into the status"
     )
-    assert tp["status"]["specHash"] == spec_hash(pipeline["spec"])
+    assert tp["status"]["specHash"] == spec_hash
     job = await training.wait_job("iris-00001")
     validate_job(job)
     await asyncio.sleep(SETTLE)

@@ -41,10 +41,9 @@ from perennial.core.pipeline_plan import (
     watch_list,
 )
 from perennial.core.schedule import ScheduleDecision, ScheduleError, decide
-from perennial.core.spec_hash import spec_hash
 from perennial.core.triggers import DecaySignal, DriftSignal
 from perennial.k8s import client, metrics
-from perennial.k8s.builders.training_run import build_run, champion_ref
+from perennial.k8s.builders.training_run import build_run, champion_ref, pipeline_spec_hash
 from perennial.k8s.client import (
     JOBS,
     MODEL_DEPLOYMENTS_RESOURCE,
@@ -168,7 +167,7 @@ def _reconcile(namespace: str, name: str, *, data: DataCheck | None, tick: bool)
     facts = PipelineFacts(
         pipeline=name,
         now=now,
-        spec_hash=spec_hash(body.get("spec") or {}),
+        spec_hash=pipeline_spec_hash(pipeline),
         memory=memory,
         runs=summaries,
         suspend=spec.suspend,

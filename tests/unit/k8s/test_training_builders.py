@@ -256,3 +256,16 @@ def test_rerun_names() -> None:
     assert rerun_name("churn-00003", {"churn-00003-rerun-1"}) == "churn-00003-rerun-2"
     long = rerun_name("x" * 63, set())
     assert len(long) == 63 and long.endswith("-rerun-1")
+
+
+def test_writing_out_a_default_does_not_change_the_spec_hash() -> None:
+    from perennial.api.pipeline import TrainingPipeline
+    from perennial.k8s.builders.training_run import pipeline_spec_hash
+
+    implicit = TrainingPipeline.model_validate(pipeline())
+    explicit = TrainingPipeline.model_validate(pipeline(evaluation={"seed": 42, "testSize": 0.2}))
+    changed = TrainingPipeline.model_validate(pipeline(evaluation={"seed": 7}))
+    template = TrainingPipeline.model_validate(pipeline(runTemplate={"backoffLimit": 2}))
+    assert pipeline_spec_hash(implicit) == pipeline_spec_hash(explicit)
+    assert pipeline_spec_hash(implicit) != pipeline_spec_hash(changed)
+    assert pipeline_spec_hash(implicit) == pipeline_spec_hash(template)  # not training-relevant

@@ -34,6 +34,12 @@ from perennial_runtime.contract import METADATA_FILE
 ANNOTATION_REPRODUCES = "perennial.dev/reproduces"
 
 
+def pipeline_spec_hash(pipeline: TrainingPipeline) -> str:
+    """The hash of the pipeline's training-relevant spec, defaults resolved: writing a
+    default out explicitly (or leaving it out) is not a change that retrains."""
+    return spec_hash(pipeline.spec.to_dict())
+
+
 def _timestamp(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -91,7 +97,6 @@ def build_run(
     """The TrainingRun a pipeline starts for ``new_run``."""
     pipeline = TrainingPipeline.model_validate(pipeline_body)
     snapshot = pipeline.spec.training_spec()
-    spec_dict = pipeline_body.get("spec") or {}
     name = new_run.name
     labels = {
         "app.kubernetes.io/managed-by": "perennial",
@@ -106,7 +111,7 @@ def build_run(
             "time": _timestamp(now),
         },
         "pipelineSpec": snapshot.to_dict(),
-        "specHash": spec_hash(spec_dict),
+        "specHash": pipeline_spec_hash(pipeline),
     }
     if champion is not None:
         spec["champion"] = champion.to_dict()
