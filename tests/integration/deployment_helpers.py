@@ -401,7 +401,9 @@ async def _operator(
     try:
         await operator_runner.start(registry=registry, watching=watching)
         yield Serving(Training(kube_api, emulator, operator_runner, controllers, manual), resolver)
+        problems = operator_runner.problems()
         await operator_runner.stop()
+        assert problems == [], f"kopf reported problems during the test: {problems}"
     finally:
         clock.reset()
         deployment_reconciler.set_tick(None)

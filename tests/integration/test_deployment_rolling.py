@@ -201,3 +201,28 @@ async def test_the_serving_deployment_is_restored_when_changed_by_hand(serving: 
 
     await serving.api.patch(MD, "iris", serving.namespace, {"spec": {"replicas": 3}})
     await wait_for(scaled_back, what="replicas follow spec.replicas")
+
+
+async def test_a_restarted_operator_finishes_the_rollout_in_progress(serving: Serving) -> None:
+    serving.namespace = "md-restart"
+    md = await serving.serve_first("iris", "iris")
+    await serving.new_champion("iris", "iris-00002")
+    await serving.wait_serving("iris-serving", "iris-00002")
+    await serving.wait_md("iris", lambda s: bool(s.get("rollout")), "rollout recorded")
+
+    await serving.training.runner.restart()  # the operator Pod restarts mid-rollout
+    await serving.ready("iris-serving")
+    done = await serving.wait_md(
+        "iris",
+        lambda s: (
+            (s.get("currentModel") or {}).get("run") == "iris-00002"
+            and s.get("phase") == "Available"
+        ),
+        "rollout finished after the restart",
+    )
+    assert done["status"]["currentModel"]["revision"] == 2
+    events = await serving.events(md)
+    assert events.count("RolloutStarted") == 2 and events.count("RolloutSucceeded") == 2
+    deployments = await serving.api.list("apps/v1/deployments", serving.namespace)
+    assert [d["metadata"]["name"] for d in deployments] == ["iris-serving"]
+    assert serving.training.runner.problems() == []

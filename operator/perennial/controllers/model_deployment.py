@@ -108,14 +108,19 @@ async def deployment_loop(
     name: str, namespace: str | None, stopped: kopf.DaemonStopped, memo: kopf.Memo, **_: Any
 ) -> None:
     shutdown = memo.get(SHUTDOWN)
-    while not stopped and not (isinstance(shutdown, threading.Event) and shutdown.is_set()):
-        try:
-            await asyncio.to_thread(loop_turn, namespace or "", name)
-        except Exception as exc:
-            # One failed turn is logged and counted; the next turn tries again.
-            metrics.RECONCILE_ERRORS.labels(KIND, "loop").inc()
-            logger.warning("loop of %s/%s failed: %s", namespace, name, exc)
-        await stopped.wait(tick_seconds())
+    try:
+        while not stopped and not (isinstance(shutdown, threading.Event) and shutdown.is_set()):
+            try:
+                await asyncio.to_thread(loop_turn, namespace or "", name)
+            except Exception as exc:
+                # One failed turn is logged and counted; the next turn tries again.
+                metrics.RECONCILE_ERRORS.labels(KIND, "loop").inc()
+                logger.warning("loop of %s/%s failed: %s", namespace, name, exc)
+            await stopped.wait(tick_seconds())
+    except asyncio.CancelledError:
+        # The operator exits (kopf cancels daemons at once): nothing is left half-done, every
+        # turn is idempotent and the next operator resumes from the status.
+        logger.debug("loop of %s/%s cancelled", namespace, name)
 
 
 # kopf hands an index to handlers as the keyword argument named by its id.

@@ -302,3 +302,53 @@ def test_analysis_is_due_only_after_the_pause_with_ready_canary_pods() -> None:
     not_ready = serving(V2, 1, ready_replicas=0)
     assert not analysis_due(canary(), canary=not_ready, now=at(60), **kw)  # type: ignore[arg-type]
     assert not analysis_due(canary(promoted=True), canary=ready, now=at(60), **kw)  # type: ignore[arg-type]
+
+
+# --- steady states and progress messages ---------------------------------------------------
+
+
+def test_steady_state_waits_for_replicas_then_serves() -> None:
+    none_ready = plan(
+        desired=V1,
+        current=V1,
+        rollout=None,
+        strategy=ROLLING,
+        replicas=2,
+        stable=serving(V1, 2, ready_replicas=0),
+        now=T0,
+    )
+    assert none_ready.action is Action.NONE and none_ready.phase is Phase.PROGRESSING
+    assert none_ready.reason == "WaitingForReplicas" and "0/2" in none_ready.message
+    scaled_to_zero = plan(
+        desired=V1,
+        current=V1,
+        rollout=None,
+        strategy=ROLLING,
+        replicas=0,
+        stable=serving(V1, 0),
+        now=T0,
+    )
+    assert scaled_to_zero.phase is Phase.AVAILABLE
+
+
+def test_rolling_progress_message_waits_for_the_controller_first() -> None:
+    not_taken = plan(
+        desired=V2,
+        current=V1,
+        rollout=rolling(),
+        strategy=ROLLING,
+        replicas=4,
+        stable=serving(V2, generation=3, observed_generation=2),
+        now=at(1),
+    )
+    assert "waiting for the Deployment controller" in not_taken.message
+    halfway = plan(
+        desired=V2,
+        current=V1,
+        rollout=rolling(),
+        strategy=ROLLING,
+        replicas=4,
+        stable=serving(V2, updated_replicas=2, ready_replicas=3),
+        now=at(1),
+    )
+    assert "2/4 updated, 3/4 ready" in halfway.message
