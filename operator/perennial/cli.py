@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from perennial._version import __version__
 
@@ -72,8 +74,78 @@ def _build_parser() -> argparse.ArgumentParser:
     )
 
     sub.add_parser("version", help="print the version")
-    sub.add_parser("demo", help="run the local continuous-training demo")
+    _add_local(sub)
+    _add_demo(sub)
     return parser
+
+
+def _add_local(sub: Any) -> None:
+    local = sub.add_parser(
+        "local",
+        help="run the continuous-training loop on this machine, without a cluster",
+        description=(
+            "Run TrainingPipelines and ModelDeployments from their YAML with local processes: "
+            "trainers, model servers and a stable endpoint on a loopback port. A development "
+            "and evaluation tool; the operator is the production path. Editing a manifest "
+            "applies it; stop with Ctrl-C and start again with the same --state-dir to carry "
+            "on. See docs/local.md."
+        ),
+    )
+    local.add_argument(
+        "manifests", nargs="+", type=Path, metavar="MANIFEST", help="YAML file or directory"
+    )
+    local.add_argument(
+        "--state-dir",
+        type=Path,
+        default=Path(".perennial-local"),
+        help="where objects, runs, artifacts and logs are kept (default: %(default)s)",
+    )
+    local.add_argument(
+        "--port",
+        type=int,
+        default=8765,
+        help="port of the first deployment's stable endpoint, the next ones count up; "
+        "0 picks free ports (default: %(default)s)",
+    )
+    local.add_argument(
+        "--interval",
+        type=float,
+        default=2.0,
+        help="seconds between two passes of the controllers (default: %(default)s)",
+    )
+    local.add_argument("--verbose", action="store_true", help="debug logging")
+
+
+def _add_demo(sub: Any) -> None:
+    demo = sub.add_parser(
+        "demo",
+        help="run the local continuous-training demo",
+        description=(
+            "The whole loop on a drifting stream in a few minutes: train, serve, drift, "
+            "retrain, gates, rollout, rollback. Writes a summary and a PNG plot; exits 1 if "
+            "an expected outcome did not happen. See docs/local.md."
+        ),
+    )
+    demo.add_argument(
+        "--workdir",
+        type=Path,
+        default=Path(".perennial-demo"),
+        help="scratch directory, deleted and re-created (default: %(default)s)",
+    )
+    demo.add_argument(
+        "--port",
+        type=int,
+        default=8765,
+        help="port of the stable endpoint; 0 picks a free one (default: %(default)s)",
+    )
+    demo.add_argument(
+        "--speed",
+        type=float,
+        default=60.0,
+        help="how much faster than real time the demo's clock runs (default: %(default)s)",
+    )
+    demo.add_argument("--quick", action="store_true", help="a shorter stream")
+    demo.add_argument("--no-plot", action="store_true", help="skip the PNG")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -100,17 +172,65 @@ def main(argv: Sequence[str] | None = None) -> int:
         from perennial.rerun import rerun
 
         return rerun(args.run, namespace=args.namespace, name=args.name, dry_run=args.dry_run)
+    if args.command == "local":
+        return _local(args)
     if args.command == "demo":
-        print(
-            "perennial demo: not yet implemented (the local runner lands with the demo issue)",
-            file=sys.stderr,
-        )
-        return 2
+        return _demo(args)
     raise AssertionError(f"unhandled command {args.command}")  # pragma: no cover
 
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
+
+
+def _local(args: argparse.Namespace) -> int:
+    import logging
+
+    from perennial.local.manifests import ManifestError
+    from perennial.local.runner import Runner
+    from perennial.local.store import StateError
+
+    if args.interval <= 0:
+        print("perennial local: --interval must be a positive number of seconds", file=sys.stderr)
+        return 2
+    if not 0 <= args.port <= 65535:
+        print("perennial local: --port must be between 0 and 65535", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(message)s",
+    )
+    runner = Runner(args.manifests, args.state_dir, port=args.port)
+    try:
+        runner.start()
+    except (ManifestError, StateError) as exc:
+        print(f"perennial local: {exc}", file=sys.stderr)
+        return 2
+    try:
+        announced: set[str] = set()
+
+        def show_endpoints(current: Runner) -> None:
+            for (namespace, name), endpoint in current.ctx.endpoints.items():
+                if endpoint.url not in announced:
+                    announced.add(endpoint.url)
+                    logging.getLogger("perennial.local").info(
+                        "md/%s (namespace %s) serves at %s", name, namespace, endpoint.url
+                    )
+
+        runner.run_forever(interval=args.interval, on_tick=show_endpoints)
+    finally:
+        runner.close()
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from perennial.local.demo.scenario import DemoSettings, run_demo
+
+    settings = DemoSettings.quick(args.workdir) if args.quick else DemoSettings(args.workdir)
+    settings = replace(settings, port=args.port, speed=args.speed, plot=not args.no_plot)
+    result = run_demo(settings)
+    return 0 if result.passed else 1
 
 
 def run() -> None:

@@ -34,10 +34,19 @@ class ScaledClock:
         self.speed = speed
         self.start = start or datetime.now(UTC)
         self._origin = time.monotonic()
+        self._offset = 0.0
+        self._lock = threading.Lock()
 
     def now(self) -> datetime:
-        elapsed = (time.monotonic() - self._origin) * self.speed
+        with self._lock:
+            elapsed = (time.monotonic() - self._origin) * self.speed + self._offset
         return self.start + timedelta(seconds=elapsed)
+
+    def jump(self, seconds: float) -> datetime:
+        """Move the clock ``seconds`` ahead at once ("an hour later ...")."""
+        with self._lock:
+            self._offset += seconds
+        return self.now()
 
     def elapsed_seconds(self) -> float:
         return (self.now() - self.start).total_seconds()

@@ -35,6 +35,7 @@ class Context:
     listeners: list[Listener] = field(default_factory=list)
     endpoints: dict[tuple[str, str], StableEndpoint] = field(default_factory=dict)
     servings: dict[tuple[str, str], LocalServing] = field(default_factory=dict)
+    server_env: dict[str, str] = field(default_factory=dict)  # extra env of model servers
 
     def event(
         self, body: Mapping[str, Any], reason: str, message: str, type: str = "Normal"

@@ -33,7 +33,7 @@ from perennial.api.constants import (
 )
 from perennial.api.deployment import ModelDeploymentSpec
 from perennial.core import conditions as cond
-from perennial.core import rollout
+from perennial.core import deployment_status, model_source, rollout
 from perennial.core.analysis import (
     SnapshotError,
     analysis_sample,
@@ -42,12 +42,11 @@ from perennial.core.analysis import (
 )
 from perennial.core.deployment_status import (
     METRICS_AVAILABLE,
-    next_status,
     parse_time,
     read_state,
     with_monitoring,
 )
-from perennial.core.model_source import SourceModel, champion_source, desired_model, pinned_source
+from perennial.core.model_source import SourceModel, champion_source, pinned_source
 from perennial.core.rollout import (
     AnalysisLimits,
     CanaryStep,
@@ -134,6 +133,7 @@ def serving_of(
         namespace=namespace,
         name=name,
         drift_window=spec.monitoring.drift_window,
+        env=ctx.server_env,
     )
     ctx.endpoints[key] = endpoint
     ctx.servings[key] = serving
@@ -190,7 +190,7 @@ def reconcile_deployment(ctx: Context, namespace: str, name: str, *, port: int =
     now = ctx.clock.now()
     old = dict(md.get("status") or {})
     state = read_state(old)
-    desired = desired_model(
+    desired = model_source.desired_model(
         source=read_source(ctx, namespace, spec),
         rollback_to=spec.rollback_to,
         annotation=(meta.get("annotations") or {}).get(ROLLBACK_ANNOTATION),
@@ -225,7 +225,7 @@ def reconcile_deployment(ctx: Context, namespace: str, name: str, *, port: int =
         now=now,
         manual=desired.manual,
     )
-    update = next_status(
+    update = deployment_status.next_status(
         old=old,
         generation=meta.get("generation"),
         desired=desired,

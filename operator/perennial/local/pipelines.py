@@ -26,6 +26,7 @@ from perennial.api.constants import (
 from perennial.api.deployment import MonitoringSpec
 from perennial.api.pipeline import TrainingPipeline, TrainingPipelineStatus
 from perennial.core import pipeline_plan
+from perennial.core import schedule as schedules
 from perennial.core.conditions import set_condition, timestamp
 from perennial.core.job_state import parse_time
 from perennial.core.naming import run_name
@@ -38,7 +39,7 @@ from perennial.core.pipeline_plan import (
     summarize_run,
     watch_list,
 )
-from perennial.core.schedule import ScheduleDecision, ScheduleError, decide
+from perennial.core.schedule import ScheduleDecision, ScheduleError
 from perennial.core.spec_hash import spec_hash
 from perennial.core.triggers import DecaySignal, DriftSignal
 from perennial.k8s.builders.training_run import build_run, champion_ref
@@ -169,7 +170,7 @@ def reconcile_pipeline(ctx: Context, namespace: str, name: str) -> PipelinePlan 
     if spec.triggers.schedule is not None:
         created = pipeline.metadata.creation_timestamp or now
         try:
-            schedule = decide(
+            schedule = schedules.decide(
                 spec.triggers.schedule.cron,
                 now,
                 last_scheduled=pipeline.status.last_schedule_time,

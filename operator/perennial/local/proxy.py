@@ -18,6 +18,7 @@ from __future__ import annotations
 import http.client
 import json
 import logging
+import socket
 import threading
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -213,7 +214,7 @@ class StableEndpoint:
         if conn is None or fresh:
             if conn is not None:
                 conn.close()
-            conn = http.client.HTTPConnection(backend.host, backend.port, timeout=UPSTREAM_TIMEOUT)
+            conn = _NoDelayConnection(backend.host, backend.port, timeout=UPSTREAM_TIMEOUT)
             pool[backend.key] = conn
         return conn
 
@@ -235,10 +236,22 @@ class StableEndpoint:
         raise ConnectionError(f"model server {backend.key} unreachable: {last}")
 
 
+class _NoDelayConnection(http.client.HTTPConnection):
+    """Small requests and answers go out at once (no Nagle / delayed-ACK stalls)."""
+
+    def connect(self) -> None:
+        super().connect()
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
 class _ProxyHandler(BaseHTTPRequestHandler):
     proxy: StableEndpoint
     protocol_version = "HTTP/1.1"
     server_version = "perennial-local"
+
+    def setup(self) -> None:
+        super().setup()
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s %s", self.address_string(), format % args)

@@ -24,7 +24,7 @@ import logging
 import signal
 import threading
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -71,6 +71,7 @@ class Runner:
         clock: Clock | None = None,
         port: int = DEFAULT_PORT,
         listeners: Sequence[Listener] = (),
+        server_env: Mapping[str, str] | None = None,
     ) -> None:
         self.paths = [Path(p) for p in manifests]
         self.store = StateStore(Path(state_dir))
@@ -81,6 +82,7 @@ class Runner:
             clock=self.clock,
             jobs=LocalJobs(self.store, self.clock),
             listeners=list(listeners),
+            server_env=dict(server_env or {}),
         )
         self.manifests = Manifests()
         self._mtimes: dict[Path, float] = {}

@@ -18,8 +18,9 @@ from pydantic import ValidationError
 from perennial.api.constants import TRAINING_RUN
 from perennial.api.enums import RunPhase
 from perennial.api.run import TrainingRun
+from perennial.core import job_state, run_verdict
 from perennial.core.conditions import kstatus, timestamp
-from perennial.core.job_state import JobObservation, JobState, observe
+from perennial.core.job_state import JobObservation, JobState
 from perennial.core.naming import job_name
 from perennial.core.run_verdict import (
     GateConfig,
@@ -28,7 +29,6 @@ from perennial.core.run_verdict import (
     gate_status,
     parse_result,
     verdict_conditions,
-    verdict_from_result,
 )
 from perennial.k8s.builders.training_job import train_config
 from perennial.local.context import Context
@@ -98,7 +98,7 @@ def reconcile_run(ctx: Context, namespace: str, name: str) -> str | None:
             )
     ctx.jobs.sync(namespace, name)
     job, pods = ctx.jobs.observe(namespace, name)
-    seen = observe(job, pods)
+    seen = job_state.observe(job, pods)
     if seen.state in (JobState.PENDING, JobState.MISSING):
         _progress(ctx, body, RunPhase.PENDING, seen.reason, seen.message, now=now)
         return RunPhase.PENDING.value
@@ -133,9 +133,9 @@ def _judge(run: TrainingRun, seen: JobObservation) -> RunVerdict:
             return failure(
                 "ResultMissing", f"the trainer exited 0 but wrote no readable TrainResult{tail}"
             )
-        return verdict_from_result(result, config, had_champion=had_champion)
+        return run_verdict.verdict_from_result(result, config, had_champion=had_champion)
     if result is not None and result.status == "Failed":
-        return verdict_from_result(result, config, had_champion=had_champion)
+        return run_verdict.verdict_from_result(result, config, had_champion=had_champion)
     message = seen.message
     if seen.result_text and result is None:
         message = f"{message}; last output: {seen.result_text.strip()[-400:]}"

@@ -31,16 +31,18 @@ from __future__ import annotations
 import http.client
 import json
 import logging
+import os
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from perennial.core import workload as workloads
 from perennial.core.deployment_status import ref_from_wire, revision_to_wire
 from perennial.core.rollout import Layout, ModelRef, WorkloadState
-from perennial.core.workload import MODEL_SHA256_ANNOTATION, RUN_LABEL, workload_state
+from perennial.core.workload import MODEL_SHA256_ANNOTATION, RUN_LABEL
 from perennial.local import processes
 from perennial.local.proxy import Backend, StableEndpoint
 from perennial.local.store import StateStore, read_json, write_json
@@ -60,6 +62,7 @@ STARTING = "Starting"
 READY = "Ready"
 REFUSED = "Refused"  # final: the model will never serve (digest, trust policy, smoke test)
 CRASHED = "Crashed"  # the process exited; restarted after a back-off
+NOT_YET = "not ready yet"  # a smoke test that could not run yet (tried again next turn)
 
 
 @dataclass
@@ -120,6 +123,7 @@ class LocalServing:
         name: str,
         drift_window: int = 1000,
         log_level: str = "info",
+        env: Mapping[str, str] | None = None,
     ) -> None:
         self.store = store
         self.endpoint = endpoint
@@ -127,6 +131,7 @@ class LocalServing:
         self.name = name
         self.drift_window = max(drift_window, SERVER_MIN_DRIFT_WINDOW)
         self.log_level = log_level
+        self.env = {**os.environ, **env} if env else None
         self.folder = store.serving_dir(namespace, name)
         self.tracks: dict[str, TrackState] = {STABLE: TrackState(), CANARY: TrackState()}
         self.servers: list[Server] = []
@@ -316,6 +321,10 @@ class LocalServing:
             server.model.sha256,
             "--model-name",
             self.name,
+            # One process per server: its monitoring (drift window, feedback ids) then sees
+            # all of the server's traffic, as one worker per pod does in a cluster.
+            "--workers",
+            "1",
             "--drift-window",
             str(self.drift_window),
             "--log-level",
@@ -325,7 +334,7 @@ class LocalServing:
             "--host",
             "127.0.0.1",
         ]
-        server.popen = processes.spawn(args, self.log_path(server))
+        server.popen = processes.spawn(args, self.log_path(server), env=self.env)
         server.pid = server.popen.pid
         server.state = STARTING
         server.reason = None
@@ -365,7 +374,7 @@ class LocalServing:
             if problem is None:
                 server.state = READY
                 log.info("server %s ready; smoke test passed", server.key)
-            else:
+            elif not problem.startswith(NOT_YET):
                 self._refuse(server, problem)
         elif status == 503 and isinstance(body, dict) and body.get("state") == "failed":
             self._refuse(server, str(body.get("error") or "the server refused the model"))
@@ -422,7 +431,7 @@ class LocalServing:
                 "unavailableReplicas": 1 - min(ready, 1),
             },
         }
-        return workload_state(deployment, [_pod(s) for s in mine])
+        return workloads.workload_state(deployment, [_pod(s) for s in mine])
 
     def stable_workload(self) -> WorkloadState:
         return self.workload(STABLE) or WorkloadState(
@@ -496,7 +505,8 @@ def _post(port: int, path: str, payload: Any) -> tuple[int | None, Any]:
 
 
 def smoke_test(port: int, model: ModelRef) -> str | None:
-    """Send the model's stored sample rows to ``/predict``; None if the answers match."""
+    """Send the model's stored sample rows to ``/predict``; None if the answers match, a
+    reason starting with :data:`NOT_YET` if the server could not answer yet."""
     from perennial_runtime import artifacts
 
     try:
@@ -507,6 +517,8 @@ def smoke_test(port: int, model: ModelRef) -> str | None:
     if not sample.instances:
         return "smoke test: metadata.json holds no sample rows"
     status, body = _post(port, "/predict", {"instances": sample.instances})
+    if status is None or status == 503:
+        return f"{NOT_YET}: /predict answered {status}: {body}"
     if status != 200 or not isinstance(body, dict):
         return f"smoke test: /predict answered {status}: {body}"
     got = body.get("predictions")
