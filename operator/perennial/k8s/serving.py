@@ -44,11 +44,21 @@ PORT_NAME: Final = "http"
 RUNTIME_UID: Final = 65532  # the runtime image's non-root user (trainer-image/Dockerfile)
 TMP_SIZE_LIMIT: Final = "1Gi"
 REVISION_HISTORY_LIMIT: Final = 3
+MAX_LABEL_VALUE: Final = 63
 READY_PATH: Final = "/v2/health/ready"
 LIVE_PATH: Final = "/v2/health/live"
 # The server's smallest --drift-window (perennial_runtime.drift.MIN_DRIFT_SAMPLES; not
 # imported: that module needs numpy, which the operator image does not ship).
 SERVER_MIN_DRIFT_WINDOW: Final = 100
+
+
+def label_value(text: str) -> str:
+    """``text`` as a label value (at most 63 characters: a long run name keeps its start
+    and gets a digest of the whole)."""
+    if len(text) <= MAX_LABEL_VALUE:
+        return text
+    digest = hashlib.sha256(text.encode()).hexdigest()[:8]
+    return f"{text[: MAX_LABEL_VALUE - 9].rstrip('-.')}-{digest}"
 
 
 def selector_labels(deployment: str) -> dict[str, str]:
@@ -122,12 +132,13 @@ def pod_template(
     labels = dict(spec.pod_labels or {})
     labels.update(common_labels(name))
     labels.update(track_labels(name, track))
-    labels[RUN_LABEL] = model.run
+    labels[RUN_LABEL] = label_value(model.run)
     annotations = dict(spec.pod_annotations or {})
     annotations.update(
         {
             MODEL_SHA256_ANNOTATION: model.sha256,
             MODEL_URI_ANNOTATION: model.model_uri,
+            RUN_LABEL: model.run,  # the full name (the label may be shortened)
             "kubectl.kubernetes.io/default-container": CONTAINER,
         }
     )

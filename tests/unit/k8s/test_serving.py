@@ -21,6 +21,7 @@ from perennial.k8s.serving import (
     build_service,
     deployment_patch,
     endpoint,
+    label_value,
     monitoring_path,
     object_patch,
 )
@@ -109,6 +110,7 @@ def test_deployment_runs_the_model_with_probes_and_rolling_update() -> None:
     }
     template = body["template"]
     assert template["metadata"]["annotations"]["perennial.dev/model-sha256"] == "b" * 64
+    assert template["metadata"]["annotations"]["perennial.dev/run"] == "iris-00002"
     assert template["metadata"]["labels"]["perennial.dev/run"] == "iris-00002"
     # Same selector label app + a track label; both are in the Pods' labels.
     assert body["selector"]["matchLabels"] == {
@@ -260,3 +262,14 @@ def test_service_patch_ignores_server_fields() -> None:
     assert object_patch(live, built) is None
     changed = build_service(MD, spec(port=9000))
     assert object_patch(live, changed) == {"spec": changed["spec"]}
+
+
+def test_a_long_run_name_becomes_a_valid_label_value() -> None:
+    long_run = "a-very-long-hand-made-training-run-name." + "x" * 60
+    model = ModelRef(long_run, "s3://m/model.skops", "d" * 64)
+    deployment = build_deployment(MD, spec(), model, track=STABLE, replicas=1)
+    valid(deployment)
+    value = deployment["spec"]["template"]["metadata"]["labels"]["perennial.dev/run"]
+    assert value == label_value(long_run) and len(value) <= 63
+    assert label_value("iris-00001") == "iris-00001"
+    assert label_value(long_run) != label_value(long_run + "y")
