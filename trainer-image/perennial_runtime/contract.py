@@ -186,6 +186,22 @@ class ChampionRef(Wire):
     metrics: dict[str, float] = Field(default_factory=dict)
 
 
+class OnnxConfig(Wire):
+    """Compiled inference: export the fitted pipeline to ``model.onnx`` (best effort).
+
+    The export is accepted only when onnxruntime reproduces the pipeline on the holdout:
+    at most ``label_mismatch_fraction`` of the labels differ (classification), every
+    probability is within ``probability_abs_diff`` (absolute), every regression value
+    within ``value_rel_diff`` x max(1, |value|). Otherwise only ``model.skops`` serves.
+    """
+
+    enabled: bool = True
+    label_mismatch_fraction: float = Field(default=0.0, ge=0, le=1)
+    # onnxruntime's tree kernels sum float32 leaf values: ~1e-6 off for 100 trees.
+    probability_abs_diff: float = Field(default=1e-5, ge=0)
+    value_rel_diff: float = Field(default=1e-5, ge=0)
+
+
 class TrainConfig(Wire):
     version: int = CONTRACT_VERSION
     run_name: str = Field(min_length=1)
@@ -199,6 +215,7 @@ class TrainConfig(Wire):
     artifact_uri: str = Field(min_length=1)
     image: str | None = None
     result_path: str = DEFAULT_RESULT_PATH
+    onnx: OnnxConfig = Field(default_factory=OnnxConfig)
 
 
 class ExitCode(IntEnum):
@@ -271,6 +288,28 @@ class FeatureImportance(Wire):
     importance: float
 
 
+class OnnxParity(Wire):
+    """onnxruntime vs scikit-learn on the same rows (the holdout)."""
+
+    rows: int
+    label_mismatches: int | None = None  # classification
+    max_abs_diff: float | None = None  # probabilities (classification) or values
+    max_rel_diff: float | None = None  # regression: |diff| / max(1, |value|)
+
+
+class OnnxExport(Wire):
+    """Whether ``model.onnx`` was written, why (not), and the parity figures."""
+
+    exported: bool
+    reason: str
+    parity: OnnxParity | None = None
+    seconds: float | None = None  # conversion and parity check
+    # Input tensor -> the features in its columns, in order (metadata.json only).
+    inputs: dict[str, list[str]] | None = None
+    missing_label: str | None = None  # stands for a missing value in the string input
+    tolerance: OnnxConfig | None = None  # metadata.json only
+
+
 class TrainResult(Wire):
     """Compact verdict-relevant result; must serialise to <= 4096 bytes."""
 
@@ -287,6 +326,7 @@ class TrainResult(Wire):
     data: DataReport | None = None
     feature_importance: list[FeatureImportance] = Field(default_factory=list)
     duration_seconds: float | None = None
+    onnx_export: OnnxExport | None = None
     truncated: bool = False
 
 
@@ -356,6 +396,7 @@ class ModelMetadata(Wire):
     image: str | None = None
     model: ModelFile
     onnx: ModelFile | None = None
+    onnx_export: OnnxExport | None = None
     sample: SampleSet
 
 
