@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from perennial_runtime.contract import (
     MODEL_FILE,
+    ONNX_FILE,
     ModelMetadata,
     Task,
     metric_higher_is_better,
@@ -17,6 +18,7 @@ def render(meta: ModelMetadata) -> str:
     lines += _data(meta)
     lines += _metrics(meta)
     lines += _features(meta)
+    lines += _compiled(meta)
     lines += _lineage(meta)
     return "\n".join(lines).rstrip() + "\n"
 
@@ -113,6 +115,44 @@ def _features(meta: ModelMetadata) -> list[str]:
     lines.append(
         "Input schema: " + ", ".join(f"{n} {kind}" for kind, n in sorted(kinds.items())) + "."
     )
+    lines.append("")
+    return lines
+
+
+def _compiled(meta: ModelMetadata) -> list[str]:
+    report = meta.onnx_export
+    if report is None:
+        return []
+    lines = ["## Compiled inference (ONNX)", ""]
+    if meta.onnx is not None and report.exported:
+        lines.append(
+            f"`{ONNX_FILE}` (sha256 `{meta.onnx.sha256}`, {meta.onnx.size} bytes) holds the same "
+            "pipeline for onnxruntime; the model server uses it when its sha256 verifies. "
+            f"Accepted: {report.reason}."
+        )
+    else:
+        lines.append(
+            f"No `{ONNX_FILE}`: {report.reason}. The server predicts with scikit-learn "
+            f"(`{MODEL_FILE}`)."
+        )
+    parity = report.parity
+    if parity is not None:
+        figures = [f"{parity.rows} rows"]
+        if parity.label_mismatches is not None:
+            figures.append(f"{parity.label_mismatches} label(s) differ")
+        if parity.max_abs_diff is not None:
+            figures.append(f"max absolute difference {parity.max_abs_diff:.3g}")
+        if parity.max_rel_diff is not None:
+            figures.append(f"max relative difference {parity.max_rel_diff:.3g}")
+        lines += ["", "Parity with scikit-learn on the holdout: " + ", ".join(figures) + "."]
+    tolerance = report.tolerance
+    if tolerance is not None:
+        lines += [
+            "",
+            f"Tolerance: labels {tolerance.label_mismatch_fraction:g} of the rows, "
+            f"probabilities {tolerance.probability_abs_diff:g} (absolute), values "
+            f"{tolerance.value_rel_diff:g} x max(1, |value|).",
+        ]
     lines.append("")
     return lines
 

@@ -3,10 +3,12 @@
 Steps: check the config (estimator and params), load the data, fetch the champion (model
 verified by sha256, and its metadata), validate the data (blocking), split a seeded
 holdout, fit the pipeline, score candidate and champion on the same holdout, compute
-permutation importance and reference statistics, write ``model.skops``, ``metadata.json``
-and ``MODEL_CARD.md`` to ``<artifactUri>/<run>/`` (overwriting: a retried Job writes the
-same folder), read the model back to check it loads and re-predicts its sample, and
-report. :func:`train` never raises for expected failures: the result says what failed.
+permutation importance and reference statistics, export ``model.onnx`` when onnxruntime
+reproduces the pipeline on the holdout (best effort, ``compiled.py``), write
+``model.skops``, ``model.onnx``, ``metadata.json`` and ``MODEL_CARD.md`` to
+``<artifactUri>/<run>/`` (overwriting: a retried Job writes the same folder), read the
+models back to check they load and re-predict their sample, and report. :func:`train`
+never raises for expected failures: the result says what failed.
 """
 
 from __future__ import annotations
@@ -29,12 +31,14 @@ import pandas as pd
 from pydantic import ValidationError
 
 from perennial_runtime import artifacts, data, drift, model_card, report
+from perennial_runtime.compiled import compile_checked, result_summary
 from perennial_runtime.contract import (
     DEFAULT_PRIMARY_METRIC,
     EXIT_CODE_FOR,
     METADATA_FILE,
     MODEL_CARD_FILE,
     MODEL_FILE,
+    ONNX_FILE,
     TRAIN_CONFIG_ENV,
     TRAIN_CONFIG_FILE_ENV,
     ArtifactRef,
@@ -74,6 +78,7 @@ from perennial_runtime.failures import (
     TrainingError,
 )
 from perennial_runtime.importance import top_features
+from perennial_runtime.onnx_layout import EMBEDDED_SHA256_ATTRIBUTE
 from perennial_runtime.preprocessing import (
     NUMERIC_TYPES,
     category_label,
@@ -227,9 +232,19 @@ def _train(config: TrainConfig, progress: _Progress) -> TrainResult:
         importance = []
     predictions = pipeline.predict(x_test)
     sample = _sample(x_test, predictions)
+    compiled = compile_checked(pipeline, features, task is Task.CLASSIFICATION, x_test, config.onnx)
 
     run_uri = artifacts.run_dir(config.artifact_uri, config.run_name)
     model_uri = artifacts.join_uri(run_uri, MODEL_FILE)
+    onnx_file: ModelFile | None = None
+    if compiled.data is not None:
+        onnx_file = ModelFile(
+            file=ONNX_FILE,
+            sha256=artifacts.sha256_hex(compiled.data),
+            size=len(compiled.data),
+        )
+        # model.skops carries model.onnx's sha256: verifying one file pins both.
+        setattr(pipeline, EMBEDDED_SHA256_ATTRIBUTE, onnx_file.sha256)
     model_bytes = artifacts.dump_model(pipeline)
     model_sha = artifacts.sha256_hex(model_bytes)
     meta = ModelMetadata(
@@ -257,10 +272,16 @@ def _train(config: TrainConfig, progress: _Progress) -> TrainResult:
         libraries=library_versions(),
         image=config.image or os.environ.get(IMAGE_ENV),
         model=ModelFile(file=MODEL_FILE, sha256=model_sha, size=len(model_bytes)),
+        onnx=onnx_file,
+        onnx_export=compiled.report,
         sample=sample,
     )
-    _write_artifacts(run_uri, model_uri, model_bytes, meta)
+    onnx_uri = artifacts.join_uri(run_uri, ONNX_FILE)
+    _write_artifacts(run_uri, model_uri, model_bytes, meta, (onnx_uri, compiled.data))
     _check_round_trip(model_uri, model_sha, meta)
+    if onnx_file is not None:
+        _check_onnx_round_trip(onnx_uri, onnx_file.sha256)
+        log.info("wrote %s (sha256 %s, %d bytes)", onnx_uri, onnx_file.sha256, onnx_file.size)
     log.info("wrote %s (sha256 %s, %d bytes)", model_uri, model_sha, len(model_bytes))
 
     return TrainResult(
@@ -281,10 +302,16 @@ def _train(config: TrainConfig, progress: _Progress) -> TrainResult:
         holdout_sha256=holdout_hash,
         holdout_rows=len(x_test),
         artifact=ArtifactRef(
-            uri=run_uri, model_uri=model_uri, sha256=model_sha, size=len(model_bytes)
+            uri=run_uri,
+            model_uri=model_uri,
+            sha256=model_sha,
+            size=len(model_bytes),
+            onnx_uri=onnx_uri if onnx_file is not None else None,
+            onnx_sha256=onnx_file.sha256 if onnx_file is not None else None,
         ),
         data=data_report,
         feature_importance=importance,
+        onnx_export=result_summary(compiled.report),
     )
 
 
@@ -407,16 +434,50 @@ def _sample(x_test: pd.DataFrame, predictions: Any) -> SampleSet:
     )
 
 
-def _write_artifacts(run_uri: str, model_uri: str, model: bytes, meta: ModelMetadata) -> None:
-    """Model, card, then metadata last: a folder with metadata.json is complete."""
+def _write_artifacts(
+    run_uri: str,
+    model_uri: str,
+    model: bytes,
+    meta: ModelMetadata,
+    onnx: tuple[str, bytes | None],
+) -> None:
+    """Models, card, then metadata last: a folder with metadata.json is complete.
+
+    A retried run without an ONNX export removes the ``model.onnx`` an earlier attempt
+    left, so the folder never holds a file its metadata does not describe.
+    """
+    onnx_uri, onnx_bytes = onnx
     try:
         artifacts.write_bytes(model_uri, model)
+        if onnx_bytes is not None:
+            artifacts.write_bytes(onnx_uri, onnx_bytes)
+        else:
+            _remove_if_present(onnx_uri)
         card = model_card.render(meta).encode("utf-8")
         artifacts.write_bytes(artifacts.join_uri(run_uri, MODEL_CARD_FILE), card)
         body = json.dumps(meta.to_dict(), indent=2, sort_keys=False).encode("utf-8")
         artifacts.write_bytes(artifacts.join_uri(run_uri, METADATA_FILE), body)
     except artifacts.ArtifactError as exc:
         raise ArtifactWriteError(str(exc)) from exc
+
+
+def _remove_if_present(uri: str) -> None:
+    import fsspec
+
+    try:
+        fs, path = fsspec.core.url_to_fs(uri, **artifacts.storage_options_for(uri))
+        if fs.exists(path):
+            fs.rm(path)
+    except Exception as exc:
+        raise artifacts.ArtifactError(f"cannot remove the stale artifact {uri}: {exc}") from exc
+
+
+def _check_onnx_round_trip(onnx_uri: str, sha256: str) -> None:
+    """The stored model.onnx reads back with the sha256 recorded for it."""
+    try:
+        artifacts.fetch_verified(onnx_uri, sha256)
+    except artifacts.ArtifactError as exc:
+        raise ArtifactWriteError(f"stored model.onnx does not read back: {exc}") from exc
 
 
 def _check_round_trip(model_uri: str, sha256: str, meta: ModelMetadata) -> None:

@@ -15,6 +15,9 @@ _DISTRIBUTIONS = {
     "scipy": "scipy",
     "skops": "skops",
     "pyarrow": "pyarrow",
+    "skl2onnx": "skl2onnx",
+    "onnx": "onnx",
+    "onnxruntime": "onnxruntime",
 }
 
 
