@@ -6,9 +6,10 @@ pinned run, with ``rollbackTo`` and the rollback annotation), the next rollout s
 (:func:`perennial.core.rollout.plan`, with the canary analysis of
 :func:`perennial.core.analysis.analysis_sample` when :func:`~perennial.core.rollout.
 analysis_due`), the whole new status and its events
-(:func:`perennial.core.deployment_status.next_status`), and the serving layout
-(:func:`perennial.core.rollout.layout`) carried out by local server processes
-(:mod:`perennial.local.serving`) behind the deployment's stable endpoint.
+(:func:`perennial.core.deployment_status.next_status`), and the serving layout it
+computes (:func:`perennial.core.rollout.layout`), carried out by local server processes
+(:mod:`perennial.local.serving`) behind the deployment's stable endpoint. The rollout
+strategy comes from the operator's own ``strategy_of``.
 
 Monitoring: every ``scrapeIntervalSeconds`` (on the runner's clock) the endpoint's
 ``/v2/models/{name}/monitoring`` goes into ``status.monitoring``
@@ -32,6 +33,7 @@ from perennial.api.constants import (
     TRAINING_RUN,
 )
 from perennial.api.deployment import ModelDeploymentSpec
+from perennial.controllers.deployment_reconciler import strategy_of
 from perennial.core import conditions as cond
 from perennial.core import deployment_status, model_source, rollout
 from perennial.core.analysis import (
@@ -47,12 +49,7 @@ from perennial.core.deployment_status import (
     with_monitoring,
 )
 from perennial.core.model_source import SourceModel, champion_source, pinned_source
-from perennial.core.rollout import (
-    AnalysisLimits,
-    CanaryStep,
-    RolloutState,
-    Strategy,
-)
+from perennial.core.rollout import RolloutState, Strategy
 from perennial.k8s.serving import monitoring_path
 from perennial.local.context import Context
 from perennial.local.proxy import StableEndpoint
@@ -68,26 +65,6 @@ Body = dict[str, Any]
 LOCAL_REPLICAS = 1
 SCRAPE_TIMEOUT_SECONDS = 5.0
 ENDPOINT_FILE = "endpoint.json"
-
-
-def strategy_of(spec: ModelDeploymentSpec) -> Strategy:
-    """The rollout core's Strategy for a ModelDeployment spec."""
-    canary = spec.strategy.canary
-    return Strategy(
-        type=spec.strategy.type.value,
-        steps=tuple(CanaryStep(s.weight, s.pause_seconds) for s in canary.steps) if canary else (),
-        analysis=AnalysisLimits(
-            max_error_rate=canary.analysis.max_error_rate,
-            max_p99_latency_ms=canary.analysis.max_p99_latency_ms,
-            max_prediction_shift=canary.analysis.max_prediction_shift,
-            min_requests=canary.analysis.min_requests,
-        )
-        if canary
-        else AnalysisLimits(),
-        progress_deadline_seconds=spec.progress_deadline_seconds,
-        automatic_rollback=spec.rollback.automatic,
-        rollback_on_analysis_failure=spec.rollback.on_analysis_failure,
-    )
 
 
 def read_source(ctx: Context, namespace: str, spec: ModelDeploymentSpec) -> SourceModel:
@@ -234,18 +211,12 @@ def reconcile_deployment(ctx: Context, namespace: str, name: str, *, port: int =
         canary=canary,
         history_limit=spec.revision_history_limit,
         endpoint=serving.endpoint.url,
-        canary_weights=[s.weight for s in strategy.steps],
+        strategy=strategy,
+        replicas=LOCAL_REPLICAS,
         now=now,
     )
-    serving.apply(
-        rollout.layout(
-            current=update.current,
-            rollout=update.rollout,
-            strategy=strategy,
-            replicas=LOCAL_REPLICAS,
-        ),
-        canary_weight(update.rollout, strategy),
-    )
+    assert update.layout is not None
+    serving.apply(update.layout, canary_weight(update.rollout, strategy))
     serving.sync()
     if update.status != old:
         ctx.store.save({**md, "status": update.status})

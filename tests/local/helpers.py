@@ -1,0 +1,83 @@
+"""Helpers for the local runner's tests: manifests on disk, waiting on state files."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+PIPELINE_YAML = """\
+apiVersion: perennial.dev/v1alpha1
+kind: TrainingPipeline
+metadata:
+  name: {name}
+spec:
+  data:
+    uri: sklearn://breast_cancer
+    target: target
+  model:
+    task: classification
+    estimator: LogisticRegression
+    params: {{max_iter: 300}}
+  evaluation: {{testSize: 0.25, seed: 3}}
+  gates:
+    metrics:
+      - metric: accuracy
+        threshold: 0.9
+  triggers:
+{triggers}
+  concurrencyPolicy: {policy}
+  artifacts:
+    uri: file:///artifacts/{name}
+    volume: {{claimName: models, mountPath: /artifacts}}
+"""
+
+DEPLOYMENT_YAML = """\
+---
+apiVersion: perennial.dev/v1alpha1
+kind: ModelDeployment
+metadata:
+  name: {name}
+spec:
+  source:
+    pipelineRef: {{name: {name}}}
+  progressDeadlineSeconds: 600
+  monitoring: {{scrapeIntervalSeconds: 10, driftWindow: 100, minSamples: 50}}
+"""
+
+
+def write_manifests(
+    folder: Path,
+    name: str = "bc",
+    *,
+    deployment: bool = True,
+    triggers: str = "    onSpecChange: true",
+    policy: str = "Forbid",
+) -> Path:
+    path = folder / f"{name}.yaml"
+    text = PIPELINE_YAML.format(name=name, triggers=triggers, policy=policy)
+    if deployment:
+        text += DEPLOYMENT_YAML.format(name=name)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def read_object(state: Path, plural: str, name: str, namespace: str = "default") -> Any:
+    path = state / "objects" / plural / namespace / f"{name}.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def wait_for(what: str, done: Callable[[], Any], timeout: float = 60.0, step: float = 0.2) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = done()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(step)
