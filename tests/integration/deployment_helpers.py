@@ -309,7 +309,7 @@ class Serving:
             body = await self.api.get(TP, pipeline, self.namespace)
             return bool(((body.get("status") or {}).get("champion") or {}).get("run") == run)
 
-        await wait_for(blessed, timeout=5, interval=POLL, what=f"{run} champion of {pipeline}")
+        await wait_for(blessed, timeout=10, interval=POLL, what=f"{run} champion of {pipeline}")
 
     # --- serving side ----------------------------------------------------------------------
 
@@ -322,7 +322,7 @@ class Serving:
         return body
 
     async def wait_md(
-        self, name: str, check: Callable[[dict[str, Any]], bool], what: str, timeout: float = 5
+        self, name: str, check: Callable[[dict[str, Any]], bool], what: str, timeout: float = 10
     ) -> dict[str, Any]:
         async def reached() -> dict[str, Any] | None:
             body = await self.md(name)
@@ -331,7 +331,7 @@ class Serving:
         found: dict[str, Any] = await wait_for(reached, timeout=timeout, interval=POLL, what=what)
         return found
 
-    async def wait_phase(self, name: str, phase: str, timeout: float = 5) -> dict[str, Any]:
+    async def wait_phase(self, name: str, phase: str, timeout: float = 10) -> dict[str, Any]:
         return await self.wait_md(
             name, lambda s: s.get("phase") == phase, f"md {name} in phase {phase}", timeout
         )
@@ -341,7 +341,7 @@ class Serving:
         return found
 
     async def wait_serving(
-        self, deployment: str, run: str, replicas: int | None = None, timeout: float = 5
+        self, deployment: str, run: str, replicas: int | None = None, timeout: float = 10
     ) -> dict[str, Any]:
         """Wait until Deployment ``deployment`` runs ``run`` (with ``replicas``)."""
 
