@@ -10,6 +10,9 @@ The server tests use it to get models to serve::
         run = trained_run("wine", estimator="LogisticRegression", params={"max_iter": 500})
         run.model_uri, run.sha256, run.run_dir, run.metadata.sample
 
+``mixed_run`` is a LogisticRegression trained on a table with numeric, integer,
+categorical and boolean columns and missing values (``mixed_frame``).
+
 ``make_train_config`` and ``champion_block`` hand out the config helpers below (test
 modules cannot import this conftest under ``--import-mode=importlib``).
 """
@@ -166,6 +169,61 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TrainedRun
         return cache[key]
 
     yield factory
+
+
+def mixed_frame(rows: int = 400, seed: int = 0) -> Any:
+    """Numeric, integer, categorical (one rare category) and boolean columns, with gaps."""
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    color = rng.choice(["red", "green", "blue", "violet"], size=rows, p=[0.4, 0.3, 0.28, 0.02])
+    flag = rng.choice([True, False], size=rows)
+    x1 = rng.normal(size=rows)
+    x2 = rng.integers(0, 10, size=rows)
+    score = x1 + 0.2 * x2 + (color == "red") * 1.0 - flag * 0.8
+    frame = pd.DataFrame(
+        {
+            "x1": x1,
+            "x2": x2,
+            "color": color,
+            "flag": flag,
+            "label": np.where(score > np.median(score), "yes", "no"),
+        }
+    )
+    frame.loc[::17, "x1"] = np.nan
+    frame.loc[::23, "color"] = None
+    return frame
+
+
+MIXED_COLUMNS: list[dict[str, Any]] = [
+    {"name": "x1", "type": "numeric"},
+    {"name": "x2", "type": "integer", "nullable": False},
+    {"name": "color", "type": "categorical"},
+    {"name": "flag", "type": "boolean"},
+]
+
+
+@pytest.fixture(scope="session")
+def mixed_run(tmp_path_factory: pytest.TempPathFactory) -> TrainedRun:
+    """A real training run on :func:`mixed_frame` (LogisticRegression, run name ``mixed``)."""
+    from perennial_runtime.trainer import train
+
+    root = tmp_path_factory.mktemp("mixed")
+    mixed_frame().to_csv(root / "mixed.csv", index=False)
+    config = make_config(
+        run_name="mixed",
+        artifact_uri=(root / "artifacts").as_uri(),
+        data_uri=str(root / "mixed.csv"),
+        target="label",
+        estimator="LogisticRegression",
+        params={},
+        columns=MIXED_COLUMNS,
+        result_path=str(root / "result.json"),
+    )
+    result = train(config)
+    assert result.status == "Succeeded", f"{result.reason}: {result.message}"
+    return TrainedRun(config=config, result=result, run_dir=root / "artifacts" / "mixed")
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -19,11 +18,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sklearn.datasets import load_breast_cancer, load_diabetes
 
-from perennial_runtime.contract import MonitoringSnapshot, TrainConfig
+from perennial_runtime.contract import MonitoringSnapshot
 from perennial_runtime.drift import MIN_DRIFT_SAMPLES
 from perennial_runtime.serve.config import ServeConfig
 from perennial_runtime.serve.embedded import EmbeddedServer
-from perennial_runtime.trainer import train
 
 LOGISTIC = {"estimator": "LogisticRegression", "params": {"max_iter": 1000}}
 
@@ -92,7 +90,8 @@ def test_server_and_model_metadata(cancer: httpx.Client, cancer_run: Any) -> Non
         {"name": "predict_proba", "datatype": "FP64", "shape": [-1, 2]},
     ]
     assert meta["parameters"]["sha256"] == cancer_run.sha256
-    assert meta["parameters"]["predictor"] == "numpy"  # the verified fast path
+    assert meta["parameters"]["backend"] == "numpy"  # linear: the verified fast path
+    assert "linear pipeline compiled to numpy" in meta["parameters"]["backend_reason"]
     versioned = cancer.get(f"/v2/models/{name}/versions/{name}").json()
     assert versioned == meta
 
@@ -321,8 +320,7 @@ def test_metrics_move(cancer: httpx.Client, cancer_run: Any) -> None:
                     "model": cancer_run.metadata.run,
                     "run": cancer_run.metadata.run,
                     "sha256": cancer_run.sha256,
-                    "backend": "sklearn",
-                    "predictor": "numpy",
+                    "backend": "numpy",
                 }.items()
             )
         ),
@@ -462,7 +460,7 @@ def test_regression_model(trained_run: Any) -> None:
         with httpx.Client(base_url=server.url, timeout=10) as client:
             meta = client.get(f"/v2/models/{run.metadata.run}").json()
             assert [o["name"] for o in meta["outputs"]] == ["predict"]
-            assert meta["parameters"]["predictor"] == "numpy"
+            assert meta["parameters"]["backend"] == "numpy"
             sample = run.metadata.sample
             body = {"instances": sample.instances}
             predicted = client.post("/predict", json=body).json()
@@ -502,57 +500,6 @@ def test_regression_model(trained_run: Any) -> None:
 # --- categorical and boolean features -------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def mixed_run(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    """A real training run on a table with numeric, integer, categorical, boolean columns."""
-    root = tmp_path_factory.mktemp("mixed")
-    rng = np.random.default_rng(0)
-    n = 400
-    color = rng.choice(["red", "green", "blue", "violet"], size=n, p=[0.4, 0.3, 0.28, 0.02])
-    flag = rng.choice([True, False], size=n)
-    x1 = rng.normal(size=n)
-    x2 = rng.integers(0, 10, size=n)
-    score = x1 + 0.2 * x2 + (color == "red") * 1.0 - flag * 0.8
-    frame = pd.DataFrame(
-        {
-            "x1": x1,
-            "x2": x2,
-            "color": color,
-            "flag": flag,
-            "label": np.where(score > np.median(score), "yes", "no"),
-        }
-    )
-    frame.loc[::17, "x1"] = np.nan
-    frame.loc[::23, "color"] = None
-    frame.to_csv(root / "mixed.csv", index=False)
-    config = TrainConfig.model_validate(
-        {
-            "runName": "mixed",
-            "data": {
-                "uri": str(root / "mixed.csv"),
-                "target": "label",
-                "columns": [
-                    {"name": "x1", "type": "numeric"},
-                    {"name": "x2", "type": "integer", "nullable": False},
-                    {"name": "color", "type": "categorical"},
-                    {"name": "flag", "type": "boolean"},
-                ],
-            },
-            "model": {"task": "classification", "estimator": "LogisticRegression"},
-            "artifactUri": (root / "artifacts").as_uri(),
-            "resultPath": str(root / "result.json"),
-        }
-    )
-    result = train(config)
-    assert result.status == "Succeeded", result.message
-    artifact = result.artifact
-    assert artifact is not None
-
-    return SimpleNamespace(
-        model_uri=artifact.model_uri, sha256=artifact.sha256, run_dir=root / "artifacts" / "mixed"
-    )
-
-
 def test_categorical_and_boolean_features(mixed_run: Any) -> None:
     server = serve(config_for(mixed_run))
     try:
@@ -564,7 +511,7 @@ def test_categorical_and_boolean_features(mixed_run: Any) -> None:
                 ("color", "BYTES"),
                 ("flag", "BOOL"),
             ]
-            assert meta["parameters"]["predictor"] == "numpy"
+            assert meta["parameters"]["backend"] == "numpy"
             assert meta["outputs"][0]["datatype"] == "BYTES"
             rows = [
                 [0.5, 3, "red", True],

@@ -2,7 +2,7 @@
 
 A plain ASGI callable (no framework: measured faster, see docs/serving.md). It answers
 liveness at once, loads the model in a background thread (``model.load``: verify, parse,
-compile, smoke-test) and reports ready only when that succeeded. A model that fails
+choose the backend, smoke-test) and reports ready only when that succeeded. A model that fails
 verification or its smoke test is never served: readiness stays 503 with the reason, and
 the process stays up so ``kubectl logs`` and the readiness body show why. Storage errors
 are retried with backoff.
@@ -160,13 +160,14 @@ class ServingApp:
         self.monitor.status = "ready"
         self.reason = ""
         log.info(
-            "model %r (run %s, sha256 %s, %d features, predictor %s) ready in %.2fs; "
+            "model %r (run %s, sha256 %s, %d features, backend %s: %s) ready in %.2fs; "
             "smoke test passed on %d sample rows",
             served.name,
             served.version,
             served.sha256,
             served.schema.width,
-            served.predictor.kind,
+            served.backend,
+            served.backend_reason,
             served.load_seconds,
             len(served.metadata.sample.instances),
         )

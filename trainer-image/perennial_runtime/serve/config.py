@@ -12,12 +12,52 @@ from perennial_runtime.drift import MIN_DRIFT_SAMPLES
 
 MODEL_URI_ENV = "PERENNIAL_MODEL_URI"
 SHA256_ENV = "PERENNIAL_MODEL_SHA256"
+ONNX_SHA256_ENV = "PERENNIAL_ONNX_SHA256"
+BACKEND_ENV = "PERENNIAL_SERVE_BACKEND"
+# auto: numpy for linear pipelines, else onnxruntime when a verified, parity-checked
+# model.onnx exists, else numpy preprocessing + the estimator, else the pipeline.
+BACKENDS = ("auto", "numpy", "onnxruntime", "sklearn")
 MODEL_NAME_ENV = "PERENNIAL_MODEL_NAME"
 # How the parent process hands the parsed config to uvicorn's worker processes.
 CONFIG_JSON_ENV = "PERENNIAL_SERVE_CONFIG_JSON"
 
 _SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
 _TRUE = {"1", "true", "yes", "on"}
+
+
+def available_cores() -> int:
+    """Cores this process may use: its CPU affinity, capped by a cgroup CPU quota (a pod's
+    CPU limit), rounded up; at least 1."""
+    import math
+    import os
+
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    quota = _cgroup_cpu_quota()
+    if quota is not None:
+        cores = min(cores, math.ceil(quota))
+    return max(1, cores)
+
+
+def _cgroup_cpu_quota() -> float | None:
+    """CPUs allowed by the cgroup (v2 ``cpu.max``, v1 ``cpu.cfs_quota_us``); None: no limit."""
+    from pathlib import Path
+
+    try:
+        text = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        if len(text) == 2 and text[0] != "max":
+            return int(text[0]) / int(text[1])
+        return None
+    except (OSError, ValueError):
+        pass
+    try:
+        quota = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").read_text())
+        period = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us").read_text())
+    except (OSError, ValueError):
+        return None
+    return quota / period if quota > 0 and period > 0 else None
 
 
 class ConfigError(Exception):
@@ -29,6 +69,8 @@ class ServeConfig:
     model_uri: str
     sha256: str | None  # None only with insecure_skip_verify
     insecure_skip_verify: bool = False
+    onnx_sha256: str | None = None  # else the sha256 the verified model.skops records
+    backend: str = "auto"
     model_name: str | None = None
     host: str = "0.0.0.0"
     port: int = 8080
@@ -52,7 +94,13 @@ class ServeConfig:
 # flag, env var, type, default, help
 _INT_OPTIONS: tuple[tuple[str, str, int, int, str], ...] = (
     ("--port", "PERENNIAL_SERVE_PORT", 8080, 1, "TCP port"),
-    ("--workers", "PERENNIAL_SERVE_WORKERS", 1, 1, "server processes (each loads the model)"),
+    (
+        "--workers",
+        "PERENNIAL_SERVE_WORKERS",
+        0,
+        0,
+        "server processes, each loading the model; 0: one per available core",
+    ),
     ("--max-body-bytes", "PERENNIAL_MAX_BODY_BYTES", 1 << 20, 1, "larger bodies get 413"),
     ("--max-rows", "PERENNIAL_MAX_ROWS", 10_000, 1, "rows per request; more get 413"),
     (
@@ -98,6 +146,17 @@ def _parser() -> argparse.ArgumentParser:
         "metadata.json); env PERENNIAL_INSECURE_SKIP_VERIFY=true",
     )
     parser.add_argument(
+        "--onnx-sha256",
+        help=f"expected sha256 of model.onnx (env {ONNX_SHA256_ENV}; default: the sha256 "
+        "recorded inside the verified model.skops)",
+    )
+    parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        help=f"prediction backend (env {BACKEND_ENV}; default auto: the fastest one that "
+        "reproduces the pipeline, see docs/serving.md)",
+    )
+    parser.add_argument(
         "--model-name", help=f"model name in V2 URLs (env {MODEL_NAME_ENV}; default: the run)"
     )
     parser.add_argument("--host", help="listen address (env PERENNIAL_SERVE_HOST; 0.0.0.0)")
@@ -141,6 +200,12 @@ def parse_args(argv: Sequence[str], env: Mapping[str, str]) -> ServeConfig:
         )
     if sha256 is not None and not _SHA256.match(sha256):
         raise ConfigError(f"--sha256 must be 64 hex characters, got {sha256!r}")
+    onnx_sha256 = args.onnx_sha256 or env.get(ONNX_SHA256_ENV) or None
+    if onnx_sha256 is not None and not _SHA256.match(onnx_sha256):
+        raise ConfigError(f"--onnx-sha256 must be 64 hex characters, got {onnx_sha256!r}")
+    backend = args.backend or env.get(BACKEND_ENV, "auto").strip().lower() or "auto"
+    if backend not in BACKENDS:
+        raise ConfigError(f"{BACKEND_ENV} must be one of {', '.join(BACKENDS)}, got {backend!r}")
 
     ints: dict[str, int] = {}
     for flag, env_name, default, minimum, _ in _INT_OPTIONS:
@@ -156,6 +221,8 @@ def parse_args(argv: Sequence[str], env: Mapping[str, str]) -> ServeConfig:
         if value < minimum:
             raise ConfigError(f"{flag} must be at least {minimum}, got {value}")
         ints[key] = value
+    if ints["workers"] == 0:
+        ints["workers"] = available_cores()
     if ints["port"] > 65535:
         raise ConfigError(f"--port must be at most 65535, got {ints['port']}")
 
@@ -170,6 +237,8 @@ def parse_args(argv: Sequence[str], env: Mapping[str, str]) -> ServeConfig:
         model_uri=model_uri,
         sha256=sha256.lower() if sha256 else None,
         insecure_skip_verify=bool(skip),
+        onnx_sha256=onnx_sha256.lower() if onnx_sha256 else None,
+        backend=backend,
         model_name=args.model_name or env.get(MODEL_NAME_ENV) or None,
         host=args.host or env.get("PERENNIAL_SERVE_HOST") or "0.0.0.0",
         log_level=log_level,

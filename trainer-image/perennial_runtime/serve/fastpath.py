@@ -1,4 +1,4 @@
-"""Predictors: the fitted pipeline itself, or a verified numpy re-implementation of it.
+"""The numpy fast path: a verified numpy re-implementation of the fitted pipeline.
 
 scikit-learn validates its input on every call (feature names, dtypes, finiteness,
 array-API dispatch): with a pandas DataFrame the trainer's ColumnTransformer pipeline
@@ -14,9 +14,16 @@ the fitted attributes with plain numpy (identical operations, so identical float
 - final estimator: ``LogisticRegression`` and the linear regressors by their
   coefficients; any other estimator is called with the transformed numpy matrix.
 
-Anything else raises :class:`CompileError` and the server uses :class:`PipelinePredictor`.
+Anything else raises :class:`CompileError` (the server then uses onnxruntime or the
+pipeline, ``predictors.py``).
 A compiled predictor is only used after :func:`verify` found it equal to the pipeline on
 the model's sample rows plus synthetic rows drawn from the reference statistics.
+
+It is served only for fully compiled linear pipelines (:attr:`CompiledPredictor.linear`):
+there its ~5-13 us per single-row call beat onnxruntime's ~10-16 us (docs/serving.md,
+"Predictor measurements"); every other estimator is served by onnxruntime when the run
+has a verified ``model.onnx``, and through this path (numpy preprocessing, the estimator
+called on the matrix) only when it has not.
 """
 
 from __future__ import annotations
@@ -29,55 +36,14 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from perennial_runtime.contract import FeatureReference
+from perennial_runtime.serve.predictors import AnyArray, Predictor
 from perennial_runtime.serve.schema import Batch, FeatureSchema, FloatMatrix, ObjectMatrix
 
-AnyArray = npt.NDArray[Any]
-_UNSEEN = "\x00perennial-unseen-category"
+_UNSEEN = "\x00perennial-unseen-category"  # probes the fitted OneHotEncoder
 
 
 class CompileError(Exception):
     """The pipeline has a component the numpy path does not reproduce."""
-
-
-class Predictor(Protocol):
-    kind: str  # "numpy" or "sklearn"
-
-    def predict(self, batch: Batch, proba: bool) -> tuple[AnyArray, FloatMatrix | None]:
-        """Predictions ``(rows,)`` and, for classifiers when asked, probabilities."""
-        ...
-
-
-# --- the reference: the pipeline called as the trainer calls it ---------------------------
-
-
-class PipelinePredictor:
-    """Calls the fitted model on the DataFrame the trainer would have built.
-
-    For a Pipeline, the preprocessing runs once and the final estimator's ``predict`` and
-    ``predict_proba`` share its output.
-    """
-
-    kind = "sklearn"
-
-    def __init__(self, model: Any, schema: FeatureSchema) -> None:
-        self.model = model
-        self.schema = schema
-        steps = getattr(model, "steps", None)
-        if steps is not None and len(steps) > 1:
-            self._pre: Any = model[:-1]
-            self._final: Any = model[-1]
-        else:
-            self._pre = None
-            self._final = model
-
-    def predict(self, batch: Batch, proba: bool) -> tuple[AnyArray, FloatMatrix | None]:
-        x = self.schema.to_frame(batch)
-        if self._pre is not None:
-            x = self._pre.transform(x)
-        values = np.asarray(self._final.predict(x))
-        probabilities = np.asarray(self._final.predict_proba(x)) if proba else None
-        return values, probabilities
 
 
 def reference_predict(model: Any, schema: FeatureSchema, batch: Batch, proba: bool) -> Any:
@@ -386,14 +352,19 @@ def _head(estimator: Any) -> _Head:
     return _EstimatorHead(estimator)
 
 
+NUMPY = "numpy"
+
+
 class CompiledPredictor:
     """The pipeline's arithmetic on numpy arrays, without per-call validation."""
 
-    kind = "numpy"
+    kind = NUMPY
 
     def __init__(self, blocks: list[Any], head: _Head) -> None:
         self._blocks = blocks
         self._head = head
+        # Everything in numpy (no scikit-learn call per request): a linear estimator.
+        self.linear = isinstance(head, _LogisticHead | _LinearRegressionHead)
 
     def transform(self, batch: Batch) -> FloatMatrix:
         if len(self._blocks) == 1:
@@ -419,49 +390,6 @@ def compile_pipeline(model: Any, schema: FeatureSchema) -> CompiledPredictor:
 
 
 # --- verification ---------------------------------------------------------------------------
-
-
-def probe_batch(
-    schema: FeatureSchema,
-    references: dict[str, FeatureReference],
-    sample: Batch | None,
-    rows: int = 256,
-    seed: int = 0,
-) -> Batch:
-    """Synthetic rows around the reference bins (edges, midpoints, beyond, missing, unseen)."""
-    rng = np.random.default_rng(seed)
-    numeric, labels = schema.empty(rows)
-    for j, name in enumerate(schema.numeric_names):
-        candidates = _numeric_candidates(references.get(name), sample, j)
-        if schema.slot_of[name].nullable:
-            candidates.append(np.nan)
-        numeric[:, j] = rng.choice(np.asarray(candidates, dtype=np.float64), size=rows)
-    for j, name in enumerate(schema.label_names):
-        pool: list[str | None] = [_UNSEEN[1:]]
-        ref = references.get(name)
-        if ref is not None:
-            pool += list(ref.categories)
-        if sample is not None:
-            pool += [v for v in sample.labels[:, j] if v is not None]
-        if schema.slot_of[name].nullable:
-            pool.append(None)
-        picks = rng.integers(0, len(pool), size=rows)
-        labels[:, j] = [pool[k] for k in picks]
-    return Batch(rows, numeric, labels)
-
-
-def _numeric_candidates(ref: FeatureReference | None, sample: Batch | None, j: int) -> list[float]:
-    values: list[float] = []
-    if ref is not None and ref.edges:
-        edges = np.asarray(ref.edges, dtype=np.float64)
-        span = float(edges[-1] - edges[0]) or 1.0
-        values += list(edges)
-        values += list((edges[1:] + edges[:-1]) / 2)
-        values += [float(edges[0] - span), float(edges[-1] + span)]
-    if sample is not None:
-        column = sample.numeric[:, j]
-        values += [float(v) for v in column if not np.isnan(v)]
-    return values or [0.0, 1.0, -1.0]
 
 
 def verify(

@@ -1,11 +1,15 @@
-"""Load the served model: verify, parse, choose a predictor, smoke-test.
+"""Load the served model: verify, parse, choose a backend, smoke-test.
 
 Order matters: the model file's sha256 is checked (``artifacts.fetch_verified``) before a
 single byte of it is parsed, and ``metadata.json`` must describe that same file. Then the
-skops file is loaded under the trust policy, the numpy fast path is compiled and verified
-against the pipeline (else the pipeline itself serves), and the sample rows stored with the
-model must predict exactly what the trainer recorded. Any failure is a :class:`LoadError`
-with a message meant for ``kubectl logs`` and the readiness body.
+skops file is loaded under the trust policy. ``model.onnx``, when the run has one, is
+checked against the sha256 recorded inside the verified ``model.skops`` (or
+``--onnx-sha256``) before onnxruntime parses it; it serves only if it also reproduces
+the pipeline on the sample rows and synthetic probe rows (else the pipeline serves, and
+the reason is reported). Finally the sample rows stored with the model must predict what
+the trainer recorded. Any failure is a :class:`LoadError` with a message meant for
+``kubectl logs`` and the readiness body; a tampered ``model.onnx`` is one (the model is
+never served), exactly like a tampered ``model.skops``.
 """
 
 from __future__ import annotations
@@ -19,17 +23,32 @@ from typing import Any
 import numpy as np
 
 from perennial_runtime import artifacts
-from perennial_runtime.contract import METADATA_FILE, ModelMetadata, Task
+from perennial_runtime.contract import (
+    METADATA_FILE,
+    ONNX_FILE,
+    ModelMetadata,
+    OnnxConfig,
+    Task,
+)
+from perennial_runtime.onnx_layout import ARGMAX_CLASSIFIERS, EMBEDDED_SHA256_ATTRIBUTE
 from perennial_runtime.serve.config import ServeConfig
 from perennial_runtime.serve.errors import RequestError
 from perennial_runtime.serve.fastpath import (
-    AnyArray,
+    NUMPY,
+    CompiledPredictor,
     CompileError,
+    compile_pipeline,
+    verify,
+)
+from perennial_runtime.serve.predictors import (
+    ONNXRUNTIME,
+    SKLEARN,
+    AnyArray,
+    OnnxPredictor,
     PipelinePredictor,
     Predictor,
-    compile_pipeline,
+    disagreement,
     probe_batch,
-    verify,
 )
 from perennial_runtime.serve.schema import Batch, FeatureSchema, FloatMatrix
 
@@ -68,6 +87,13 @@ class ServedModel:
     predictor: Predictor
     classes: list[Any] | None  # JSON values, in the order of predict_proba's columns
     load_seconds: float
+    backend_reason: str = ""  # why this backend (a sentence)
+    onnx_sha256: str | None = None  # of the model.onnx being served
+    tolerance: OnnxConfig | None = None  # how far the backend may be from the pipeline
+
+    @property
+    def backend(self) -> str:
+        return self.predictor.kind
 
     @property
     def is_classifier(self) -> bool:
@@ -119,6 +145,7 @@ def load(config: ServeConfig) -> ServedModel:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # skops/sklearn version notes go to the log below
             model = artifacts.load_model(data)
+        onnx = fetch_onnx(config, metadata, model, run_uri)
     except (artifacts.ArtifactIntegrityError, artifacts.UntrustedModelError) as exc:
         raise LoadError(str(exc)) from exc
     except artifacts.ArtifactError as exc:  # reading failed: storage may come back
@@ -131,20 +158,81 @@ def load(config: ServeConfig) -> ServedModel:
 
     schema = FeatureSchema(metadata.features, max_rows=config.max_rows)
     classes = _check_model(model, metadata, schema)
-    predictor = choose_predictor(model, schema, metadata, classes is not None)
+    choice = choose_backend(
+        model, schema, metadata, classes is not None, onnx=onnx, wanted=config.backend
+    )
     served = ServedModel(
         name=config.model_name or metadata.run,
         version=metadata.run,
         sha256=metadata.model.sha256.lower(),
         metadata=metadata,
         schema=schema,
-        predictor=predictor,
+        predictor=choice.predictor,
         classes=classes,
         load_seconds=0.0,
+        backend_reason=choice.reason,
+        onnx_sha256=onnx.sha256
+        if onnx is not None and choice.predictor.kind == ONNXRUNTIME
+        else None,
+        tolerance=choice.tolerance,
     )
     smoke_test(served)
     elapsed = time.monotonic() - started
     return replace(served, load_seconds=elapsed)
+
+
+@dataclass(frozen=True)
+class OnnxFile:
+    """``model.onnx`` read and verified, or why it is not used (``data`` None)."""
+
+    data: bytes | None
+    sha256: str | None
+    reason: str
+
+
+def fetch_onnx(
+    config: ServeConfig, metadata: ModelMetadata, model: Any, run_uri: str
+) -> OnnxFile | None:
+    """The run's ``model.onnx``, verified before anything parses it.
+
+    None when the run has none. A file whose sha256 differs from the expected one raises
+    ``ArtifactIntegrityError`` (the model is refused); an expected sha256 that disagrees
+    with ``metadata.json`` raises :class:`LoadError`. Without any trustworthy expected
+    sha256 the file is not used (``data`` None, with the reason).
+    """
+    recorded = metadata.onnx
+    pinned = config.onnx_sha256.lower() if config.onnx_sha256 else None
+    embedded = getattr(model, EMBEDDED_SHA256_ATTRIBUTE, None)
+    embedded = embedded.lower() if isinstance(embedded, str) else None
+    if recorded is None:
+        if pinned is not None:
+            raise LoadError(
+                f"--onnx-sha256 was given but {METADATA_FILE} in {run_uri} records no "
+                f"{ONNX_FILE}; refusing to serve a run that is not the one expected"
+            )
+        return None
+    if pinned is not None and embedded is not None and pinned != embedded:
+        raise LoadError(
+            f"--onnx-sha256 {pinned} differs from the {ONNX_FILE} sha256 recorded in the "
+            f"verified model file ({embedded}); refusing to serve mismatched files"
+        )
+    expected = pinned or embedded
+    if expected is None and config.insecure_skip_verify:
+        expected = recorded.sha256.lower()
+    if expected is None:
+        return OnnxFile(
+            None,
+            None,
+            f"{ONNX_FILE} cannot be verified: the model file records no sha256 for it; "
+            "pass --onnx-sha256",
+        )
+    if recorded.sha256.lower() != expected:
+        raise LoadError(
+            f"{METADATA_FILE} in {run_uri} describes a different {ONNX_FILE} (sha256 "
+            f"{recorded.sha256}, expected {expected}); refusing to serve mismatched files"
+        )
+    data = artifacts.fetch_verified(artifacts.join_uri(run_uri, recorded.file), expected)
+    return OnnxFile(data, expected, "")
 
 
 def _note_versions(metadata: ModelMetadata) -> None:
@@ -184,21 +272,94 @@ def _check_model(model: Any, metadata: ModelMetadata, schema: FeatureSchema) -> 
     return classes
 
 
-def choose_predictor(
+@dataclass(frozen=True)
+class BackendChoice:
+    predictor: Predictor
+    reason: str
+    tolerance: OnnxConfig | None  # set for onnxruntime: how far it may be from the pipeline
+
+
+def choose_backend(
+    model: Any,
+    schema: FeatureSchema,
+    metadata: ModelMetadata,
+    classifier: bool,
+    *,
+    onnx: OnnxFile | None,
+    wanted: str = "auto",
+) -> BackendChoice:
+    """The fastest predictor that reproduces the pipeline (``wanted`` is ``--backend``).
+
+    ``auto``, in order: the numpy fast path for a fully compiled linear pipeline (faster
+    than onnxruntime there); onnxruntime when ``model.onnx`` is verified and matches the
+    pipeline; the numpy fast path with the estimator called by scikit-learn; the
+    pipeline. A forced ``numpy`` or ``onnxruntime`` that cannot serve the model refuses it
+    (:class:`LoadError`).
+    """
+    pipeline = PipelinePredictor(model, schema)
+    if wanted == SKLEARN:
+        return BackendChoice(pipeline, "--backend sklearn", None)
+    compiled, compile_problem = _numpy_predictor(model, schema, metadata, classifier)
+    if wanted == NUMPY:
+        if compiled is None:
+            raise LoadError(
+                f"--backend numpy, but the numpy fast path cannot serve: {compile_problem}"
+            )
+        return BackendChoice(compiled, "--backend numpy", None)
+    if wanted == "auto" and compiled is not None and compiled.linear:
+        return BackendChoice(
+            compiled,
+            "linear pipeline compiled to numpy and verified (faster than onnxruntime for "
+            "linear models)",
+            None,
+        )
+    report = metadata.onnx_export
+    tolerance = report.tolerance if report is not None and report.tolerance else OnnxConfig()
+    if onnx is None:
+        why = report.reason if report is not None else "the run predates compiled inference"
+        onnx_problem = f"no {ONNX_FILE}: {why}"
+    elif onnx.data is None:
+        onnx_problem = onnx.reason
+    else:
+        onnx_problem, predictor = _onnx_predictor(
+            onnx.data,
+            pipeline=pipeline,
+            schema=schema,
+            metadata=metadata,
+            classifier=classifier,
+            tolerance=tolerance,
+        )
+        if predictor is not None:
+            return BackendChoice(predictor, onnx_problem, tolerance)
+    if wanted == ONNXRUNTIME:
+        raise LoadError(
+            f"--backend onnxruntime, but onnxruntime cannot serve this model: {onnx_problem}"
+        )
+    if compiled is not None:
+        reason = (
+            f"preprocessing compiled to numpy, {type(model[-1]).__name__} called by "
+            f"scikit-learn ({onnx_problem})"
+        )
+        return BackendChoice(compiled, reason, None)
+    log.info("serving through the scikit-learn pipeline: %s; %s", onnx_problem, compile_problem)
+    return BackendChoice(pipeline, f"{onnx_problem}; numpy fast path: {compile_problem}", None)
+
+
+def _numpy_predictor(
     model: Any, schema: FeatureSchema, metadata: ModelMetadata, classifier: bool
-) -> Predictor:
-    """The verified numpy fast path when it reproduces the pipeline, else the pipeline."""
-    fallback = PipelinePredictor(model, schema)
+) -> tuple[CompiledPredictor | None, str]:
+    """The verified numpy fast path, or (None, why not)."""
     try:
         compiled = compile_pipeline(model, schema)
     except CompileError as exc:
-        log.info("numpy fast path not available (%s); serving through the pipeline", exc)
-        return fallback
+        return None, f"not compiled ({exc})"
     except Exception as exc:  # an unexpected fitted layout: the pipeline still works
         log.warning("numpy fast path failed to compile (%s: %s)", type(exc).__name__, exc)
-        return fallback
+        return None, f"failed to compile ({type(exc).__name__}: {exc})"
     try:
-        sample = schema.from_rows(metadata.sample.instances, "metadata.sample.instances")
+        sample: Batch | None = schema.from_rows(
+            metadata.sample.instances, "metadata.sample.instances"
+        )
     except RequestError:
         sample = None
     probes = probe_batch(schema, metadata.reference, sample)
@@ -209,12 +370,58 @@ def choose_predictor(
     except Exception as exc:
         problem = f"{type(exc).__name__}: {exc}"
     if problem is not None:
-        log.warning(
-            "numpy fast path disagrees with the pipeline (%s); serving through the pipeline",
-            problem,
+        log.warning("numpy fast path disagrees with the pipeline (%s)", problem)
+        return None, f"disagrees with the pipeline ({problem})"
+    return compiled, ""
+
+
+def _onnx_predictor(
+    data: bytes,
+    *,
+    pipeline: PipelinePredictor,
+    schema: FeatureSchema,
+    metadata: ModelMetadata,
+    classifier: bool,
+    tolerance: OnnxConfig,
+) -> tuple[str, OnnxPredictor | None]:
+    """(why, predictor): the predictor only when it matches the pipeline on probe rows."""
+    from perennial_runtime.onnx_model import OnnxModel, OnnxModelError
+
+    try:
+        argmax = (
+            np.asarray(getattr(pipeline.model, "classes_", []))
+            if metadata.estimator in ARGMAX_CLASSIFIERS and classifier
+            else None
         )
-        return fallback
-    return compiled
+        candidate = OnnxPredictor(
+            OnnxModel(data, len(schema.numeric_names), len(schema.label_names), classifier, argmax)
+        )
+    except OnnxModelError as exc:
+        return f"{ONNX_FILE} not used: {exc}", None
+    try:
+        sample: Batch | None = schema.from_rows(
+            metadata.sample.instances, "metadata.sample.instances"
+        )
+    except RequestError:
+        sample = None
+    probes = probe_batch(schema, metadata.reference, sample)
+    checked = probes.rows
+    try:
+        problem = disagreement(candidate, pipeline, probes, classifier, tolerance)
+        if problem is None and sample is not None:
+            checked += sample.rows
+            problem = disagreement(candidate, pipeline, sample, classifier, tolerance)
+    except Exception as exc:
+        problem = f"{type(exc).__name__}: {exc}"
+    if problem is not None:
+        log.warning(
+            "%s disagrees with the pipeline (%s); serving through scikit-learn", ONNX_FILE, problem
+        )
+        return f"{ONNX_FILE} disagrees with the pipeline at start-up: {problem}", None
+    return (
+        f"{ONNX_FILE} verified and equal to the pipeline on {checked} sample and probe rows",
+        candidate,
+    )
 
 
 def smoke_test(served: ServedModel) -> None:
@@ -238,14 +445,18 @@ def smoke_test(served: ServedModel) -> None:
     if served.is_classifier:
         bad = [i for i, (g, e) in enumerate(zip(got, expected, strict=True)) if g != e]
     else:
+        rtol, atol = REGRESSION_RTOL, REGRESSION_ATOL
+        if served.tolerance is not None:  # onnxruntime: within the parity tolerance
+            rtol = max(rtol, served.tolerance.value_rel_diff)
+            atol = max(atol, served.tolerance.value_rel_diff)
         close = np.isclose(
-            np.asarray(got, float),
-            np.asarray(expected, float),
-            rtol=REGRESSION_RTOL,
-            atol=REGRESSION_ATOL,
+            np.asarray(got, float), np.asarray(expected, float), rtol=rtol, atol=atol
         )
         bad = [int(i) for i in np.flatnonzero(~close)]
-    if bad:
+    allowed = 0
+    if served.tolerance is not None and served.is_classifier:
+        allowed = int(served.tolerance.label_mismatch_fraction * len(got))
+    if len(bad) > allowed:
         i = bad[0]
         raise LoadError(
             f"smoke test failed: {len(bad)} of {len(got)} sample rows differ from the "

@@ -409,7 +409,7 @@ class Monitor:
         return MonitoringSnapshot(
             model=model.name if model is not None else (self.config.model_name or ""),
             run=model.version if model is not None else None,
-            backend="sklearn",
+            backend=model.backend if model is not None else "",
             requests=self.requests,
             errors=self.errors,
             error_rate=(self.errors / self.requests) if self.requests else 0.0,
@@ -458,11 +458,9 @@ class _Collector:
         info = GaugeMetricFamily(
             "perennial_model_info",
             "The served model (always 1).",
-            labels=["model", "run", "sha256", "backend", "predictor"],
+            labels=["model", "run", "sha256", "backend"],
         )
-        info.add_metric(
-            [model.name, model.version, model.sha256, "sklearn", model.predictor.kind], 1
-        )
+        info.add_metric([model.name, model.version, model.sha256, model.backend], 1)
         yield info
         load = GaugeMetricFamily(
             "perennial_model_load_seconds", "Time to verify, load and smoke-test the model."

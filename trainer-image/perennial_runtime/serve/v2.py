@@ -88,9 +88,12 @@ def model_metadata(model: ServedModel) -> dict[str, Any]:
         "run": meta.run,
         "estimator": meta.estimator,
         "sha256": model.sha256,
-        "predictor": model.predictor.kind,
+        "backend": model.backend,
+        "backend_reason": model.backend_reason,
         "features": [f.name for f in meta.features],
     }
+    if model.onnx_sha256 is not None:
+        parameters["onnx_sha256"] = model.onnx_sha256
     if model.classes is not None:
         parameters["classes"] = model.classes
     if meta.pipeline:
