@@ -227,6 +227,12 @@ def _local(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from perennial.local.demo.scenario import DemoSettings, run_demo
 
+    if args.speed <= 0:
+        print("perennial demo: --speed must be a positive number", file=sys.stderr)
+        return 2
+    if not 0 <= args.port <= 65535:
+        print("perennial demo: --port must be between 0 and 65535", file=sys.stderr)
+        return 2
     settings = DemoSettings.quick(args.workdir) if args.quick else DemoSettings(args.workdir)
     settings = replace(settings, port=args.port, speed=args.speed, plot=not args.no_plot)
     result = run_demo(settings)
