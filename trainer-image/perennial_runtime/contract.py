@@ -31,6 +31,9 @@ MODEL_CARD_FILE = "MODEL_CARD.md"
 # PSI bands (conventional): < 0.1 stable, 0.1-0.25 moderate shift, >= 0.25 significant.
 PSI_WARN = 0.1
 PSI_ALERT = 0.25
+# Minimum number of observations before a drift score is meaningful (and so the
+# smallest drift window a server accepts).
+MIN_DRIFT_SAMPLES = 100
 
 
 class Task(StrEnum):

@@ -14,11 +14,16 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from perennial_runtime.contract import PSI_ALERT, PSI_WARN, FeatureReference
+from perennial_runtime import contract
+from perennial_runtime.contract import (
+    PSI_ALERT,
+    PSI_WARN,
+    FeatureReference,
+)
 
 DEFAULT_BINS = 10
-# Minimum number of observations before a drift score is meaningful.
-MIN_DRIFT_SAMPLES = 100
+# Defined in the contract, where the API (the smallest drift window) reads it too.
+MIN_DRIFT_SAMPLES = contract.MIN_DRIFT_SAMPLES
 _EPS = 1e-4
 
 

@@ -21,6 +21,7 @@ from perennial.api.common import (
 from perennial.api.constants import DEFAULT_SERVING_PORT
 from perennial.api.enums import DeploymentPhase, RolloutResult, RolloutStrategyType
 from perennial.api.training import ArtifactVolume
+from perennial_runtime.contract import MIN_DRIFT_SAMPLES
 
 MAX_CANARY_STEPS = 20
 MAX_HISTORY = 100
@@ -171,8 +172,11 @@ class MonitoringSpec(SpecModel):
     )
     drift_window: int = Field(
         default=1000,
-        ge=10,
-        description="Number of most recent rows the drift scores are computed over.",
+        ge=MIN_DRIFT_SAMPLES,
+        description=(
+            "Number of most recent rows the drift scores are computed over "
+            f"(at least {MIN_DRIFT_SAMPLES}: fewer rows give no meaningful PSI)."
+        ),
     )
     min_samples: int = Field(
         default=100,

@@ -47,9 +47,6 @@ REVISION_HISTORY_LIMIT: Final = 3
 MAX_LABEL_VALUE: Final = 63
 READY_PATH: Final = "/v2/health/ready"
 LIVE_PATH: Final = "/v2/health/live"
-# The server's smallest --drift-window (perennial_runtime.drift.MIN_DRIFT_SAMPLES; not
-# imported: that module needs numpy, which the operator image does not ship).
-SERVER_MIN_DRIFT_WINDOW: Final = 100
 
 
 def label_value(text: str) -> str:
@@ -149,7 +146,7 @@ def pod_template(
         {
             "name": "PERENNIAL_DRIFT_WINDOW",
             # The server refuses windows below its minimum sample size.
-            "value": str(max(spec.monitoring.drift_window, SERVER_MIN_DRIFT_WINDOW)),
+            "value": str(spec.monitoring.drift_window),
         },
     ]
     mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}]

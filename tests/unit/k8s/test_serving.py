@@ -8,12 +8,12 @@ from typing import Any
 
 import kubernetes_validate
 import pytest
+from pydantic import ValidationError
 
 from perennial.api.deployment import ModelDeploymentSpec
 from perennial.core.rollout import ModelRef
 from perennial.k8s.serving import (
     CANARY,
-    SERVER_MIN_DRIFT_WINDOW,
     SPEC_HASH_ANNOTATION,
     STABLE,
     build_deployment,
@@ -25,7 +25,7 @@ from perennial.k8s.serving import (
     monitoring_path,
     object_patch,
 )
-from perennial_runtime.drift import MIN_DRIFT_SAMPLES
+from perennial_runtime.contract import MIN_DRIFT_SAMPLES
 
 K8S_VERSION = "1.30"
 MD: dict[str, Any] = {
@@ -151,11 +151,10 @@ def test_artifact_volume_is_mounted_read_only_and_s3_gets_its_secret() -> None:
     assert "artifacts" not in {m["name"] for m in container(on_s3)["volumeMounts"]}
 
 
-def test_spec_image_overrides_and_drift_window_respects_the_server_minimum() -> None:
-    assert SERVER_MIN_DRIFT_WINDOW == MIN_DRIFT_SAMPLES
+def test_spec_image_overrides_and_drift_window_is_passed_to_the_server() -> None:
     deployment = build_deployment(
         MD,
-        spec(image="mirror.example/runtime:1", monitoring={"driftWindow": 50}, port=9000),
+        spec(image="mirror.example/runtime:1", monitoring={"driftWindow": 500}, port=9000),
         PVC_MODEL,
         track=STABLE,
         replicas=1,
@@ -163,8 +162,13 @@ def test_spec_image_overrides_and_drift_window_respects_the_server_minimum() -> 
     c = container(deployment)
     assert c["image"] == "mirror.example/runtime:1"
     env = {e["name"]: e["value"] for e in c["env"]}
-    assert env["PERENNIAL_DRIFT_WINDOW"] == str(MIN_DRIFT_SAMPLES)
+    assert env["PERENNIAL_DRIFT_WINDOW"] == "500"
     assert c["args"] == ["serve", "--port", "9000"]
+
+
+def test_a_drift_window_below_the_servers_minimum_is_rejected_at_admission() -> None:
+    with pytest.raises(ValidationError, match="driftWindow"):
+        spec(monitoring={"driftWindow": MIN_DRIFT_SAMPLES - 1})
 
 
 def test_owner_references_on_every_object() -> None:
