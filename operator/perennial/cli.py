@@ -215,7 +215,7 @@ def _local(args: argparse.Namespace) -> int:
                 if endpoint.url not in announced:
                     announced.add(endpoint.url)
                     logging.getLogger("perennial.local").info(
-                        "md/%s (namespace %s) serves at %s", name, namespace, endpoint.url
+                        "stable endpoint of md/%s (namespace %s): %s", name, namespace, endpoint.url
                     )
 
         runner.run_forever(interval=args.interval, on_tick=show_endpoints)

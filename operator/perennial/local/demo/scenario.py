@@ -595,6 +595,10 @@ def _shorten(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def _fmt(value: Any) -> str:
+    return f"{value:.3f}" if isinstance(value, int | float) else str(value)
+
+
 def _num(stat: report.PhaseStat | None) -> str:
     return "-" if stat is None or stat.accuracy is None else f"{stat.accuracy:.3f}"
 
@@ -675,7 +679,7 @@ def expected_outcomes(
             and champion is not None
             and candidate > champion
             and bool(status(2).get("holdoutSha256")),
-            f"accuracy {candidate} vs champion {v[1]} {champion} on holdout "
+            f"accuracy {_fmt(candidate)} vs champion {v[1]} {_fmt(champion)} on holdout "
             f"{str(status(2).get('holdoutSha256', ''))[:12]}",
         )
     )

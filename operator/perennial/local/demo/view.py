@@ -6,6 +6,7 @@ CI log. Events and headings scroll above the block in both cases.
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -69,8 +70,10 @@ class LiveView:
         """Show the status; ``key`` summarises it (plain output prints when it changes)."""
         if self.tty:
             self._clear_block()
+            width = shutil.get_terminal_size((120, 24)).columns - 1
             for text in lines:
-                self.out.write(self.paint(text, DIM) + "\n")
+                # A wrapped line would break the redraw (it moves up by screen lines).
+                self.out.write(self.paint(text[:width], DIM) + "\n")
             self._block = len(lines)
             self.out.flush()
             return
