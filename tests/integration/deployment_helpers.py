@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
@@ -364,6 +365,20 @@ class Serving:
 
     async def events(self, obj: Mapping[str, Any]) -> list[str]:
         return [e.reason for e in await self.api.events_for(obj)]
+
+    async def wait_events(self, obj: Mapping[str, Any], *reasons: str) -> list[str]:
+        """The event reasons about ``obj`` once each of ``reasons`` is among them as often
+        as it is listed (kopf posts events in the background, after the status write the
+        test saw)."""
+        wanted = Counter(reasons)
+
+        async def posted() -> list[str]:
+            found = await self.events(obj)
+            have = Counter(found)
+            return found if all(have[r] >= n for r, n in wanted.items()) else []
+
+        found: list[str] = await wait_for(posted, interval=POLL, what=f"events {reasons}")
+        return found
 
     async def serve_first(self, md: str, pipeline: str, **md_spec: Any) -> dict[str, Any]:
         """A pipeline whose first run is its champion and a deployment serving it

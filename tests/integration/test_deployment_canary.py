@@ -66,9 +66,7 @@ async def test_canary_steps_advance_on_good_analysis_then_promote(
         assert (status["rollout"]["step"], status["rollout"]["weight"]) == (0, 25)
 
         await serving.ready("iris-canary")
-        await serving.wait_md(
-            "iris", lambda s: "pausing" in s.get("message", ""), "step 1 paused"
-        )
+        await serving.wait_md("iris", lambda s: "pausing" in s.get("message", ""), "step 1 paused")
         serving.clock.advance(30)  # the pause is over: analysis of the candidate
         await serving.wait_serving("iris-canary", "iris-00002", replicas=2)
         await serving.wait_serving("iris-serving", "iris-00001", replicas=2)
@@ -92,7 +90,9 @@ async def test_canary_steps_advance_on_good_analysis_then_promote(
     assert done["status"]["phase"] == "Available"
     assert done["status"]["lastRollout"]["result"] == "Succeeded"
     await serving.wait_serving("iris-canary", "iris-00002", replicas=0)
-    events = await serving.events(md)
+    events = await serving.wait_events(
+        md, "CanaryStepAdvanced", "CanaryPromoted", "RolloutSucceeded"
+    )
     assert events.count("CanaryStepAdvanced") == 1
     assert "CanaryPromoted" in events and "RolloutSucceeded" in events
 
@@ -111,9 +111,7 @@ async def test_bad_analysis_rolls_the_canary_back(
         await serving.new_champion("iris", "iris-00002")
         await serving.wait_serving("iris-canary", "iris-00002", replicas=1)
         await serving.ready("iris-canary")
-        await serving.wait_md(
-            "iris", lambda s: "pausing" in s.get("message", ""), "step 1 paused"
-        )
+        await serving.wait_md("iris", lambda s: "pausing" in s.get("message", ""), "step 1 paused")
         serving.clock.advance(30)
         degraded = await serving.wait_phase("iris", "Degraded")
     status = degraded["status"]
@@ -125,6 +123,7 @@ async def test_bad_analysis_rolls_the_canary_back(
     assert status["rolledBackRuns"] == ["iris-00002"]
     await serving.wait_serving("iris-canary", "iris-00002", replicas=0)
     await serving.wait_serving("iris-serving", "iris-00001", replicas=4)
+    await serving.wait_events(md, "RolledBack")
     posted = await serving.api.events_for(md)
     assert [e.type for e in posted if e.reason == "RolledBack"] == ["Warning"]
     assert (

@@ -17,8 +17,10 @@ async def serve_two(serving: Serving) -> None:
     await serving.ready("iris-serving")
     await serving.wait_md(
         "iris",
-        lambda s: (s.get("currentModel") or {}).get("run") == "iris-00002"
-        and s.get("phase") == "Available",
+        lambda s: (
+            (s.get("currentModel") or {}).get("run") == "iris-00002"
+            and s.get("phase") == "Available"
+        ),
         "iris-00002 live",
     )
 
@@ -40,8 +42,10 @@ async def test_rollback_annotation_serves_a_revision_until_a_new_model_is_blesse
     await serving.ready("iris-serving")
     back = await serving.wait_md(
         "iris",
-        lambda s: (s.get("currentModel") or {}).get("run") == "iris-00001"
-        and s.get("phase") == "Available",
+        lambda s: (
+            (s.get("currentModel") or {}).get("run") == "iris-00001"
+            and s.get("phase") == "Available"
+        ),
         "rolled back by hand",
     )
     status = back["status"]
@@ -53,7 +57,7 @@ async def test_rollback_annotation_serves_a_revision_until_a_new_model_is_blesse
     assert [h["run"] for h in status["history"]] == ["iris-00002"]
     assert "rolled back by hand" in status["message"]
     assert status["rolledBackRuns"] == []  # a choice, not a failure
-    events = await serving.events(back)
+    events = await serving.wait_events(back, "ManualRollback")
     assert "ManualRollback" in events and "RolledBack" not in events
     assert (
         metric(
@@ -84,7 +88,7 @@ async def test_rollback_annotation_serves_a_revision_until_a_new_model_is_blesse
         "iris-00003 live",
     )
     assert "manualRollback" not in final["status"]
-    assert "ManualRollbackEnded" in await serving.events(final)
+    await serving.wait_events(final, "ManualRollbackEnded")
 
 
 async def test_rollback_by_revision_number_and_unknown_targets(serving: Serving) -> None:
@@ -100,6 +104,7 @@ async def test_rollback_by_revision_number_and_unknown_targets(serving: Serving)
         "iris", lambda s: s.get("lastRollbackToken") == "nope", "unknown target seen"
     )
     assert warned["status"]["currentModel"]["run"] == "iris-00002"
+    await serving.wait_events(warned, "RollbackTargetUnknown")
     posted = await serving.api.events_for(warned)
     (unknown,) = [e for e in posted if e.reason == "RollbackTargetUnknown"]
     assert unknown.type == "Warning" and "iris-00001 (revision 1)" in unknown.message
@@ -121,8 +126,10 @@ async def test_rollback_to_in_the_spec_holds_until_removed(serving: Serving) -> 
     await serving.ready("iris-serving")
     pinned = await serving.wait_md(
         "iris",
-        lambda s: (s.get("currentModel") or {}).get("run") == "iris-00001"
-        and s.get("phase") == "Available",
+        lambda s: (
+            (s.get("currentModel") or {}).get("run") == "iris-00001"
+            and s.get("phase") == "Available"
+        ),
         "rollbackTo served",
     )
     assert "spec.rollbackTo pins iris-00001" in pinned["status"]["message"]
@@ -194,4 +201,4 @@ async def test_pinned_run_waits_then_serves_and_a_new_pin_is_a_deploy(serving: S
     stalled = await serving.wait_phase("pinned", "Degraded")
     assert "pinned run adhoc-3 is Rejected (gate failed)" in stalled["status"]["message"]
     assert stalled["status"]["currentModel"]["run"] == "adhoc-2"  # still serving
-    assert "RunNotBlessed" in await serving.events(md)
+    await serving.wait_events(md, "RunNotBlessed")

@@ -107,7 +107,7 @@ async def test_drift_seen_by_the_server_reaches_status_and_triggers_retraining(
     assert run["spec"]["trigger"]["type"] == "Drift"
     assert "drift score" in run["spec"]["trigger"]["reason"]
     assert scraped["status"]["phase"] == "Available"
-    assert "RolloutSucceeded" in await serving.events(md)
+    await serving.wait_events(md, "RolloutSucceeded")
 
 
 async def test_unreachable_server_is_a_condition_not_a_crash(
@@ -126,6 +126,7 @@ async def test_unreachable_server_is_a_condition_not_a_crash(
     assert metrics_condition["reason"] == "ScrapeFailed"
     assert "127.0.0.1:9" in metrics_condition["message"]
     assert down["status"]["phase"] == "Available"  # serving is fine; only metrics are missing
+    await serving.wait_events(md, "MetricsUnavailable")
     posted = await serving.api.events_for(md)
     assert [e.type for e in posted if e.reason == "MetricsUnavailable"] == ["Warning"]
 
@@ -144,7 +145,7 @@ async def test_unreachable_server_is_a_condition_not_a_crash(
     assert monitoring["driftSamples"] == 150
     assert monitoring["maxDriftScore"] < 0.1  # the training distribution itself
     assert condition(up["status"], "MetricsAvailable")["status"] == "True"
-    assert "MetricsAvailable" in await serving.events(md)
+    await serving.wait_events(md, "MetricsAvailable")
 
     # kubectl shows the model, phase, ready Pods and drift (printer columns).
     table = await kubectl("get", "md", "-n", serving.namespace)
