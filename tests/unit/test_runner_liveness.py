@@ -107,9 +107,10 @@ async def test_probe_raises_once_the_api_has_been_unreachable_for_too_long(
     import kopf
 
     from perennial.controllers import liveness
+    from perennial.k8s import client as k8s_client
 
-    saved = (liveness._ClientCache.client, dataclasses.replace(liveness.HEARTBEAT))
-    liveness._ClientCache.client = api_client  # the emulator serves no TrainingPipelines
+    saved = dataclasses.replace(liveness.HEARTBEAT)
+    k8s_client.configure(api_client.configuration)  # the emulator serves no TrainingPipelines
     try:
         liveness.HEARTBEAT.started_at = time.monotonic() - 1000
         liveness.HEARTBEAT.last_success = time.monotonic() - 900
@@ -120,5 +121,5 @@ async def test_probe_raises_once_the_api_has_been_unreachable_for_too_long(
         answer = await liveness.probe_api(memo=kopf.Memo(namespaces=("ml",)))
         assert answer["healthy"] is True and answer["scope"] == ["ml"]
     finally:
-        liveness._ClientCache.client = saved[0]
-        liveness.HEARTBEAT.__dict__.update(saved[1].__dict__)
+        k8s_client.configure(None)
+        liveness.HEARTBEAT.__dict__.update(saved.__dict__)

@@ -22,6 +22,8 @@ from typing import Any, Final
 
 import kopf
 
+from perennial.k8s import client as k8s_client
+
 __all__ = [
     "HEARTBEAT",
     "STALE_AFTER",
@@ -131,23 +133,6 @@ def _list_one_pipeline(api_client: Any, namespace: str | None) -> None:
         )
 
 
-def _default_api_client() -> Any:
-    """An API client from the in-cluster service account, else the local kubeconfig."""
-    from kubernetes import client, config
-
-    try:
-        config.load_incluster_config()
-    except config.ConfigException:
-        config.load_kube_config()
-    return client.ApiClient()
-
-
-class _ClientCache:
-    """The API client used by the probe, created on first use."""
-
-    client: Any = None
-
-
 async def check_api(
     heartbeat: ApiHeartbeat, namespaces: Sequence[str], api_client: Any = None
 ) -> None:
@@ -157,9 +142,8 @@ async def check_api(
     """
     try:
         if api_client is None:
-            if _ClientCache.client is None:
-                _ClientCache.client = await asyncio.to_thread(_default_api_client)
-            api_client = _ClientCache.client
+            # The operator's one shared client: same configuration, same credentials.
+            api_client = await asyncio.to_thread(k8s_client.api_client)
         namespace = namespaces[0] if namespaces else None
         await asyncio.to_thread(_list_one_pipeline, api_client, namespace)
     except Exception as exc:
