@@ -97,7 +97,7 @@ def _add_local(sub: Any) -> None:
     local.add_argument(
         "--state-dir",
         type=Path,
-        default=Path(".perennial-local"),
+        default=Path(".local-state"),
         help="where objects, runs, artifacts and logs are kept (default: %(default)s)",
     )
     local.add_argument(
@@ -129,7 +129,7 @@ def _add_demo(sub: Any) -> None:
     demo.add_argument(
         "--workdir",
         type=Path,
-        default=Path(".perennial-demo"),
+        default=Path(".demo"),
         help="scratch directory, deleted and re-created (default: %(default)s)",
     )
     demo.add_argument(

@@ -150,3 +150,16 @@ def test_the_view_on_a_terminal_and_in_a_log() -> None:
     text = terminal.getvalue()
     assert "\x1b[2F\x1b[J" in text  # the status block is redrawn in place
     assert text.index("news") > text.index("two")
+
+
+def test_the_demo_never_deletes_a_directory_it_did_not_make(tmp_path: Path) -> None:
+    from perennial.local.demo.scenario import Demo, DemoSettings
+
+    mine = tmp_path / "important"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("years of work")
+    result = Demo(DemoSettings.quick(mine), io.StringIO()).run_story()
+    assert not result.passed
+    assert result.failure is not None and "was not made by the demo" in result.failure
+    assert [p.name for p in mine.iterdir()] == ["thesis.tex"]
+    assert (mine / "thesis.tex").read_text() == "years of work"

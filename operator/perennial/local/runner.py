@@ -43,7 +43,7 @@ from perennial.local.store import StateStore
 log = logging.getLogger("perennial.local.runner")
 
 DEFAULT_PORT = 8765
-DEFAULT_STATE_DIR = Path(".perennial-local")
+DEFAULT_STATE_DIR = Path(".local-state")
 DEFAULT_INTERVAL = 2.0
 
 

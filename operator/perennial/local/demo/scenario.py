@@ -42,7 +42,7 @@ from perennial.local.demo.view import BOLD, GREEN, RED, YELLOW, LiveView
 from perennial.local.runner import Runner
 from perennial.local.store import Event
 
-MARKER = ".perennial-demo"
+MARKER = ".made-by-perennial-demo"
 RETRAIN_TRIGGERS = frozenset({"Drift", "PerformanceDecay", "DataChange"})
 
 
@@ -52,7 +52,7 @@ class DemoError(RuntimeError):
 
 @dataclass(frozen=True)
 class DemoSettings:
-    workdir: Path = Path(".perennial-demo")
+    workdir: Path = Path(".demo")
     speed: float = 60.0  # seconds of the demo's clock per real second
     tick_seconds: float = 0.25  # real seconds between two passes of the runner
     window_rows: int = 1500  # rows of each labelled data window
@@ -553,17 +553,19 @@ class Demo:
         summary = report.render(
             runs=run_rows, rollout_list=rollout_list, phases=phases, totals=totals, checks=checks
         )
-        (self.workdir / "summary.txt").write_text(summary + "\n", encoding="utf-8")
-        (self.workdir / "summary.json").write_text(
-            report.to_json(
-                runs=run_rows,
-                rollout_list=rollout_list,
-                phases=phases,
-                totals=totals,
-                checks=checks,
-            ),
-            encoding="utf-8",
-        )
+        ours = (self.workdir / MARKER).exists()  # never write into someone else's folder
+        if ours:
+            (self.workdir / "summary.txt").write_text(summary + "\n", encoding="utf-8")
+            (self.workdir / "summary.json").write_text(
+                report.to_json(
+                    runs=run_rows,
+                    rollout_list=rollout_list,
+                    phases=phases,
+                    totals=totals,
+                    checks=checks,
+                ),
+                encoding="utf-8",
+            )
         self.view.heading("Summary")
         for line in summary.splitlines():
             colour = GREEN if "[PASS]" in line else RED if "[FAIL]" in line else ""
@@ -571,11 +573,12 @@ class Demo:
         self.view.line()
         if plot_path is not None:
             self.view.line(f"plot: {plot_path}")
-        self.view.line(f"summary: {self.workdir / 'summary.txt'}")
-        state = self.workdir / "state"
-        self.view.line(f"objects as kubectl would show them: {state / 'objects'}")
-        self.view.line(f"events: {state / 'events.jsonl'}")
-        self.view.line(f"runner log: {self.workdir / 'runner.log'}")
+        if ours:
+            self.view.line(f"summary: {self.workdir / 'summary.txt'}")
+            state = self.workdir / "state"
+            self.view.line(f"objects as kubectl would show them: {state / 'objects'}")
+            self.view.line(f"events: {state / 'events.jsonl'}")
+            self.view.line(f"runner log: {self.workdir / 'runner.log'}")
         self.view.close()
         return DemoResult(
             checks=checks,
