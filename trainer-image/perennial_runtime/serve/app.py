@@ -40,6 +40,7 @@ Handler = Callable[[Scope, Receive], Awaitable["Response"]]
 # Batches above this many rows are predicted in a thread so health checks stay responsive.
 INLINE_ROWS = 1000
 RETRY_MAX_SECONDS = 60.0
+ROUTE_CACHE_SIZE = 256
 _JSON = b"application/json"
 _METRICS_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
 _DUMPS_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
@@ -84,6 +85,7 @@ class ServingApp:
         self.state = "loading"  # loading -> ready | failed
         self.reason = "the model is loading"
         self._load_task: asyncio.Task[None] | None = None
+        self._routes: dict[tuple[str, str], tuple[str, Handler]] = {}
 
     # --- ASGI entry ------------------------------------------------------------------------
 
@@ -203,6 +205,16 @@ class ServingApp:
         self.monitor.after_response()
 
     def _route(self, method: str, path: str) -> tuple[str, Handler]:
+        """(endpoint label, handler), memoised: a handler depends on method and path only."""
+        key = (method, path)
+        route = self._routes.get(key)
+        if route is None:
+            route = self._route_uncached(method, path)
+            if len(self._routes) < ROUTE_CACHE_SIZE:  # stray paths are not remembered
+                self._routes[key] = route
+        return route
+
+    def _route_uncached(self, method: str, path: str) -> tuple[str, Handler]:
         """(endpoint label, handler); unknown paths and methods get a raising handler."""
         if path == "/predict":
             return "predict", self._post(method, self._predict_handler)

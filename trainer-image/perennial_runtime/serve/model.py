@@ -18,6 +18,7 @@ import logging
 import time
 import warnings
 from dataclasses import dataclass, replace
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -71,7 +72,7 @@ class LoadError(Exception):
         self.transient = transient
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # created per request: no frozen-init cost
 class Prediction:
     values: AnyArray  # labels (classification) or values (regression), shape (rows,)
     proba: FloatMatrix | None  # (rows, classes) for classifiers when asked
@@ -95,6 +96,15 @@ class ServedModel:
     def backend(self) -> str:
         return self.predictor.kind
 
+    @cached_property
+    def predict_datatype(self) -> str:
+        """The V2 datatype of the ``predict`` output."""
+        return "FP64" if self.classes is None else datatype_of_labels(self.classes)
+
+    @cached_property
+    def output_names(self) -> tuple[str, ...]:
+        return ("predict", "predict_proba") if self.classes is not None else ("predict",)
+
     @property
     def is_classifier(self) -> bool:
         return self.classes is not None
@@ -102,6 +112,17 @@ class ServedModel:
     def predict(self, batch: Batch, proba: bool = False) -> Prediction:
         values, probabilities = self.predictor.predict(batch, proba and self.is_classifier)
         return Prediction(values, probabilities)
+
+
+def datatype_of_labels(classes: list[Any]) -> str:
+    """The V2 datatype of a classifier's labels."""
+    if all(isinstance(c, bool) for c in classes):
+        return "BOOL"
+    if all(isinstance(c, int) and not isinstance(c, bool) for c in classes):
+        return "INT64"
+    if all(isinstance(c, int | float) and not isinstance(c, bool) for c in classes):
+        return "FP64"
+    return "BYTES"
 
 
 def run_uri_of(model_uri: str) -> str:

@@ -1,11 +1,12 @@
 """What the server observes: requests, predictions, input drift, feedback.
 
-Hot path: a request costs two pre-bound Prometheus children (count, latency), one list
-append (its validated batch, for drift) and one cache insert (its predictions, for
-feedback). Binning, counts, PSI and the prediction distribution are computed later, in
-batches of at least ``FOLD_ROWS`` rows after a response has been sent, or when
-``/metrics`` or the monitoring endpoint is read. Everything here runs on the server's
-event-loop thread, so nothing is locked.
+Hot path: a request costs a few integer increments (its count and latency bucket, plain
+Python counters rendered as Prometheus families when scraped: no client-library lock per
+request), one list append (its validated batch, for drift) and one cache insert (its
+predictions, for feedback). Binning, counts, PSI and the prediction distribution are
+computed later, in batches of at least ``FOLD_ROWS`` rows after a response has been sent,
+or when ``/metrics`` or the monitoring endpoint is read. Everything here runs on the
+server's event-loop thread, so nothing is locked.
 
 The drift and feedback windows are per process: with ``--workers N`` each worker watches
 the traffic it served (see docs/serving.md).
@@ -15,12 +16,13 @@ from __future__ import annotations
 
 import math
 import secrets
+from bisect import bisect_left
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -128,23 +130,10 @@ class Monitor:
     def __init__(self, config: ServeConfig) -> None:
         self.config = config
         self.registry = CollectorRegistry(auto_describe=False)
-        requests = Counter(
-            "perennial_requests",
-            "HTTP requests by endpoint and outcome (ok, client_error, server_error).",
-            ["endpoint", "outcome"],
-            registry=self.registry,
-        )
-        latency = Histogram(
-            "perennial_request_duration_seconds",
-            "Server time per request, from the first byte read to the last byte sent.",
-            ["endpoint"],
-            buckets=LATENCY_BUCKETS,
-            registry=self.registry,
-        )
-        self._request_children = {
-            (e, o): requests.labels(e, o) for e in ENDPOINTS for o in OUTCOMES
-        }
-        self._latency_children = {e: latency.labels(e) for e in ENDPOINTS}
+        # (endpoint, outcome) -> requests; endpoint -> [bucket counts..., +Inf], seconds
+        self.request_counts = {(e, o): 0 for e in ENDPOINTS for o in OUTCOMES}
+        self.latency_buckets = {e: [0] * (len(LATENCY_BUCKETS) + 1) for e in ENDPOINTS}
+        self.latency_sums = dict.fromkeys(ENDPOINTS, 0.0)
         self.requests = 0
         self.errors = 0
         self._latencies = np.zeros(LATENCY_SAMPLES, dtype=np.float64)
@@ -187,8 +176,9 @@ class Monitor:
     # --- hot path ------------------------------------------------------------------------
 
     def observe(self, endpoint: str, status: int, seconds: float) -> None:
-        self._request_children[endpoint, outcome_of(status)].inc()
-        self._latency_children[endpoint].observe(seconds)
+        self.request_counts[endpoint, outcome_of(status)] += 1
+        self.latency_buckets[endpoint][bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        self.latency_sums[endpoint] += seconds
         if endpoint in INFERENCE_ENDPOINTS:
             self.requests += 1
             if status >= 500:
@@ -447,6 +437,26 @@ class _Collector:
 
     def collect(self) -> Iterator[Metric]:
         m = self.monitor
+        requests = CounterMetricFamily(
+            "perennial_requests",
+            "HTTP requests by endpoint and outcome (ok, client_error, server_error).",
+            labels=["endpoint", "outcome"],
+        )
+        for (endpoint, outcome), count in m.request_counts.items():
+            requests.add_metric([endpoint, outcome], count)
+        yield requests
+        latency = HistogramMetricFamily(
+            "perennial_request_duration_seconds",
+            "Server time per request, from the first byte read to the last byte sent.",
+            labels=["endpoint"],
+        )
+        bounds = [repr(b) for b in LATENCY_BUCKETS] + ["+Inf"]
+        for endpoint, counts in m.latency_buckets.items():
+            cumulative = np.cumsum(counts).tolist()
+            latency.add_metric(
+                [endpoint], list(zip(bounds, cumulative, strict=True)), m.latency_sums[endpoint]
+            )
+        yield latency
         ready = GaugeMetricFamily(
             "perennial_model_ready", "1 when the model is loaded and passed its smoke test."
         )

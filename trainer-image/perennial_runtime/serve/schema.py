@@ -39,7 +39,7 @@ class BadValueError(Exception):
     """One value does not fit its feature; the caller adds where it was."""
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # created per request: no frozen-init cost
 class Batch:
     """Validated rows: numeric features as one float matrix, the others as labels."""
 

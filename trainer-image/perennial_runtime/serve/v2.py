@@ -24,7 +24,7 @@ import numpy.typing as npt
 from perennial_runtime import __version__
 from perennial_runtime.contract import ColumnType
 from perennial_runtime.serve.errors import RequestError, describe, names_hint
-from perennial_runtime.serve.model import Prediction, ServedModel
+from perennial_runtime.serve.model import Prediction, ServedModel, datatype_of_labels
 from perennial_runtime.serve.schema import Batch
 
 
@@ -59,17 +59,11 @@ def server_metadata() -> dict[str, Any]:
 
 
 def label_datatype(classes: list[Any]) -> str:
-    if all(isinstance(c, bool) for c in classes):
-        return "BOOL"
-    if all(isinstance(c, int) and not isinstance(c, bool) for c in classes):
-        return "INT64"
-    if all(isinstance(c, int | float) and not isinstance(c, bool) for c in classes):
-        return "FP64"
-    return "BYTES"
+    return datatype_of_labels(classes)
 
 
 def output_names(model: ServedModel) -> tuple[str, ...]:
-    return (PREDICT, PREDICT_PROBA) if model.is_classifier else (PREDICT,)
+    return model.output_names
 
 
 def model_metadata(model: ServedModel) -> dict[str, Any]:
@@ -112,19 +106,18 @@ def model_metadata(model: ServedModel) -> dict[str, Any]:
 
 
 def _shape(value: Any, where: str) -> list[int]:
-    if (
-        not isinstance(value, list)
-        or not value
-        or not all(type(d) is int and d >= 0 for d in value)
-    ):
-        raise RequestError(
-            f"{where}.shape must be a non-empty list of non-negative integers, got "
-            f"{describe(value)}"
-        )
-    return value
+    if type(value) is list and value:
+        for d in value:
+            if type(d) is not int or d < 0:
+                break
+        else:
+            return value
+    raise RequestError(
+        f"{where}.shape must be a non-empty list of non-negative integers, got {describe(value)}"
+    )
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # created per request: no frozen-init cost
 class _Tensor:
     name: str
     shape: list[int]
@@ -306,7 +299,7 @@ def infer_response(
     tensors: list[dict[str, Any]] = []
     for name in outputs:
         if name == PREDICT:
-            datatype = "FP64" if model.classes is None else label_datatype(model.classes)
+            datatype = model.predict_datatype
             tensors.append(
                 {
                     "name": PREDICT,

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -64,8 +63,17 @@ class LabelBinner:
 class PredictionLabelBinner(LabelBinner):
     """Class predictions (numbers or strings) -> the trainer's category labels."""
 
+    def __init__(self, reference: FeatureReference) -> None:
+        super().__init__(reference)
+        self._memo: dict[Any, int] = {}  # prediction value -> bin (a model has few classes)
+
     def __call__(self, values: Any) -> npt.NDArray[np.int32]:
-        return super().__call__([category_label(v) for v in values])
+        items = values.tolist() if isinstance(values, np.ndarray) else list(values)
+        memo = self._memo
+        for v in set(items) - memo.keys():
+            label = category_label(v)
+            memo[v] = MISSING if label is None else self.index.get(label, self.other)
+        return np.fromiter((memo[v] for v in items), dtype=np.int32, count=len(items))
 
 
 Binner = NumericBinner | LabelBinner
@@ -135,34 +143,38 @@ class ScoreWindow:
         return float(self.values[: self.filled].mean())
 
 
-@dataclass
-class _Entry:
-    values: npt.NDArray[Any]  # the predictions of one request
-    answered: npt.NDArray[np.bool_]
-
-
 class PredictionCache:
-    """Recent predictions by request sequence number, evicted oldest-first by rows."""
+    """Recent predictions by request sequence number, evicted oldest-first by rows.
+
+    A put is one dict insert (plus evictions once full); which rows were already
+    answered is only tracked for requests that received feedback.
+    """
 
     def __init__(self, max_rows: int) -> None:
         self.max_rows = max_rows
         self.rows = 0
-        self._entries: OrderedDict[int, _Entry] = OrderedDict()
+        # oldest first; popitem(last=False) is O(1) (a plain dict slows down as its
+        # head fills with deleted slots)
+        self._entries: OrderedDict[int, npt.NDArray[Any]] = OrderedDict()
+        self._answered: dict[int, set[int]] = {}
 
     def put(self, seq: int, values: npt.NDArray[Any]) -> None:
-        self._entries[seq] = _Entry(values, np.zeros(len(values), dtype=np.bool_))
+        entries = self._entries
+        entries[seq] = values
         self.rows += len(values)
-        while self.rows > self.max_rows and len(self._entries) > 1:
-            _, old = self._entries.popitem(last=False)
-            self.rows -= len(old.values)
+        while self.rows > self.max_rows and len(entries) > 1:
+            oldest, dropped = entries.popitem(last=False)
+            self.rows -= len(dropped)
+            self._answered.pop(oldest, None)
 
     def claim(self, seq: int, row: int) -> tuple[str, Any]:
         """``("ok", prediction)``, ``("unknown", None)`` or ``("duplicate", None)``."""
-        entry = self._entries.get(seq)
-        if entry is None or not 0 <= row < len(entry.values):
+        values = self._entries.get(seq)
+        if values is None or not 0 <= row < len(values):
             return "unknown", None
-        if entry.answered[row]:
+        answered = self._answered.setdefault(seq, set())
+        if row in answered:
             return "duplicate", None
-        entry.answered[row] = True
-        value = entry.values[row]
+        answered.add(row)
+        value = values[row]
         return "ok", value.item() if isinstance(value, np.generic) else value
