@@ -181,6 +181,45 @@ async def test_readiness_never_reached_rolls_back_within_the_deadline(serving: S
     assert template_of(deployment or {}) == good
 
 
+async def test_a_surge_is_not_rolled_out_while_old_pods_carry_the_traffic(
+    serving: Serving,
+) -> None:
+    serving.namespace = "md-surge"
+    await serving.serve_first("iris", "iris")
+    await serving.new_champion("iris", "iris-00002")
+    await serving.wait_serving("iris-serving", "iris-00002")
+    # Every new Pod exists but none is ready; the two old Pods still serve, so ready,
+    # available and updated all reach 2 and nothing is unavailable.
+    await serving.ready("iris-serving", ready=False, old_replicas=2)
+    surging = await serving.wait_md(
+        "iris",
+        lambda s: "2 old replica(s) still running" in (s.get("message") or ""),
+        "the surge reported",
+    )
+    status = surging["status"]
+    assert status["phase"] == "Progressing"
+    assert status["rollout"]["toRun"] == "iris-00002"
+    assert status["currentModel"]["run"] == "iris-00001"
+
+    # The new Pods are ready, the old ones are still terminating: not done yet either.
+    await serving.ready("iris-serving", old_replicas=1)
+    await serving.wait_md(
+        "iris",
+        lambda s: "1 old replica(s) still running" in (s.get("message") or ""),
+        "the last old Pod reported",
+    )
+    await serving.ready("iris-serving")
+    done = await serving.wait_md(
+        "iris",
+        lambda s: (
+            (s.get("currentModel") or {}).get("run") == "iris-00002"
+            and s.get("phase") == "Available"
+        ),
+        "iris-00002 live",
+    )
+    assert done["status"]["lastRollout"]["result"] == "Succeeded"
+
+
 async def test_crash_looping_pods_roll_back_at_once(serving: Serving) -> None:
     serving.namespace = "md-crash"
     await serving.serve_first("iris", "iris")

@@ -112,6 +112,9 @@ class WorkloadState:
     exists: bool = True
     model_sha256: str | None = None  # the model its pod template runs
     desired_replicas: int = 1
+    # status.replicas: the Pods of every ReplicaSet, old ones included (a surge rolling
+    # update has more than desired_replicas until the old Pods are gone).
+    total_replicas: int = 0
     generation: int = 1
     observed_generation: int = 1
     updated_replicas: int = 0
@@ -123,12 +126,14 @@ class WorkloadState:
     crash_reason: str | None = None
 
     def rolled_out(self, sha256: str) -> bool:
-        """Every replica runs ``sha256`` and is ready; the controller has caught up."""
+        """Every replica runs ``sha256`` and is ready, no old replica remains; the controller
+        has caught up (what ``kubectl rollout status`` waits for)."""
         return (
             self.exists
             and self.model_sha256 == sha256
             and self.observed_generation >= self.generation
             and self.updated_replicas >= self.desired_replicas
+            and self.total_replicas <= self.updated_replicas
             and self.ready_replicas >= self.desired_replicas
             and self.available_replicas >= self.desired_replicas
             and self.unavailable_replicas == 0
@@ -565,6 +570,9 @@ def _continue(
                 f"{stable.updated_replicas}/{replicas} updated, "
                 f"{stable.ready_replicas}/{replicas} ready"
             )
+            old = stable.total_replicas - stable.updated_replicas
+            if old > 0:
+                progress += f", {old} old replica(s) still running"
         return Decision(
             Action.HOLD,
             Phase.PROGRESSING,

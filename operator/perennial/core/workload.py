@@ -98,6 +98,7 @@ def workload_state(
         exists=True,
         model_sha256=annotations.get(MODEL_SHA256_ANNOTATION),
         desired_replicas=1 if replicas is None else _int(replicas),
+        total_replicas=_int(status.get("replicas")),
         generation=_int(meta.get("generation")),
         observed_generation=_int(status.get("observedGeneration")),
         updated_replicas=_int(status.get("updatedReplicas")),

@@ -408,8 +408,11 @@ class LocalServing:
             return None
         if track == CANARY and model.same(self.tracks[STABLE].model):
             mine = [s for s in self.servers if s.model.same(model) and s.track == STABLE]
+            old: list[Server] = []
         else:
             mine = [s for s in self.servers if s.track == track and s.model.same(model)]
+            # The previous model's server keeps the traffic until it is retired.
+            old = [s for s in self.servers if s.track == track and not s.model.same(model)]
         ready = sum(1 for s in mine if s.state == READY)
         deployment = {
             "metadata": {"name": f"{self.name}-{track}", "generation": self._generation},
@@ -424,7 +427,7 @@ class LocalServing:
             },
             "status": {
                 "observedGeneration": self._generation,
-                "replicas": max(1, len(mine)),
+                "replicas": len(mine) + len(old),
                 "updatedReplicas": len(mine),
                 "readyReplicas": ready,
                 "availableReplicas": ready,

@@ -62,14 +62,24 @@ class DeploymentStandIn(StandIn):
         *,
         ready: bool = True,
         progress_deadline_exceeded: bool = False,
+        old_replicas: int = 0,
     ) -> dict[str, Any]:
         """The Deployment rolled out (``ready=True``) or has no available Pods; with
         ``progress_deadline_exceeded`` its Progressing condition is False with reason
-        ``ProgressDeadlineExceeded``. ``observedGeneration`` is the current generation."""
+        ``ProgressDeadlineExceeded``. ``observedGeneration`` is the current generation.
+
+        ``old_replicas``: ready Pods of the previous ReplicaSet that are still running (a
+        surge rolling update). They count in ``replicas``, ``readyReplicas`` and
+        ``availableReplicas`` but not in ``updatedReplicas``; with ``ready=False`` the
+        Deployment stays Available on them while its new Pods are not ready."""
         if ready and progress_deadline_exceeded:
             raise ValueError(
                 "set_deployment_ready: a ready Deployment has not exceeded its progress "
                 "deadline; pass ready=False with progress_deadline_exceeded=True"
+            )
+        if old_replicas < 0:
+            raise ValueError(
+                f"set_deployment_ready: old_replicas must be 0 or more, got {old_replicas}"
             )
         deployment = await self._api.get(DEPLOYMENTS, name, namespace)
         rs = await self._replicaset(deployment)
@@ -77,13 +87,13 @@ class DeploymentStandIn(StandIn):
         replicas = int(deployment.get("spec", {}).get("replicas", 1))
         status: dict[str, Any] = {
             "observedGeneration": deployment["metadata"]["generation"],
-            "replicas": replicas,
+            "replicas": replicas + old_replicas,
             "updatedReplicas": replicas,
         }
         if ready:
             status |= {
-                "readyReplicas": replicas,
-                "availableReplicas": replicas,
+                "readyReplicas": replicas + old_replicas,
+                "availableReplicas": replicas + old_replicas,
                 "unavailableReplicas": None,
                 "conditions": [
                     condition(
@@ -97,6 +107,27 @@ class DeploymentStandIn(StandIn):
                         True,
                         "NewReplicaSetAvailable",
                         f'ReplicaSet "{rs_name}" has successfully progressed.',
+                    ),
+                ],
+            }
+        elif old_replicas:
+            # The old Pods carry the Deployment while the new ones start (maxUnavailable 0).
+            status |= {
+                "readyReplicas": old_replicas,
+                "availableReplicas": old_replicas,
+                "unavailableReplicas": max(0, replicas - old_replicas) or None,
+                "conditions": [
+                    condition(
+                        "Available",
+                        True,
+                        "MinimumReplicasAvailable",
+                        "Deployment has minimum availability.",
+                    ),
+                    condition(
+                        "Progressing",
+                        True,
+                        "ReplicaSetUpdated",
+                        f'ReplicaSet "{rs_name}" is progressing.',
                     ),
                 ],
             }

@@ -34,6 +34,7 @@ def serving(model: ModelRef, replicas: int = 3, **kw: object) -> WorkloadState:
     base = WorkloadState(
         model_sha256=model.sha256,
         desired_replicas=replicas,
+        total_replicas=replicas,
         updated_replicas=replicas,
         ready_replicas=replicas,
         available_replicas=replicas,
@@ -189,6 +190,44 @@ def test_rolling_in_progress_then_success() -> None:
         now=at(60),
     )
     assert d.action is Action.SUCCEED and d.phase is Phase.AVAILABLE and d.rollout is None
+
+
+def test_rolling_surge_is_not_done_while_an_old_replica_serves() -> None:
+    # maxSurge 1, maxUnavailable 0: the new Pod exists but is not ready, the old one still
+    # is, so ready/available count the old Pod and nothing is unavailable.
+    surge = serving(
+        V2,
+        replicas=1,
+        total_replicas=2,
+        updated_replicas=1,
+        ready_replicas=1,
+        available_replicas=1,
+        unavailable_replicas=0,
+    )
+    assert not surge.rolled_out(V2.sha256)
+    d = plan(
+        desired=V2,
+        current=V1,
+        rollout=rolling_state(),
+        strategy=ROLLING,
+        replicas=1,
+        stable=surge,
+        now=at(30),
+    )
+    assert d.action is Action.HOLD and d.phase is Phase.PROGRESSING
+    assert "1 old replica(s) still running" in d.message
+    done = replace(surge, total_replicas=1)
+    assert done.rolled_out(V2.sha256)
+    d = plan(
+        desired=V2,
+        current=V1,
+        rollout=rolling_state(),
+        strategy=ROLLING,
+        replicas=1,
+        stable=done,
+        now=at(40),
+    )
+    assert d.action is Action.SUCCEED
 
 
 def test_rolling_waits_for_controller_to_observe_generation() -> None:

@@ -177,5 +177,31 @@ def test_workload_state_from_a_deployment_and_its_pods() -> None:
     assert state.crash_looping_pods == 1  # the old model's Pod is not counted
     assert state.crash_reason == "CrashLoopBackOff: model failed its smoke test"
     assert not state.rolled_out("b" * 64)
+    assert workload_state(deployment).total_replicas == 0  # not reported yet
+
+
+def test_workload_state_counts_old_replicas_of_a_surge() -> None:
+    deployment = {
+        "metadata": {"name": "iris-serving", "generation": 2},
+        "spec": {
+            "replicas": 1,
+            "template": {"metadata": {"annotations": {"perennial.dev/model-sha256": "b" * 64}}},
+        },
+        "status": {
+            "observedGeneration": 2,
+            "replicas": 2,
+            "updatedReplicas": 1,
+            "readyReplicas": 1,
+            "availableReplicas": 1,
+        },
+    }
+    state = workload_state(deployment)
+    assert state.total_replicas == 2 and state.unavailable_replicas == 0
+    assert not state.rolled_out("b" * 64)
+    deployment["status"]["replicas"] = 1  # type: ignore[index]
+    assert workload_state(deployment).rolled_out("b" * 64)
+
+
+def test_workload_state_of_a_missing_deployment() -> None:
     missing = workload_state(None)
     assert not missing.exists and missing.desired_replicas == 0

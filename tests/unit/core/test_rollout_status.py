@@ -66,6 +66,7 @@ def serving(model: ModelRef | None, replicas: int = 2, **kw: Any) -> WorkloadSta
     base = WorkloadState(
         model_sha256=model.sha256,
         desired_replicas=replicas,
+        total_replicas=replicas,
         updated_replicas=replicas,
         ready_replicas=replicas,
         available_replicas=replicas,

@@ -45,6 +45,7 @@ def serving(model: ModelRef, replicas: int = 4, **kw: object) -> WorkloadState:
     base = WorkloadState(
         model_sha256=model.sha256,
         desired_replicas=replicas,
+        total_replicas=replicas,
         updated_replicas=replicas,
         ready_replicas=replicas,
         available_replicas=replicas,
