@@ -148,6 +148,10 @@ def pod_template(
             # The server refuses windows below its minimum sample size.
             "value": str(spec.monitoring.drift_window),
         },
+        # One server process per Pod: the drift and feedback windows and feedback by id are
+        # per process, so each Pod stays one consistent monitoring unit (the server's own
+        # default is one process per core). Scale with replicas.
+        {"name": "PERENNIAL_SERVE_WORKERS", "value": "1"},
     ]
     mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}]
     volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {"sizeLimit": TMP_SIZE_LIMIT}}]

@@ -166,6 +166,15 @@ def test_spec_image_overrides_and_drift_window_is_passed_to_the_server() -> None
     assert c["args"] == ["serve", "--port", "9000"]
 
 
+def test_one_server_process_per_pod() -> None:
+    # Monitoring windows and feedback by id are per process; the server's own default is
+    # one process per core.
+    for track, replicas in ((STABLE, 3), (CANARY, 1)):
+        deployment = build_deployment(MD, spec(), PVC_MODEL, track=track, replicas=replicas)
+        env = {e["name"]: e["value"] for e in container(deployment)["env"]}
+        assert env["PERENNIAL_SERVE_WORKERS"] == "1"
+
+
 def test_a_drift_window_below_the_servers_minimum_is_rejected_at_admission() -> None:
     with pytest.raises(ValidationError, match="driftWindow"):
         spec(monitoring={"driftWindow": MIN_DRIFT_SAMPLES - 1})
