@@ -48,5 +48,10 @@ deploy:
 bench: install
 	$(PY) -m pytest tests/bench -p no:cacheprovider $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
+# Our model server vs MLServer 1.7.1 on the same models, pinned, driven by wrk; rewrites
+# docs/benchmarks.md (~15 min; installs wrk and MLServer's venv under .bench/ on first use).
+bench-serving: install
+	$(PY) -m bench.serving $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -194,8 +194,8 @@ class ServingApp:
         elapsed_ms = (time.perf_counter() - started) * 1000.0
         headers = [
             (b"content-type", response.content_type),
-            (b"content-length", str(len(response.body)).encode()),
-            (b"server-timing", f"app;dur={elapsed_ms:.3f}".encode()),
+            (b"content-length", b"%d" % len(response.body)),
+            (b"server-timing", b"app;dur=%.3f" % elapsed_ms),
         ]
         if response.headers:
             headers.extend(response.headers)

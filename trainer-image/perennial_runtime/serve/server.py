@@ -30,6 +30,9 @@ def uvicorn_options(config: ServeConfig) -> dict[str, object]:
         "http": "httptools" if importlib.util.find_spec("httptools") else "h11",
         "lifespan": "on",
         "server_header": False,
+        # no X-Forwarded-* rewriting middleware on every request: the app never reads
+        # the client address
+        "proxy_headers": False,
         "timeout_graceful_shutdown": 10,
     }
 
