@@ -184,6 +184,27 @@ async def test_drift_on_the_served_model_starts_one_run_per_cooldown(
     )
     await _bless_first(training, "drifty")
 
+    async def rolled_out(run: str) -> None:
+        """Play the Deployment controller: the champion's Pods are ready and the
+        ModelDeployment serves it (drift only counts for the champion, rolled out)."""
+
+        async def template_runs() -> bool:
+            found = await training.api.get_or_none("apps/v1/deployments", "served-serving", "ml")
+            labels = ((found or {}).get("spec") or {}).get("template", {}).get("metadata", {})
+            return (labels.get("labels") or {}).get("perennial.dev/run") == run
+
+        await wait_for(template_runs, what=f"served-serving runs {run}")
+        await training.controllers.set_deployment_ready("served-serving", "ml")
+
+        async def serves() -> bool:
+            status = (await training.api.get(MD, "served", "ml")).get("status") or {}
+            current = (status.get("currentModel") or {}).get("run")
+            return current == run and not status.get("rollout")
+
+        await wait_for(serves, what=f"md/served serves {run}")
+
+    await rolled_out("drifty-00001")
+
     async def serving_reports(score: float, samples: int, run: str | None = None) -> Any:
         """Play the monitoring scrape (again and again: the ModelDeployment controller, if
         present, writes its own status too), until ``run`` exists."""
@@ -216,6 +237,7 @@ async def test_drift_on_the_served_model_starts_one_run_per_cooldown(
             "drifty-00002", accuracy=0.93, champion_accuracy=0.9, champion_run="drifty-00001"
         ),
     )
+    await rolled_out("drifty-00002")
 
     # Still drifting, inside the cool-down: no second run; after it: one more.
     training.clock.advance(300)
@@ -223,3 +245,22 @@ async def test_drift_on_the_served_model_starts_one_run_per_cooldown(
     assert len(await training.runs("drifty")) == 2
     training.clock.advance(301)
     await serving_reports(0.4, 500, "drifty-00003")
+
+    # drifty-00003 is blessed; until its rollout is done the deployment still serves
+    # drifty-00002, drifting: those numbers describe the model being replaced, past the
+    # cool-down or not.
+    await training.finish(
+        "drifty-00003",
+        result_json(
+            "drifty-00003", accuracy=0.95, champion_accuracy=0.93, champion_run="drifty-00002"
+        ),
+    )
+    training.clock.advance(601)
+    await serving_reports(0.4, 500)
+    assert len(await training.runs("drifty")) == 3
+    tp = await training.wait_pipeline(
+        "drifty",
+        lambda s: "Drift not counted" in (s.get("message") or ""),
+        "the stale drift explained",
+    )
+    assert "md/served is rolling out drifty-00003" in tp["status"]["message"]

@@ -35,6 +35,7 @@ from perennial.core.pipeline_plan import (
     Memory,
     PipelineFacts,
     PipelinePlan,
+    ServingModel,
     deployment_references,
     plan,
     summarize_run,
@@ -212,6 +213,7 @@ def _signals(
     if triggers.drift is not None:
         md = deployment(triggers.drift.deployment_ref.name)
         if md is not None:
+            serving = ServingModel.of(md)
             monitoring = (md.get("status") or {}).get("monitoring") or {}
             min_samples = ((md.get("spec") or {}).get("monitoring") or {}).get("minSamples")
             drift = DriftSignal(
@@ -221,12 +223,17 @@ def _signals(
                 min_samples=int(min_samples or MonitoringSpec().min_samples),
                 cooldown_seconds=triggers.drift.cooldown_seconds,
                 last_fired=None,
+                deployment=serving.deployment,
+                serving_run=serving.run,
+                rollout_to=serving.rollout_to,
+                rolled_back=serving.rolled_back,
             )
     if triggers.performance_decay is not None:
         rule = triggers.performance_decay
         md = deployment(rule.deployment_ref.name)
         metric = pipeline.spec.resolved_decay_metric() or "accuracy"
         if md is not None:
+            serving = ServingModel.of(md)
             monitoring = (md.get("status") or {}).get("monitoring") or {}
             value = monitoring.get("liveAccuracy" if metric == "accuracy" else "liveRmse")
             decay = DecaySignal(
@@ -237,6 +244,10 @@ def _signals(
                 min_samples=rule.min_feedback_samples,
                 cooldown_seconds=rule.cooldown_seconds,
                 last_fired=None,
+                deployment=serving.deployment,
+                serving_run=serving.run,
+                rollout_to=serving.rollout_to,
+                rolled_back=serving.rolled_back,
             )
     return drift, decay
 

@@ -31,7 +31,15 @@ from perennial.core.history import RunRecord, runs_to_prune
 from perennial.core.job_state import parse_time
 from perennial.core.naming import run_name
 from perennial.core.schedule import ScheduleDecision
-from perennial.core.triggers import DecaySignal, DriftSignal, Trigger, TriggerInputs, due_triggers
+from perennial.core.triggers import (
+    DecaySignal,
+    DriftSignal,
+    Trigger,
+    TriggerInputs,
+    decay_trigger,
+    drift_trigger,
+    due_triggers,
+)
 
 # Labels and annotations the operator puts on the runs (and Jobs, Pods) it creates.
 LABEL_PIPELINE = "perennial.dev/pipeline"
@@ -285,12 +293,84 @@ class PipelinePlan:
     reconciling: bool
     reason: str
     message: str
+    # Drift / decay that would fire but does not describe the champion, in words.
+    not_counted: tuple[str, ...] = ()
 
 
 def _with_last_fired(signal: Any, memory: Memory, trigger: TriggerType) -> Any:
     if signal is None:
         return None
     return replace(signal, last_fired=memory.last_triggers.get(trigger.value))
+
+
+@dataclass(frozen=True)
+class ServingModel:
+    """Which model a ModelDeployment's monitoring numbers describe."""
+
+    deployment: str
+    run: str | None  # status.currentModel.run
+    rollout_to: str | None  # status.rollout.toRun, while a rollout is in progress
+    rolled_back: tuple[str, ...] = ()  # status.rolledBackRuns
+
+    @classmethod
+    def of(cls, md: Mapping[str, Any]) -> ServingModel:
+        status = md.get("status") or {}
+        return cls(
+            deployment=str((md.get("metadata") or {}).get("name") or ""),
+            run=(status.get("currentModel") or {}).get("run"),
+            rollout_to=(status.get("rollout") or {}).get("toRun"),
+            rolled_back=tuple(str(r) for r in status.get("rolledBackRuns") or ()),
+        )
+
+
+_ONLY_THE_CHAMPION = "only the champion's own monitoring counts, once it is rolled out"
+
+
+def not_about_champion(
+    signal: DriftSignal | DecaySignal | None, champion: str | None
+) -> str | None:
+    """Why ``signal`` does not describe the champion serving steadily (None: it does).
+
+    Monitoring numbers judge the model that produced them. A drift or decay of a model that
+    is no longer the champion (a newer one is blessed and waits for its rollout), of a
+    deployment in the middle of a rollout, or of a deployment pinned to another run says
+    nothing about the champion: retraining on it would repeat the run that just replaced
+    that model. Without a champion there is nothing to retrain against. One exception: a
+    deployment that rolled the champion back serves its previous model until a new one is
+    blessed, so that model's numbers count (else only a user could end it).
+    """
+    if signal is None:
+        return None
+    where = f"md/{signal.deployment}" if signal.deployment else "the deployment"
+    if champion is None:
+        return "there is no champion yet"
+    if signal.rollout_to:
+        return f"{where} is rolling out {signal.rollout_to}"
+    if champion in signal.rolled_back and signal.serving_run:
+        return None  # it will not serve the champion: the model it serves is the one judged
+    if signal.serving_run != champion:
+        serving = signal.serving_run or "no model"
+        return f"{where} serves {serving}, not the champion {champion}"
+    return None
+
+
+def _count_only_the_champion(
+    inputs: TriggerInputs, champion: str | None
+) -> tuple[TriggerInputs, tuple[str, ...]]:
+    """``inputs`` without the drift / decay signals that do not describe ``champion``, and
+    a sentence for each one of them that would have fired."""
+    held: list[str] = []
+    why = not_about_champion(inputs.drift, champion)
+    if why is not None:
+        if drift_trigger(inputs) is not None:
+            held.append(f"Drift not counted: {why} ({_ONLY_THE_CHAMPION}).")
+        inputs = replace(inputs, drift=None)
+    why = not_about_champion(inputs.decay, champion)
+    if why is not None:
+        if decay_trigger(inputs) is not None:
+            held.append(f"Performance decay not counted: {why} ({_ONLY_THE_CHAMPION}).")
+        inputs = replace(inputs, decay=None)
+    return inputs, tuple(held)
 
 
 def _prune(facts: PipelineFacts, champion: ChampionRecord | None) -> tuple[str, ...]:
@@ -324,6 +404,7 @@ def plan(facts: PipelineFacts) -> PipelinePlan:
         drift=_with_last_fired(facts.drift, memory, TriggerType.DRIFT),
         decay=_with_last_fired(facts.decay, memory, TriggerType.PERFORMANCE_DECAY),
     )
+    inputs, not_counted = _count_only_the_champion(inputs, champion.run if champion else None)
     due = due_triggers(inputs)
     active = sorted((r for r in facts.runs if r.active), key=lambda r: r.sequence)
 
@@ -381,6 +462,7 @@ def plan(facts: PipelineFacts) -> PipelinePlan:
             reconciling=False,
             reason="Idle",
             message="",
+            not_counted=not_counted,
         ),
         active,
     )
@@ -432,6 +514,7 @@ def _describe(facts: PipelineFacts, out: PipelinePlan, active: list[RunSummary])
         waits = "spec.suspend" if facts.suspend else f"run {active[-1].name} to finish"
         names = ", ".join(t.type.value for t in out.deferred)
         parts.append(f"Due: {names}; waits for {waits} (concurrencyPolicy {facts.policy.value}).")
+    parts.extend(out.not_counted)
     parts.append(_champion_text(out.memory.champion))
     if facts.watching:
         parts.append("Watching: " + "; ".join(facts.watching) + ".")

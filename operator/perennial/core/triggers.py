@@ -8,6 +8,9 @@ numbers, the annotation's value) is passed in. A trigger is "consumed" only when
 caller records that a run started for it (new spec hash, manual token, schedule time,
 fingerprint, fire time), so a trigger that arrives while a run is active under the
 ``Forbid`` policy fires again once the run has finished instead of being lost.
+
+Drift and decay signals are taken as given here; whether they describe the pipeline's
+champion (and so may count at all) is decided by ``pipeline_plan``.
 """
 
 from __future__ import annotations
@@ -48,6 +51,14 @@ class DriftSignal:
     min_samples: int
     cooldown_seconds: int
     last_fired: datetime | None
+    # Which model the numbers describe: the ModelDeployment's name, the run it serves
+    # (status.currentModel.run) and the run a rollout in progress moves to
+    # (status.rollout.toRun). The pipeline counts them only for its champion, rolled out
+    # (or for the model the deployment went back to when it rolled the champion back).
+    deployment: str = ""
+    serving_run: str | None = None
+    rollout_to: str | None = None
+    rolled_back: tuple[str, ...] = ()  # status.rolledBackRuns: runs it will not serve again
 
 
 @dataclass(frozen=True)
@@ -61,6 +72,14 @@ class DecaySignal:
     min_samples: int
     cooldown_seconds: int
     last_fired: datetime | None
+    # Which model the numbers describe: the ModelDeployment's name, the run it serves
+    # (status.currentModel.run) and the run a rollout in progress moves to
+    # (status.rollout.toRun). The pipeline counts them only for its champion, rolled out
+    # (or for the model the deployment went back to when it rolled the champion back).
+    deployment: str = ""
+    serving_run: str | None = None
+    rollout_to: str | None = None
+    rolled_back: tuple[str, ...] = ()  # status.rolledBackRuns: runs it will not serve again
 
 
 @dataclass(frozen=True)

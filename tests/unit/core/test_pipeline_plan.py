@@ -17,6 +17,7 @@ from perennial.core.pipeline_plan import (
     Memory,
     PipelineFacts,
     RunSummary,
+    ServingModel,
     deployment_references,
     next_champion,
     plan,
@@ -26,7 +27,7 @@ from perennial.core.pipeline_plan import (
     watch_list,
 )
 from perennial.core.schedule import decide
-from perennial.core.triggers import DriftSignal
+from perennial.core.triggers import DecaySignal, DriftSignal
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 CREATED = NOW - timedelta(days=1)
@@ -48,6 +49,23 @@ def blessed(seq: int, value: float = 0.9) -> RunSummary:
         value=value,
         finished=NOW - timedelta(hours=10 - seq),
     )
+
+
+def drifting(serving_run: str | None, deployment: str = "iris") -> DriftSignal:
+    """A deployment reporting drift above the threshold while it serves ``serving_run``."""
+    return DriftSignal(
+        score=0.4,
+        samples=500,
+        threshold=0.25,
+        min_samples=100,
+        cooldown_seconds=3600,
+        last_fired=None,
+        deployment=deployment,
+        serving_run=serving_run,
+    )
+
+
+CHAMPION_3 = ChampionRecord(run="p-00003", sha256=f"{3:064d}")
 
 
 def facts(**kw: object) -> PipelineFacts:
@@ -156,17 +174,120 @@ def test_first_data_fingerprint_is_remembered_without_a_run() -> None:
     [(0, False), (3599, False), (3600, True), (7200, True)],
 )
 def test_drift_cooldown_boundaries(elapsed: int, fires: bool) -> None:
-    signal = DriftSignal(
-        score=0.4,
-        samples=500,
-        threshold=0.25,
-        min_samples=100,
-        cooldown_seconds=3600,
-        last_fired=None,
+    signal = drifting("p-00003")
+    memory = replace(
+        SEEN,
+        last_triggers={"Drift": NOW - timedelta(seconds=elapsed)},
+        champion=CHAMPION_3,
     )
-    memory = replace(SEEN, last_triggers={"Drift": NOW - timedelta(seconds=elapsed)})
-    out = plan(facts(memory=memory, drift=signal))
+    out = plan(facts(memory=memory, runs=(blessed(3),), drift=signal))
     assert (out.create is not None) is fires
+
+
+def test_drift_held_behind_a_run_does_not_fire_again_for_the_replaced_model() -> None:
+    # The champion p-00003 drifts while p-00004 (scheduled) trains: Forbid holds the drift.
+    memory = replace(SEEN, champion=CHAMPION_3)
+    training = run(4, "Training", trigger="Schedule")
+    out = plan(facts(memory=memory, runs=(blessed(3), training), drift=drifting("p-00003")))
+    assert out.create is None and [t.type for t in out.deferred] == [TriggerType.DRIFT]
+
+    # p-00004 is blessed; the deployment still serves p-00003 and its numbers still look
+    # bad: they describe the model just replaced, so no second, identical retrain.
+    later = NOW + timedelta(minutes=5)
+    runs = (blessed(3), blessed(4))
+    out = plan(facts(now=later, memory=out.memory, runs=runs, drift=drifting("p-00003")))
+    assert out.memory.champion is not None and out.memory.champion.run == "p-00004"
+    assert out.create is None and out.deferred == ()
+    assert "Drift not counted: md/iris serves p-00003, not the champion p-00004" in out.message
+
+    # Rolling out p-00004: still not counted.
+    rolling = replace(drifting("p-00003"), rollout_to="p-00004")
+    out = plan(facts(now=later + timedelta(minutes=1), memory=out.memory, runs=runs, drift=rolling))
+    assert out.create is None
+    assert "md/iris is rolling out p-00004" in out.message
+
+    # p-00004 serves and drifts itself: that counts.
+    out = plan(
+        facts(
+            now=later + timedelta(minutes=2),
+            memory=out.memory,
+            runs=runs,
+            drift=drifting("p-00004"),
+        )
+    )
+    assert out.create is not None and out.create.trigger.type is TriggerType.DRIFT
+    assert "not counted" not in out.message
+
+
+def test_no_drift_or_decay_trigger_without_a_champion() -> None:
+    decay = DecaySignal(
+        metric="accuracy",
+        value=0.5,
+        samples=500,
+        threshold=0.8,
+        min_samples=50,
+        cooldown_seconds=0,
+        last_fired=None,
+        deployment="iris",
+        serving_run="p-00003",
+    )
+    out = plan(facts(runs=(run(3, "Rejected"),), drift=drifting("p-00003"), decay=decay))
+    assert out.create is None and out.deferred == ()
+    assert "Drift not counted: there is no champion yet" in out.message
+    assert "Performance decay not counted: there is no champion yet" in out.message
+
+
+def test_decay_of_a_deployment_pinned_to_another_run_is_not_counted() -> None:
+    decay = DecaySignal(
+        metric="accuracy",
+        value=0.5,
+        samples=500,
+        threshold=0.8,
+        min_samples=50,
+        cooldown_seconds=0,
+        last_fired=None,
+        deployment="pinned",
+        serving_run="p-00002",
+    )
+    memory = replace(SEEN, champion=CHAMPION_3)
+    out = plan(facts(memory=memory, runs=(blessed(3),), decay=decay))
+    assert out.create is None
+    assert "md/pinned serves p-00002, not the champion p-00003" in out.message
+    counted = plan(
+        facts(memory=memory, runs=(blessed(3),), decay=replace(decay, serving_run="p-00003"))
+    )
+    assert counted.create is not None
+    assert counted.create.trigger.type is TriggerType.PERFORMANCE_DECAY
+
+
+def test_after_the_champion_was_rolled_back_the_model_serving_instead_counts() -> None:
+    # md/iris rolled p-00004 back and serves p-00003 until a new model is blessed: its
+    # drift is the only thing that can bring one (outside a cool-down).
+    memory = replace(SEEN, champion=ChampionRecord(run="p-00004", sha256=f"{4:064d}"))
+    back = replace(drifting("p-00003"), rolled_back=("p-00004",))
+    out = plan(facts(memory=memory, runs=(blessed(3), blessed(4)), drift=back))
+    assert out.create is not None and out.create.trigger.type is TriggerType.DRIFT
+    other = replace(back, rolled_back=("p-00002",))
+    assert plan(facts(memory=memory, runs=(blessed(3), blessed(4)), drift=other)).create is None
+
+
+def test_a_quiet_stale_signal_is_not_mentioned() -> None:
+    quiet = replace(drifting("p-00002"), score=0.01)
+    out = plan(facts(memory=replace(SEEN, champion=CHAMPION_3), runs=(blessed(3),), drift=quiet))
+    assert out.create is None and "not counted" not in out.message
+
+
+def test_serving_model_of_a_model_deployment() -> None:
+    md = {
+        "metadata": {"name": "iris"},
+        "status": {
+            "currentModel": {"run": "p-00003"},
+            "rollout": {"toRun": "p-00004"},
+            "rolledBackRuns": ["p-00002"],
+        },
+    }
+    assert ServingModel.of(md) == ServingModel("iris", "p-00003", "p-00004", ("p-00002",))
+    assert ServingModel.of({"metadata": {"name": "new"}}) == ServingModel("new", None, None)
 
 
 def test_champion_moves_only_forward() -> None:
