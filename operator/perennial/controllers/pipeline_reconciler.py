@@ -22,12 +22,12 @@ from typing import Any, Final
 from pydantic import ValidationError
 
 from perennial.api.constants import RETRAIN_ANNOTATION
-from perennial.api.deployment import MonitoringSpec
 from perennial.api.pipeline import TrainingPipeline, TrainingPipelineStatus
 from perennial.controllers import clock, run_reconciler
 from perennial.controllers.keyed_locks import KeyedLocks
 from perennial.controllers.run_reconciler import event
 from perennial.core.conditions import set_condition, timestamp
+from perennial.core.monitoring_signals import trigger_signals, watched_deployments
 from perennial.core.naming import job_name, run_name
 from perennial.core.pipeline_plan import (
     LABEL_PIPELINE,
@@ -35,14 +35,12 @@ from perennial.core.pipeline_plan import (
     Memory,
     PipelineFacts,
     PipelinePlan,
-    ServingModel,
     deployment_references,
     plan,
     summarize_run,
     watch_list,
 )
 from perennial.core.schedule import ScheduleDecision, ScheduleError, decide
-from perennial.core.triggers import DecaySignal, DriftSignal
 from perennial.k8s import client, metrics
 from perennial.k8s.builders.training_run import build_run, champion_ref, pipeline_spec_hash
 from perennial.k8s.client import (
@@ -156,7 +154,13 @@ def _reconcile(namespace: str, name: str, *, data: DataCheck | None, tick: bool)
     summaries = tuple(summarize_run(r) for r in runs)
 
     notes: list[str] = []
-    drift, decay = _signals(pipeline, namespace, notes)
+    watched = {
+        ref: client.get_or_none(MODEL_DEPLOYMENTS_RESOURCE, ref, namespace)
+        for ref in watched_deployments(spec)
+    }
+    signals = trigger_signals(spec, watched)
+    notes.extend(signals.notes)
+    drift, decay = signals.drift, signals.decay
     finished = [s for s in summaries if not s.active]
     protected: frozenset[str] = frozenset()
     if len(finished) > min(spec.successful_runs_history_limit, spec.failed_runs_history_limit):
@@ -192,64 +196,6 @@ def _reconcile(namespace: str, name: str, *, data: DataCheck | None, tick: bool)
         if data.error not in previous:
             event(body, "DataCheckFailed", data.error, "Warning")
     _write_status(body, decision, schedule, data, notes, now=now)
-
-
-def _signals(
-    pipeline: TrainingPipeline, namespace: str, notes: list[str]
-) -> tuple[DriftSignal | None, DecaySignal | None]:
-    """The drift and decay signals of the deployments the triggers watch."""
-    triggers = pipeline.spec.triggers
-    drift: DriftSignal | None = None
-    decay: DecaySignal | None = None
-    cache: dict[str, dict[str, Any] | None] = {}
-
-    def deployment(ref: str) -> dict[str, Any] | None:
-        if ref not in cache:
-            cache[ref] = client.get_or_none(MODEL_DEPLOYMENTS_RESOURCE, ref, namespace)
-            if cache[ref] is None:
-                notes.append(f"ModelDeployment {ref} (watched by a trigger) does not exist")
-        return cache[ref]
-
-    if triggers.drift is not None:
-        md = deployment(triggers.drift.deployment_ref.name)
-        if md is not None:
-            serving = ServingModel.of(md)
-            monitoring = (md.get("status") or {}).get("monitoring") or {}
-            min_samples = ((md.get("spec") or {}).get("monitoring") or {}).get("minSamples")
-            drift = DriftSignal(
-                score=monitoring.get("maxDriftScore"),
-                samples=int(monitoring.get("driftSamples") or monitoring.get("requests") or 0),
-                threshold=triggers.drift.threshold,
-                min_samples=int(min_samples or MonitoringSpec().min_samples),
-                cooldown_seconds=triggers.drift.cooldown_seconds,
-                last_fired=None,
-                deployment=serving.deployment,
-                serving_run=serving.run,
-                rollout_to=serving.rollout_to,
-                rolled_back=serving.rolled_back,
-            )
-    if triggers.performance_decay is not None:
-        rule = triggers.performance_decay
-        md = deployment(rule.deployment_ref.name)
-        metric = pipeline.spec.resolved_decay_metric() or "accuracy"
-        if md is not None:
-            serving = ServingModel.of(md)
-            monitoring = (md.get("status") or {}).get("monitoring") or {}
-            value = monitoring.get("liveAccuracy" if metric == "accuracy" else "liveRmse")
-            decay = DecaySignal(
-                metric=metric,
-                value=value,
-                samples=int(monitoring.get("feedbackSamples") or 0),
-                threshold=rule.threshold,
-                min_samples=rule.min_feedback_samples,
-                cooldown_seconds=rule.cooldown_seconds,
-                last_fired=None,
-                deployment=serving.deployment,
-                serving_run=serving.run,
-                rollout_to=serving.rollout_to,
-                rolled_back=serving.rolled_back,
-            )
-    return drift, decay
 
 
 def _memory(status: TrainingPipelineStatus) -> Memory:

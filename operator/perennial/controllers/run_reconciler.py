@@ -25,19 +25,18 @@ from perennial.api.enums import RunPhase
 from perennial.api.run import TrainingRun
 from perennial.controllers import clock
 from perennial.controllers.keyed_locks import KeyedLocks
-from perennial.core.conditions import kstatus, set_condition, timestamp
+from perennial.core.conditions import set_condition, timestamp
 from perennial.core.job_state import JobObservation, JobState, observe, parse_time
 from perennial.core.naming import job_name
 from perennial.core.pipeline_plan import LABEL_RUN
-from perennial.core.run_verdict import (
-    GateConfig,
-    RunVerdict,
-    failure,
-    gate_status,
-    parse_result,
-    verdict_conditions,
-    verdict_from_result,
+from perennial.core.run_status import (
+    awaiting_result,
+    finish_status,
+    judge,
+    progress_status,
+    verdict_events,
 )
+from perennial.core.run_verdict import GateConfig, RunVerdict, failure, verdict_conditions
 from perennial.k8s import client, metrics
 from perennial.k8s.builders.training_job import build_job
 from perennial.k8s.client import JOBS, PODS, RUN_STATUS, TRAINING_RUNS_RESOURCE
@@ -47,11 +46,6 @@ logger = logging.getLogger("perennial.controllers.run")
 
 LOCKS: Final = KeyedLocks()
 
-# After the Job completed, how long the operator waits for its Pod to be listed before it
-# gives up (the result is then lost: ResultMissing). A listed Pod without a readable
-# result is ResultMissing at once: the Job controller counts a Pod as succeeded only once
-# its containers have terminated, so their termination messages are final.
-RESULT_GRACE_SECONDS: Final = 120.0
 _FINISHED: Final = frozenset({RunPhase.SUCCEEDED, RunPhase.REJECTED, RunPhase.FAILED})
 
 
@@ -120,7 +114,6 @@ def _reconcile(namespace: str, name: str) -> RunReport | None:
             f"a Job named {job_name(name)} exists that this run does not own (left over from "
             "a deleted run?); waiting for it to be deleted",
             now=now,
-            generation=generation,
         )
         return RunReport(pipeline, RunPhase.PENDING.value)
     if job is None:
@@ -153,7 +146,7 @@ def _reconcile(namespace: str, name: str) -> RunReport | None:
     ]
     seen = observe(job, pods)
     if seen.state is JobState.PENDING or seen.state is JobState.MISSING:
-        _progress(body, RunPhase.PENDING, seen.reason, seen.message, now=now, generation=generation)
+        _progress(body, RunPhase.PENDING, seen.reason, seen.message, now=now)
         return RunReport(pipeline, RunPhase.PENDING.value)
     if seen.state is JobState.RUNNING:
         if phase != RunPhase.TRAINING.value:
@@ -164,11 +157,10 @@ def _reconcile(namespace: str, name: str) -> RunReport | None:
             "Training",
             f"training {run.spec.pipeline_spec.model.estimator} in Job {job_name(name)}",
             now=now,
-            generation=generation,
             started=seen.started,
         )
         return RunReport(pipeline, RunPhase.TRAINING.value)
-    return _judge(body, run, seen, now=now, generation=generation, pods_listed=bool(pods))
+    return _judge(body, run, seen, now=now, pods_listed=bool(pods))
 
 
 def _judge(
@@ -177,56 +169,27 @@ def _judge(
     seen: JobObservation,
     *,
     now: datetime,
-    generation: int | None,
     pods_listed: bool,
 ) -> RunReport:
     pipeline = _pipeline_of(body)
     name = body["metadata"]["name"]
     phase = (body.get("status") or {}).get("phase")
-    result = parse_result(seen.result_text)
+    if seen.state is JobState.SUCCEEDED and phase != RunPhase.EVALUATING.value:
+        event(body, "TrainingCompleted", f"Job {job_name(name)} completed")
+    if awaiting_result(seen, pods_listed=pods_listed, now=now):
+        # The Job completed but its Pod is not listed (yet): give it a moment.
+        _progress(
+            body,
+            RunPhase.EVALUATING,
+            "ReadingResult",
+            "the Job completed; waiting for the trainer's result in the Pod's termination message",
+            now=now,
+            started=seen.started,
+        )
+        return RunReport(pipeline, RunPhase.EVALUATING.value)
     config = GateConfig.from_spec(run.spec.pipeline_spec)
-    had_champion = run.spec.champion is not None
-    if seen.state is JobState.SUCCEEDED:
-        if result is None:
-            finished = seen.finished or now
-            waited = (now - finished).total_seconds()
-            if not pods_listed and waited < RESULT_GRACE_SECONDS:
-                # The Job completed but its Pod is not listed (yet): give it a moment.
-                if phase != RunPhase.EVALUATING.value:
-                    event(body, "TrainingCompleted", f"Job {job_name(name)} completed")
-                _progress(
-                    body,
-                    RunPhase.EVALUATING,
-                    "ReadingResult",
-                    "the Job completed; waiting for the trainer's result in the Pod's "
-                    "termination message",
-                    now=now,
-                    generation=generation,
-                    started=seen.started,
-                )
-                return RunReport(pipeline, RunPhase.EVALUATING.value)
-            tail = f": {seen.result_text[-300:]}" if seen.result_text else ""
-            verdict = failure(
-                "ResultMissing",
-                f"the Job completed but its Pod holds no readable TrainResult{tail}",
-            )
-        elif result.status != "Succeeded":
-            verdict = verdict_from_result(result, config, had_champion=had_champion)
-        else:
-            if phase != RunPhase.EVALUATING.value:
-                event(body, "TrainingCompleted", f"Job {job_name(name)} completed")
-            verdict = verdict_from_result(result, config, had_champion=had_champion)
-        return _finish(body, run, verdict, seen, now=now)
-
-    # Failed: the trainer's own report wins over the Job controller's reason.
-    if result is not None and result.status == "Failed":
-        verdict = verdict_from_result(result, config, had_champion=had_champion)
-    else:
-        message = seen.message
-        if seen.result_text and result is None:
-            message = f"{message}; last output: {seen.result_text.strip()[-400:]}"
-        verdict = failure(seen.reason, message)
-    if seen.fatal:
+    verdict = judge(seen, config, had_champion=run.spec.champion is not None)
+    if seen.state is JobState.FAILED and seen.fatal:
         # The Job would wait for its deadline (an image that cannot be pulled): stop it.
         client.delete(JOBS, job_name(name), body["metadata"].get("namespace"))
     return _finish(body, run, verdict, seen, now=now)
@@ -284,28 +247,9 @@ def _progress(
     message: str,
     *,
     now: datetime,
-    generation: int | None,
     started: datetime | None = None,
 ) -> None:
-    status = body.get("status") or {}
-    changes: dict[str, Any] = {
-        "observedGeneration": generation,
-        "phase": phase.value,
-        "jobName": job_name(body["metadata"]["name"]),
-        "reason": reason,
-        "message": message,
-        "conditions": kstatus(
-            status.get("conditions"),
-            state="reconciling",
-            reason=reason,
-            message=message,
-            now=now,
-            generation=generation,
-        ),
-    }
-    if phase is not RunPhase.PENDING and not status.get("startTime"):
-        changes["startTime"] = timestamp(started or now)
-    _write(body, changes)
+    _write(body, progress_status(body, phase, reason, message, now=now, started=started))
 
 
 def _finish(
@@ -316,26 +260,7 @@ def _finish(
     *,
     now: datetime,
 ) -> RunReport:
-    meta = body["metadata"]
-    status = body.get("status") or {}
-    generation = meta.get("generation")
-    changes: dict[str, Any] = {
-        "observedGeneration": generation,
-        "phase": verdict.phase.value,
-        "jobName": job_name(meta["name"]),
-        "reason": verdict.reason,
-        "message": verdict.message,
-        "completionTime": timestamp(seen.finished if seen and seen.finished else now),
-        "conditions": verdict_conditions(
-            verdict, status.get("conditions"), now=now, generation=generation
-        ),
-        **verdict.status,
-    }
-    if verdict.gates:
-        changes["gates"] = [gate_status(g) for g in verdict.gates]
-    if not status.get("startTime") and seen is not None and seen.started is not None:
-        changes["startTime"] = timestamp(seen.started)
-    _write(body, changes)
+    _write(body, finish_status(body, verdict, seen, now=now))
     _announce(body, run, verdict, seen, now=now)
     return RunReport(_pipeline_of(body), verdict.phase.value, finished_now=True)
 
@@ -351,20 +276,11 @@ def _announce(
     """Events and metrics of a run that just reached its final phase."""
     namespace = body["metadata"].get("namespace") or ""
     pipeline = _pipeline_of(body) or ""
+    for note in verdict_events(verdict):
+        event(body, note.reason, note.message, note.type)
     for gate in verdict.gates:
-        if gate.skipped:
-            event(body, "GateSkipped", gate.message)
-        elif gate.passed:
-            event(body, "GatePassed", gate.message)
-        else:
-            event(body, "GateFailed", gate.message, "Warning")
+        if not gate.skipped and not gate.passed:
             metrics.GATE_FAILURES.labels(namespace, pipeline, gate.name).inc()
-    if verdict.phase is RunPhase.SUCCEEDED:
-        event(body, "ModelBlessed", verdict.message)
-    elif verdict.phase is RunPhase.REJECTED:
-        event(body, "ModelRejected", verdict.message, "Warning")
-    else:
-        event(body, "TrainingFailed", f"{verdict.reason}: {verdict.message}", "Warning")
     _count_outcome(body, verdict.phase.value)
     duration = _training_seconds(seen, body)
     if duration is not None:

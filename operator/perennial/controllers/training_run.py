@@ -23,6 +23,7 @@ from perennial.api.enums import RunPhase
 from perennial.controllers import pipeline_reconciler, run_reconciler
 from perennial.controllers.settings import HANDLER_LIMITS
 from perennial.core.pipeline_plan import LABEL_RUN
+from perennial.core.run_status import RESULT_GRACE_SECONDS
 from perennial.k8s import metrics
 from perennial.k8s.client import ApiError
 
@@ -40,7 +41,7 @@ def advance(namespace: str, name: str) -> None:
     if report is not None and report.finished_now and report.pipeline:
         pipeline_reconciler.reconcile_pipeline(namespace, report.pipeline)
     if report is not None and report.phase == RunPhase.EVALUATING.value:
-        _recheck_later(namespace, name, run_reconciler.RESULT_GRACE_SECONDS + 1)
+        _recheck_later(namespace, name, RESULT_GRACE_SECONDS + 1)
 
 
 def _recheck_later(namespace: str, name: str, delay: float) -> None:

@@ -23,26 +23,24 @@ from perennial.api.constants import (
     TRAINING_PIPELINE,
     TRAINING_RUN,
 )
-from perennial.api.deployment import MonitoringSpec
 from perennial.api.pipeline import TrainingPipeline, TrainingPipelineStatus
 from perennial.core import pipeline_plan
 from perennial.core import schedule as schedules
 from perennial.core.conditions import set_condition, timestamp
 from perennial.core.job_state import parse_time
+from perennial.core.monitoring_signals import trigger_signals, watched_deployments
 from perennial.core.naming import run_name
 from perennial.core.pipeline_plan import (
     ChampionRecord,
     Memory,
     PipelineFacts,
     PipelinePlan,
-    ServingModel,
     deployment_references,
     summarize_run,
     watch_list,
 )
 from perennial.core.schedule import ScheduleDecision, ScheduleError
 from perennial.core.spec_hash import spec_hash
-from perennial.core.triggers import DecaySignal, DriftSignal
 from perennial.k8s.builders.training_run import build_run, champion_ref
 from perennial.k8s.data_fingerprint import DataCheckError, fingerprint
 from perennial.local import runs as local_runs
@@ -88,62 +86,6 @@ def runs_of(ctx: Context, namespace: str, name: str, uid: str | None) -> list[Bo
         if (r["metadata"].get("labels") or {}).get(pipeline_plan.LABEL_PIPELINE) == name
         and _owned(r, uid)
     ]
-
-
-def signals(
-    ctx: Context, pipeline: TrainingPipeline, namespace: str, notes: list[str]
-) -> tuple[DriftSignal | None, DecaySignal | None]:
-    """The drift and decay signals of the deployments the triggers watch (their
-    ``status.monitoring``, as the operator reads them)."""
-    triggers = pipeline.spec.triggers
-    drift: DriftSignal | None = None
-    decay: DecaySignal | None = None
-
-    def deployment(ref: str) -> Body | None:
-        md = ctx.store.get(MODEL_DEPLOYMENT, namespace, ref)
-        if md is None:
-            notes.append(f"ModelDeployment {ref} (watched by a trigger) does not exist")
-        return md
-
-    if triggers.drift is not None:
-        md = deployment(triggers.drift.deployment_ref.name)
-        if md is not None:
-            serving = ServingModel.of(md)
-            monitoring = (md.get("status") or {}).get("monitoring") or {}
-            min_samples = ((md.get("spec") or {}).get("monitoring") or {}).get("minSamples")
-            drift = DriftSignal(
-                score=monitoring.get("maxDriftScore"),
-                samples=int(monitoring.get("driftSamples") or monitoring.get("requests") or 0),
-                threshold=triggers.drift.threshold,
-                min_samples=int(min_samples or MonitoringSpec().min_samples),
-                cooldown_seconds=triggers.drift.cooldown_seconds,
-                last_fired=None,
-                deployment=serving.deployment,
-                serving_run=serving.run,
-                rollout_to=serving.rollout_to,
-                rolled_back=serving.rolled_back,
-            )
-    if triggers.performance_decay is not None:
-        rule = triggers.performance_decay
-        md = deployment(rule.deployment_ref.name)
-        metric = pipeline.spec.resolved_decay_metric() or "accuracy"
-        if md is not None:
-            serving = ServingModel.of(md)
-            monitoring = (md.get("status") or {}).get("monitoring") or {}
-            decay = DecaySignal(
-                metric=metric,
-                value=monitoring.get("liveAccuracy" if metric == "accuracy" else "liveRmse"),
-                samples=int(monitoring.get("feedbackSamples") or 0),
-                threshold=rule.threshold,
-                min_samples=rule.min_feedback_samples,
-                cooldown_seconds=rule.cooldown_seconds,
-                last_fired=None,
-                deployment=serving.deployment,
-                serving_run=serving.run,
-                rollout_to=serving.rollout_to,
-                rolled_back=serving.rolled_back,
-            )
-    return drift, decay
 
 
 def memory_of(status: TrainingPipelineStatus) -> Memory:
@@ -203,7 +145,13 @@ def reconcile_pipeline(ctx: Context, namespace: str, name: str) -> PipelinePlan 
     summaries = tuple(summarize_run(r) for r in runs)
 
     notes: list[str] = []
-    drift, decay = signals(ctx, pipeline, namespace, notes)
+    watched = {
+        ref: ctx.store.get(MODEL_DEPLOYMENT, namespace, ref)
+        for ref in watched_deployments(pipeline.spec)
+    }
+    signals = trigger_signals(pipeline.spec, watched)
+    notes.extend(signals.notes)
+    drift, decay = signals.drift, signals.decay
     protected = deployment_references(ctx.store.list_objects(MODEL_DEPLOYMENT, namespace))
     facts = PipelineFacts(
         pipeline=name,

@@ -3,8 +3,8 @@
 The same steps as the operator's run reconciler (:mod:`perennial.controllers.run_reconciler`)
 with a local process instead of a Job: the TrainConfig comes from the same builder
 (:func:`perennial.k8s.builders.training_job.train_config`), the process is read back in
-the Job/Pod shape by :func:`perennial.core.job_state.observe`, and the verdict (gates,
-phase, reason, message, conditions) comes from :mod:`perennial.core.run_verdict`.
+the Job/Pod shape by :func:`perennial.core.job_state.observe`, and the verdict, the status
+and the events come from :mod:`perennial.core.run_status` (as in the operator).
 """
 
 from __future__ import annotations
@@ -18,18 +18,12 @@ from pydantic import ValidationError
 from perennial.api.constants import TRAINING_RUN
 from perennial.api.enums import RunPhase
 from perennial.api.run import TrainingRun
-from perennial.core import job_state, run_verdict
-from perennial.core.conditions import kstatus, timestamp
+from perennial.core import job_state
+from perennial.core.conditions import timestamp
 from perennial.core.job_state import JobObservation, JobState
 from perennial.core.naming import job_name
-from perennial.core.run_verdict import (
-    GateConfig,
-    RunVerdict,
-    failure,
-    gate_status,
-    parse_result,
-    verdict_conditions,
-)
+from perennial.core.run_status import finish_status, judge, progress_status, verdict_events
+from perennial.core.run_verdict import GateConfig, RunVerdict, failure, verdict_conditions
 from perennial.k8s.builders.training_job import train_config
 from perennial.local.context import Context
 
@@ -115,31 +109,12 @@ def reconcile_run(ctx: Context, namespace: str, name: str) -> str | None:
             started=seen.started,
         )
         return RunPhase.TRAINING.value
-    verdict = _judge(run, seen)
     if seen.state is JobState.SUCCEEDED:
         ctx.event(body, "TrainingCompleted", f"the trainer of {name} finished")
+    gates = GateConfig.from_spec(run.spec.pipeline_spec)
+    verdict = judge(seen, gates, had_champion=run.spec.champion is not None)
     _finish(ctx, body, verdict, seen, now=now)
     return verdict.phase.value
-
-
-def _judge(run: TrainingRun, seen: JobObservation) -> RunVerdict:
-    """The verdict on a finished trainer (its result read from the termination message)."""
-    result = parse_result(seen.result_text)
-    config = GateConfig.from_spec(run.spec.pipeline_spec)
-    had_champion = run.spec.champion is not None
-    if seen.state is JobState.SUCCEEDED:
-        if result is None:
-            tail = f": {seen.result_text[-300:]}" if seen.result_text else ""
-            return failure(
-                "ResultMissing", f"the trainer exited 0 but wrote no readable TrainResult{tail}"
-            )
-        return run_verdict.verdict_from_result(result, config, had_champion=had_champion)
-    if result is not None and result.status == "Failed":
-        return run_verdict.verdict_from_result(result, config, had_champion=had_champion)
-    message = seen.message
-    if seen.result_text and result is None:
-        message = f"{message}; last output: {seen.result_text.strip()[-400:]}"
-    return failure(seen.reason, message)
 
 
 def _progress(
@@ -152,26 +127,7 @@ def _progress(
     now: datetime,
     started: datetime | None = None,
 ) -> None:
-    status = body.get("status") or {}
-    generation = body["metadata"].get("generation")
-    changes: dict[str, Any] = {
-        "observedGeneration": generation,
-        "phase": phase.value,
-        "jobName": job_name(body["metadata"]["name"]),
-        "reason": reason,
-        "message": message,
-    }
-    changes["conditions"] = kstatus(
-        status.get("conditions"),
-        state="reconciling",
-        reason=reason,
-        message=message,
-        now=now,
-        generation=generation,
-    )
-    if phase is not RunPhase.PENDING and not status.get("startTime"):
-        changes["startTime"] = timestamp(started or now)
-    _write(ctx, body, changes)
+    _write(ctx, body, progress_status(body, phase, reason, message, now=now, started=started))
 
 
 def _finish(
@@ -182,39 +138,9 @@ def _finish(
     *,
     now: datetime,
 ) -> None:
-    meta = body["metadata"]
-    status = body.get("status") or {}
-    generation = meta.get("generation")
-    changes: dict[str, Any] = {
-        "observedGeneration": generation,
-        "phase": verdict.phase.value,
-        "jobName": job_name(meta["name"]),
-        "reason": verdict.reason,
-        "message": verdict.message,
-        "completionTime": timestamp(now),
-        "conditions": verdict_conditions(
-            verdict, status.get("conditions"), now=now, generation=generation
-        ),
-        **verdict.status,
-    }
-    if verdict.gates:
-        changes["gates"] = [gate_status(g) for g in verdict.gates]
-    if not status.get("startTime"):
-        changes["startTime"] = timestamp(seen.started if seen and seen.started else now)
-    body = _write(ctx, body, changes)
-    for gate in verdict.gates:
-        if gate.skipped:
-            ctx.event(body, "GateSkipped", gate.message)
-        elif gate.passed:
-            ctx.event(body, "GatePassed", gate.message)
-        else:
-            ctx.event(body, "GateFailed", gate.message, "Warning")
-    if verdict.phase is RunPhase.SUCCEEDED:
-        ctx.event(body, "ModelBlessed", verdict.message)
-    elif verdict.phase is RunPhase.REJECTED:
-        ctx.event(body, "ModelRejected", verdict.message, "Warning")
-    else:
-        ctx.event(body, "TrainingFailed", f"{verdict.reason}: {verdict.message}", "Warning")
+    body = _write(ctx, body, finish_status(body, verdict, seen, now=now))
+    for note in verdict_events(verdict):
+        ctx.event(body, note.reason, note.message, note.type)
 
 
 def cancel_run(ctx: Context, namespace: str, name: str, *, replaced_by: str) -> bool:
