@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 IMAGE_REGISTRY ?= ghcr.io/perennial-dev
 IMAGE_TAG ?= $(shell sed -n 's/__version__ = "\(.*\)"/\1/p' operator/perennial/_version.py)
 
-.PHONY: install test lint fmt crds demo images deploy bench bench-serving clean
+.PHONY: install test lint fmt crds locks demo images deploy bench bench-serving clean
 
 install: $(STAMP)
 
@@ -33,6 +33,10 @@ fmt: install
 crds: install
 	$(PY) -m perennial crds --output crds/
 	$(PY) -m perennial.api.docgen
+
+# Pin every dependency of the two images (they install with -c <lock>).
+locks: install
+	$(PY) scripts/lock_requirements.py
 
 demo: install
 	$(PY) -m perennial demo
