@@ -24,7 +24,7 @@ import httpx
 import pytest
 
 from perennial_runtime.serve import main
-from perennial_runtime.serve.config import ServeConfig
+from perennial_runtime.serve.config import ServeConfig, available_cores, parse_args
 from perennial_runtime.serve.embedded import EmbeddedServer
 from perennial_runtime.serve.model import load
 
@@ -276,6 +276,16 @@ def test_insecure_skip_verify_still_checks_metadata(cancer_run: Any, run_copy: P
             "--drift-window must be at least 100",
         ),
         (["--insecure-skip-verify"], {"PERENNIAL_MODEL_URI": "m", "PERENNIAL_SERVE_PORT": "x"}, ""),
+        (
+            ["--model-uri", "m", "--insecure-skip-verify", "--onnx-sha256", "xyz"],
+            {},
+            "--onnx-sha256 must be 64 hex characters",
+        ),
+        (
+            ["--model-uri", "m", "--insecure-skip-verify"],
+            {"PERENNIAL_SERVE_BACKEND": "gpu"},
+            "PERENNIAL_SERVE_BACKEND must be one of auto, numpy, onnxruntime, sklearn",
+        ),
     ],
 )
 def test_invalid_options_exit_2(
@@ -285,7 +295,12 @@ def test_invalid_options_exit_2(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    for name in ("PERENNIAL_MODEL_URI", "PERENNIAL_MODEL_SHA256", "PERENNIAL_SERVE_PORT"):
+    for name in (
+        "PERENNIAL_MODEL_URI",
+        "PERENNIAL_MODEL_SHA256",
+        "PERENNIAL_SERVE_PORT",
+        "PERENNIAL_SERVE_BACKEND",
+    ):
         monkeypatch.delenv(name, raising=False)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
@@ -294,3 +309,17 @@ def test_invalid_options_exit_2(
     assert message in err
     if not message:
         assert "PERENNIAL_SERVE_PORT must be an integer" in err
+
+
+def test_backend_pin_and_workers_options() -> None:
+    sha = "ab" * 32
+    env = {"PERENNIAL_ONNX_SHA256": sha.upper(), "PERENNIAL_SERVE_BACKEND": "onnxruntime"}
+    config = parse_args(["--model-uri", "m", "--insecure-skip-verify"], env)
+    assert config.onnx_sha256 == sha and config.backend == "onnxruntime"
+    assert config.workers == available_cores() >= 1  # default: one worker per core
+    assert (
+        parse_args(["--model-uri", "m", "--insecure-skip-verify", "--workers", "3"], {}).workers
+        == 3
+    )
+    flags = ["--model-uri", "m", "--insecure-skip-verify", "--backend", "sklearn"]
+    assert parse_args(flags, env).backend == "sklearn"  # flags win

@@ -96,6 +96,15 @@ def summary(result: TrainResult) -> str:
             f"  model: {result.artifact.model_uri} "
             f"({result.artifact.size} bytes, sha256 {result.artifact.sha256})"
         )
+    if result.onnx_export is not None:
+        export = result.onnx_export
+        if export.exported and result.artifact is not None:
+            lines.append(
+                f"  model.onnx: {result.artifact.onnx_uri} (sha256 {result.artifact.onnx_sha256}); "
+                f"{export.reason}"
+            )
+        else:
+            lines.append(f"  no model.onnx: {export.reason}")
     if result.duration_seconds is not None:
         lines.append(f"  took {result.duration_seconds:.1f}s")
     return "\n".join(lines)

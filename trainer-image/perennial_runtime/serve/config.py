@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 from perennial_runtime.drift import MIN_DRIFT_SAMPLES
 
@@ -28,9 +31,6 @@ _TRUE = {"1", "true", "yes", "on"}
 def available_cores() -> int:
     """Cores this process may use: its CPU affinity, capped by a cgroup CPU quota (a pod's
     CPU limit), rounded up; at least 1."""
-    import math
-    import os
-
     try:
         cores = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
@@ -43,8 +43,6 @@ def available_cores() -> int:
 
 def _cgroup_cpu_quota() -> float | None:
     """CPUs allowed by the cgroup (v2 ``cpu.max``, v1 ``cpu.cfs_quota_us``); None: no limit."""
-    from pathlib import Path
-
     try:
         text = Path("/sys/fs/cgroup/cpu.max").read_text().split()
         if len(text) == 2 and text[0] != "max":
