@@ -18,18 +18,16 @@ def _point(results: dict[str, Any], model: str, rows: int, conns: int, server: s
     return None
 
 
-def _ceiling(results: dict[str, Any]) -> Any:
-    for s in results.get("stacks", []):
-        if s["kind"] == "uvicorn":
-            return s
-    return None
+def _ceiling(results: dict[str, Any], model: str) -> Any:
+    """The constant-response app measured alongside ``model``'s single-row points."""
+    return _point(results, model, 1, HEADLINE_CONNECTIONS, "constant")
 
 
 def targets(results: dict[str, Any]) -> list[tuple[str, str, bool]]:
     """(target, measured, met) for each target of the serving issue."""
     out: list[tuple[str, str, bool]] = []
-    ceiling = _ceiling(results)
     for model in ("RF", "LR"):
+        ceiling = _ceiling(results, model)
         ours = _point(results, model, 1, HEADLINE_CONNECTIONS, "ours")
         theirs = _point(results, model, 1, HEADLINE_CONNECTIONS, "mlserver")
         if ours is None or theirs is None:
@@ -79,6 +77,37 @@ def summary(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _shortfalls(results: dict[str, Any]) -> list[str]:
+    """Why a missed target was missed, from this run's own numbers."""
+    lines: list[str] = []
+    for model in ("RF", "LR"):
+        ours = _point(results, model, 1, HEADLINE_CONNECTIONS, "ours")
+        ceiling = _ceiling(results, model)
+        if ours is None or ceiling is None:
+            continue
+        if ours["p99_ms"] >= P99_LIMIT_MS:
+            lines.append(
+                f"- {model} p99 at {HEADLINE_CONNECTIONS} connections is {ours['p99_ms']:.2f} ms "
+                f"(p50 {ours['p50_ms']:.2f} ms); the constant-response app, measured alongside, "
+                f"has a p99 of {ceiling['p99_ms']:.2f} ms itself at the same point, so most of "
+                "the tail is the shared machine's scheduling, not the model path."
+            )
+        if ours["rps"] < CEILING_FRACTION * ceiling["rps"]:
+            ours_us = 1e6 / ours["rps"]
+            stack_us = 1e6 / ceiling["rps"]
+            budget = stack_us / CEILING_FRACTION - stack_us
+            lines.append(
+                f"- {model} reaches {ours['rps'] / ceiling['rps']:.0%} of the ceiling: a request "
+                f"costs ~{ours_us:.0f} us of the server core against ~{stack_us:.0f} us for the "
+                f"constant app, i.e. ~{ours_us - stack_us:.0f} us of request validation, "
+                f"prediction, response and bookkeeping in Python and numpy; 60% would leave "
+                f'~{budget:.0f} us for all of that (see docs/serving.md, "Where the time goes").'
+            )
+    if lines:
+        lines = ["", "Where targets are missed:", "", *lines]
+    return lines
+
+
 def render(results: dict[str, Any]) -> str:
     meta = results["meta"]
     lines = [
@@ -97,8 +126,9 @@ def render(results: dict[str, Any]) -> str:
         f"- Pinning: servers on CPU {meta['server_cpus']}, wrk on CPU {meta['client_cpus']} "
         "(taskset); loopback only.",
         f"- Load: {meta['wrk']}, one thread, keep-alive, {meta['duration']:g} s per run, "
-        f"{meta['repeats']} runs per point (median reported), interleaved ours/MLServer per "
-        "point and repeat, after a warm-up run.",
+        f"{meta['repeats']} runs per point (median reported), interleaved per point and "
+        "repeat: ours, MLServer, and for single-row points the constant-response app on our "
+        "HTTP stack (the ceiling); a warm-up run first.",
         f"- Ours: perennial {meta['ours'].get('perennial', '?')}, `perennial-runtime serve`, "
         f"{meta['our_workers']} worker(s) (one per server core); "
         + ", ".join(f"{k} {v}" for k, v in sorted(meta["ours"].items()) if k != "perennial")
@@ -138,6 +168,7 @@ def render(results: dict[str, Any]) -> str:
     ]
     for target, measured, met in targets(results):
         lines.append(f"| {target} | {measured} | {'yes' if met else '**no**'} |")
+    lines += _shortfalls(results)
     lines += [
         "",
         "### Throughput and latency",
@@ -148,7 +179,9 @@ def render(results: dict[str, Any]) -> str:
     for p in sorted(
         results["points"], key=lambda p: (p["model"], p["rows"], p["connections"], p["server"])
     ):
-        name = "ours" if p["server"] == "ours" else "MLServer"
+        name = {"ours": "ours", "mlserver": "MLServer", "constant": "constant (ceiling)"}[
+            p["server"]
+        ]
         lines.append(
             f"| {p['model']} | {p['rows']} | {p['connections']} | {name} | {p['rps']:,.0f} | "
             f"{p['p50_ms']:.2f} | {p['p99_ms']:.2f} | {p['errors']} |"

@@ -10,8 +10,9 @@ Steps (every loop bounded in count and time, loopback only):
    to the other half: ours (one worker per server core), MLServer (same models),
    constant-response apps on each HTTP stack candidate;
 4. checks: both servers return the same labels for every request body;
-5. measurements: for each repeat, every point (model x rows x connections) on ours then
-   MLServer (interleaved, so background load hits both alike), median over repeats;
+5. measurements: for each repeat, every point (model x rows x connections) on ours, then
+   MLServer, then (single-row points) a constant-response app on our HTTP stack, the
+   ceiling -- interleaved, so background load hits all alike; median over repeats;
 6. report: docs/benchmarks.md (tables, ratios, targets) and raw JSON in .bench/results.
 """
 
@@ -99,6 +100,7 @@ def main(argv: list[str]) -> int:
     results: dict[str, Any] = {"points": [], "stacks": [], "mlserver_default": []}
     try:
         ours = {m.key: _our_server(m, work, server_cpus, n_server) for m in trained}
+        ceiling = _constant_server("uvicorn", work, server_cpus, None)
         anchor = _mlserver(
             mlserver_python,
             trained,
@@ -107,7 +109,7 @@ def main(argv: list[str]) -> int:
             parallel_workers=parallel,
             name="mlserver",
         )
-        servers += [*ours.values(), anchor]
+        servers += [*ours.values(), anchor, ceiling]
         for server in servers:
             print(f"starting {server.name}", flush=True)
             server.start()
@@ -133,11 +135,15 @@ def main(argv: list[str]) -> int:
         for key, rows, _ in {(k, r, 0) for k, r, _ in targets}:
             for server in (ours[key], anchor):
                 loadgen.run(url(server, key), bodies[key, rows], 8, args.warmup, client_cpus)
+        loadgen.run(url(ceiling, "LR"), bodies["LR", 1], 8, args.warmup, client_cpus)
         runs: dict[tuple[str, int, int, str], list[loadgen.Measurement]] = {}
         for repeat in range(args.repeats):
             print(f"repeat {repeat + 1}/{args.repeats}", flush=True)
             for key, rows, conns in targets:
-                for name, server in (("ours", ours[key]), ("mlserver", anchor)):
+                contenders = [("ours", ours[key]), ("mlserver", anchor)]
+                if rows == 1:  # the HTTP stack's ceiling, measured alongside (same body)
+                    contenders.append(("constant", ceiling))
+                for name, server in contenders:
                     measured = loadgen.run(
                         url(server, key), bodies[key, rows], conns, args.duration, client_cpus
                     )
@@ -147,6 +153,7 @@ def main(argv: list[str]) -> int:
             for (k, r, c, n), ms in runs.items()
         ]
         anchor.stop()
+        ceiling.stop()
         default = _mlserver(
             mlserver_python,
             trained,
@@ -326,6 +333,28 @@ STACKS = {
 }
 
 
+def _constant_server(kind: str, work: Path, cpus: str, granian: Path | None) -> Server:
+    """A constant-response app on one stack (``STACKS``), pinned like the model servers."""
+    port = free_port()
+    if kind in ("uvicorn", "starlette"):
+        app = "bench.serving.constant_apps:" + ("asgi" if kind == "uvicorn" else "starlette")
+        argv = [sys.executable, "-m", "uvicorn", app, "--port", str(port), *uvicorn_flags()]
+    else:
+        assert granian is not None
+        interface = kind.split("-")[1]
+        argv = [str(granian.parent / "granian"), "--interface", interface, "--host"]
+        argv += ["127.0.0.1", "--port", str(port), "--workers", "1", "--no-ws"]
+        argv += ["--log-level", "warning", f"constant_apps:{interface}"]
+    return Server(
+        name=f"constant-{kind}",
+        argv=pinned(cpus, argv),
+        port=port,
+        ready_path="/ready",
+        log=work / "logs" / f"constant-{kind}.log",
+        cwd=HERE if kind.startswith("granian") else REPO,
+    )
+
+
 def _stacks(
     granian: Path,
     work: Path,
@@ -335,38 +364,26 @@ def _stacks(
     body: Path,
     args: argparse.Namespace,
 ) -> list[dict[str, Any]]:
-    """Constant-response apps on each candidate stack, 8 connections, same body as LR x1."""
-    out: list[dict[str, Any]] = []
-    for label, kind in STACKS.items():
-        port = free_port()
-        if kind in ("uvicorn", "starlette"):
-            options = uvicorn_flags()
-            app = "bench.serving.constant_apps:" + ("asgi" if kind == "uvicorn" else "starlette")
-            argv = [sys.executable, "-m", "uvicorn", app, "--port", str(port), *options]
-        else:
-            interface = kind.split("-")[1]
-            argv = [str(granian.parent / "granian"), "--interface", interface, "--host"]
-            argv += ["127.0.0.1", "--port", str(port), "--workers", "1", "--no-ws"]
-            argv += ["--log-level", "warning", f"constant_apps:{interface}"]
-        server = Server(
-            name=kind,
-            argv=pinned(server_cpus, argv),
-            port=port,
-            ready_path="/ready",
-            log=work / "logs" / f"stack-{kind}.log",
-            cwd=HERE if kind.startswith("granian") else REPO,
-        )
-        try:
+    """Constant-response apps on each candidate stack, 8 connections, same body as LR x1;
+    all started at once and measured in turn within each repeat."""
+    servers = {kind: _constant_server(kind, work, server_cpus, granian) for kind in STACKS.values()}
+    runs: dict[str, list[loadgen.Measurement]] = {}
+    try:
+        for server in servers.values():
             server.start(timeout=60)
-            target = f"{server.url}/v2/models/lr/infer"
-            loadgen.run(target, body, 8, args.warmup, client_cpus)
-            measured = [
-                loadgen.run(target, body, 8, args.duration, client_cpus)
-                for _ in range(args.repeats)
-            ]
-        finally:
+        for server in servers.values():
+            loadgen.run(f"{server.url}/v2/models/lr/infer", body, 8, args.warmup, client_cpus)
+        for _ in range(args.repeats):
+            for kind, server in servers.items():
+                target = f"{server.url}/v2/models/lr/infer"
+                measured = loadgen.run(target, body, 8, args.duration, client_cpus)
+                runs.setdefault(kind, []).append(measured)
+    finally:
+        for server in servers.values():
             server.stop()
-        out.append({"stack": label, "kind": kind, "connections": 8, **_median(measured)})
+    out = []
+    for label, kind in STACKS.items():
+        out.append({"stack": label, "kind": kind, "connections": 8, **_median(runs[kind])})
         print(f"{label}: {out[-1]['rps']:.0f} req/s", flush=True)
     return out
 
