@@ -26,7 +26,7 @@ from perennial.api.pipeline import TrainingPipeline, TrainingPipelineStatus
 from perennial.controllers import clock, run_reconciler
 from perennial.controllers.keyed_locks import KeyedLocks
 from perennial.controllers.run_reconciler import event
-from perennial.core.conditions import set_condition, timestamp
+from perennial.core.conditions import object_kstatus, timestamp
 from perennial.core.monitoring_signals import trigger_signals, watched_deployments
 from perennial.core.naming import job_name, run_name
 from perennial.core.pipeline_plan import (
@@ -316,46 +316,6 @@ def _explain(exc: ValidationError) -> str:
     return "invalid spec: " + "; ".join(parts) + "; fix the pipeline (kubectl edit tp)"
 
 
-def _conditions(
-    body: Mapping[str, Any],
-    *,
-    ready: bool,
-    reconciling: bool,
-    stalled: bool,
-    reason: str,
-    message: str,
-    now: datetime,
-) -> list[dict[str, Any]]:
-    generation = body["metadata"].get("generation")
-    out = set_condition(
-        (body.get("status") or {}).get("conditions"),
-        "Ready",
-        ready,
-        reason,
-        message,
-        now=now,
-        generation=generation,
-    )
-    out = set_condition(
-        out,
-        "Reconciling",
-        reconciling,
-        reason if reconciling else "Idle",
-        message if reconciling else "",
-        now=now,
-        generation=generation,
-    )
-    return set_condition(
-        out,
-        "Stalled",
-        stalled,
-        reason if stalled else "Healthy",
-        message if stalled else "",
-        now=now,
-        generation=generation,
-    )
-
-
 def _patch_status(body: Mapping[str, Any], changes: Mapping[str, Any]) -> None:
     current = body.get("status") or {}
     delta = {key: value for key, value in changes.items() if current.get(key) != value}
@@ -372,7 +332,7 @@ def _stall(body: Mapping[str, Any], reason: str, message: str, *, now: datetime)
             "observedGeneration": body["metadata"].get("generation"),
             "phase": "Stalled",
             "message": message,
-            "conditions": _conditions(
+            "conditions": object_kstatus(
                 body,
                 ready=False,
                 reconciling=False,
@@ -403,7 +363,7 @@ def _write_status(
         "observedGeneration": body["metadata"].get("generation"),
         "phase": decision.phase,
         "message": message,
-        "conditions": _conditions(
+        "conditions": object_kstatus(
             body,
             ready=decision.ready,
             reconciling=decision.reconciling,

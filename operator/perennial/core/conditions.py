@@ -6,7 +6,7 @@ conventions require. Conditions are plain dicts in the wire shape.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -66,6 +66,64 @@ def set_condition(
     return out
 
 
+def kstatus_flags(
+    conditions: Sequence[Condition] | None,
+    *,
+    ready: bool,
+    reconciling: bool,
+    stalled: bool,
+    reason: str,
+    message: str,
+    now: datetime,
+    generation: int | None = None,
+) -> list[Condition]:
+    """Set Ready/Reconciling/Stalled together. Abnormal-true: Reconciling and Stalled
+    carry the reason and message only while True (else "Idle" / "Healthy")."""
+    out = set_condition(conditions, READY, ready, reason, message, now=now, generation=generation)
+    out = set_condition(
+        out,
+        RECONCILING,
+        reconciling,
+        reason if reconciling else "Idle",
+        message if reconciling else "",
+        now=now,
+        generation=generation,
+    )
+    return set_condition(
+        out,
+        STALLED,
+        stalled,
+        reason if stalled else "Healthy",
+        message if stalled else "",
+        now=now,
+        generation=generation,
+    )
+
+
+def object_kstatus(
+    body: Mapping[str, Any],
+    *,
+    ready: bool,
+    reconciling: bool,
+    stalled: bool,
+    reason: str,
+    message: str,
+    now: datetime,
+) -> list[Condition]:
+    """:func:`kstatus_flags` on an object's current conditions, stamped with its
+    ``metadata.generation``."""
+    return kstatus_flags(
+        (body.get("status") or {}).get("conditions"),
+        ready=ready,
+        reconciling=reconciling,
+        stalled=stalled,
+        reason=reason,
+        message=message,
+        now=now,
+        generation=body["metadata"].get("generation"),
+    )
+
+
 def kstatus(
     conditions: Sequence[Condition] | None,
     *,
@@ -77,28 +135,16 @@ def kstatus(
 ) -> list[Condition]:
     """Set Ready/Reconciling/Stalled together from one of three states:
     ``ready`` (done, healthy), ``reconciling`` (work in progress) or ``stalled``
-    (cannot make progress without a change). Abnormal-true: Reconciling and Stalled are
-    True only while the resource is in that state."""
+    (cannot make progress without a change)."""
     if state not in {"ready", "reconciling", "stalled"}:
         raise ValueError(f"unknown kstatus state {state!r}")
-    out = set_condition(
-        conditions, READY, state == "ready", reason, message, now=now, generation=generation
-    )
-    out = set_condition(
-        out,
-        RECONCILING,
-        state == "reconciling",
-        reason if state == "reconciling" else "Idle",
-        message if state == "reconciling" else "",
-        now=now,
-        generation=generation,
-    )
-    return set_condition(
-        out,
-        STALLED,
-        state == "stalled",
-        reason if state == "stalled" else "Healthy",
-        message if state == "stalled" else "",
+    return kstatus_flags(
+        conditions,
+        ready=state == "ready",
+        reconciling=state == "reconciling",
+        stalled=state == "stalled",
+        reason=reason,
+        message=message,
         now=now,
         generation=generation,
     )

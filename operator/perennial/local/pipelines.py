@@ -26,7 +26,7 @@ from perennial.api.constants import (
 from perennial.api.pipeline import TrainingPipeline, TrainingPipelineStatus
 from perennial.core import pipeline_plan
 from perennial.core import schedule as schedules
-from perennial.core.conditions import set_condition, timestamp
+from perennial.core.conditions import object_kstatus, timestamp
 from perennial.core.job_state import parse_time
 from perennial.core.monitoring_signals import trigger_signals, watched_deployments
 from perennial.core.naming import run_name
@@ -266,46 +266,6 @@ def _start_run(
     return replace(decision, create=new, memory=memory)
 
 
-def _conditions(
-    body: Mapping[str, Any],
-    *,
-    ready: bool,
-    reconciling: bool,
-    stalled: bool,
-    reason: str,
-    message: str,
-    now: datetime,
-) -> list[dict[str, Any]]:
-    generation = body["metadata"].get("generation")
-    out = set_condition(
-        (body.get("status") or {}).get("conditions"),
-        "Ready",
-        ready,
-        reason,
-        message,
-        now=now,
-        generation=generation,
-    )
-    out = set_condition(
-        out,
-        "Reconciling",
-        reconciling,
-        reason if reconciling else "Idle",
-        message if reconciling else "",
-        now=now,
-        generation=generation,
-    )
-    return set_condition(
-        out,
-        "Stalled",
-        stalled,
-        reason if stalled else "Healthy",
-        message if stalled else "",
-        now=now,
-        generation=generation,
-    )
-
-
 def _patch_status(ctx: Context, body: Body, changes: Mapping[str, Any]) -> None:
     status = dict(body.get("status") or {})
     if all(status.get(k) == v for k, v in changes.items()):
@@ -327,7 +287,7 @@ def _stall(ctx: Context, body: Body, reason: str, message: str, *, now: datetime
             "observedGeneration": body["metadata"].get("generation"),
             "phase": "Stalled",
             "message": message,
-            "conditions": _conditions(
+            "conditions": object_kstatus(
                 body,
                 ready=False,
                 reconciling=False,
@@ -363,7 +323,7 @@ def _write_status(
         "observedGeneration": body["metadata"].get("generation"),
         "phase": decision.phase,
         "message": message,
-        "conditions": _conditions(
+        "conditions": object_kstatus(
             body,
             ready=decision.ready,
             reconciling=decision.reconciling,

@@ -86,3 +86,31 @@ def test_spec_hash_ignores_triggers_and_key_order() -> None:
     assert spec_hash(spec) == spec_hash(same) == spec_hash(with_triggers)
     changed = {**spec, "model": {"task": "r"}}
     assert spec_hash(changed) != spec_hash(spec)
+
+
+def test_object_kstatus_uses_the_objects_conditions_and_generation() -> None:
+    body = {
+        "metadata": {"generation": 7},
+        "status": {
+            "conditions": conditions.kstatus([], state="ready", reason="R", message="m", now=T0)
+        },
+    }
+    later = T0 + timedelta(minutes=5)
+    out = conditions.object_kstatus(
+        body,
+        ready=False,
+        reconciling=False,
+        stalled=False,
+        reason="Suspended",
+        message="s",
+        now=later,
+    )
+    assert [(c["type"], c["status"], c["observedGeneration"]) for c in out] == [
+        ("Ready", "False", 7),
+        ("Reconciling", "False", 7),
+        ("Stalled", "False", 7),
+    ]
+    ready, reconciling, _ = out
+    assert ready["lastTransitionTime"] == "2026-01-01T00:05:00Z"  # True -> False
+    assert reconciling["lastTransitionTime"] == "2026-01-01T00:00:00Z"  # unchanged
+    assert reconciling["reason"] == "Idle"
