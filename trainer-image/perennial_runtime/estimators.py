@@ -89,8 +89,20 @@ def build_estimator(model: ModelConfig, seed: int) -> Any:
     params = dict(model.params)
     if "random_state" in valid and "random_state" not in params:
         params["random_state"] = seed
+    if model.estimator == "SVC" and "probability" in params:
+        raise InvalidConfigError(
+            "model.params.probability: remove it; Perennial calibrates SVC's class "
+            "probabilities itself (CalibratedClassifierCV), which the model server returns"
+        )
     estimator.set_params(**params)
     check_param_values(estimator, model.estimator)
+    if model.estimator == "SVC":
+        # The server answers with class probabilities (and gates may use roc_auc or
+        # log_loss). SVC(probability=True) is deprecated in scikit-learn 1.9; its
+        # replacement is one sigmoid calibration over cross-validated decision values.
+        from sklearn.calibration import CalibratedClassifierCV
+
+        return CalibratedClassifierCV(estimator, ensemble=False)
     return estimator
 
 

@@ -19,6 +19,7 @@ import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+import numpy as np
 import orjson
 
 from perennial_runtime.serve import v2
@@ -66,8 +67,16 @@ class Response:
         self.headers = headers
 
 
+def _json_default(value: Any) -> Any:
+    # orjson serialises C-contiguous numpy arrays natively and hands the others (e.g. the
+    # Fortran-ordered probabilities of HistGradientBoostingClassifier) to this hook.
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
 def json_response(status: int, payload: Any) -> Response:
-    return Response(status, orjson.dumps(payload, option=_DUMPS_OPTIONS))
+    return Response(status, orjson.dumps(payload, default=_json_default, option=_DUMPS_OPTIONS))
 
 
 def error_response(status: int, message: str) -> Response:
