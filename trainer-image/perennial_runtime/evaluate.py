@@ -164,10 +164,7 @@ def classification_metrics(
             positive = (y_true == labels[1]).astype(int)
             attempt("roc_auc", lambda: roc_auc_score(positive, decision))
         else:
-            warnings.append(
-                "metric roc_auc not computed: the estimator has no predict_proba "
-                "(for SVC set model.params.probability: true)"
-            )
+            warnings.append("metric roc_auc not computed: the estimator has no predict_proba")
         warnings.append("metric log_loss not computed: the estimator has no predict_proba")
     return metrics, warnings
 
