@@ -106,7 +106,7 @@ RECONCILE_ERRORS = Counter(
 )
 ROLLOUTS = Counter(
     "perennial_rollouts",
-    "Model rollouts that finished, by result (Succeeded, Failed, Aborted).",
+    "Model rollouts that finished, by result (Succeeded, RolledBack).",
     ["namespace", "deployment", "result"],
     registry=REGISTRY,
 )
