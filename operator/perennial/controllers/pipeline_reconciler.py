@@ -26,7 +26,6 @@ from perennial.api.pipeline import TrainingPipeline, TrainingPipelineStatus
 from perennial.controllers import clock, run_reconciler
 from perennial.controllers.keyed_locks import KeyedLocks
 from perennial.controllers.run_reconciler import event
-from perennial.core.conditions import object_kstatus, timestamp
 from perennial.core.monitoring_signals import trigger_signals, watched_deployments
 from perennial.core.naming import job_name, run_name
 from perennial.core.pipeline_plan import (
@@ -40,6 +39,7 @@ from perennial.core.pipeline_plan import (
     summarize_run,
     watch_list,
 )
+from perennial.core.pipeline_status import stalled_changes, status_changes
 from perennial.core.schedule import ScheduleDecision, ScheduleError, decide
 from perennial.k8s import client, metrics
 from perennial.k8s.builders.training_run import build_run, champion_ref, pipeline_spec_hash
@@ -326,23 +326,7 @@ def _patch_status(body: Mapping[str, Any], changes: Mapping[str, Any]) -> None:
 
 def _stall(body: Mapping[str, Any], reason: str, message: str, *, now: datetime) -> None:
     previous = (body.get("status") or {}).get("message")
-    _patch_status(
-        body,
-        {
-            "observedGeneration": body["metadata"].get("generation"),
-            "phase": "Stalled",
-            "message": message,
-            "conditions": object_kstatus(
-                body,
-                ready=False,
-                reconciling=False,
-                stalled=True,
-                reason=reason,
-                message=message,
-                now=now,
-            ),
-        },
-    )
+    _patch_status(body, stalled_changes(body, reason, message, now=now))
     if previous != message:
         event(body, reason, message, "Warning")
 
@@ -356,65 +340,12 @@ def _write_status(
     *,
     now: datetime,
 ) -> None:
-    memory = decision.memory
-    message = " ".join([decision.message, *notes]).strip()
-    current = body.get("status") or {}
-    changes: dict[str, Any] = {
-        "observedGeneration": body["metadata"].get("generation"),
-        "phase": decision.phase,
-        "message": message,
-        "conditions": object_kstatus(
-            body,
-            ready=decision.ready,
-            reconciling=decision.reconciling,
-            stalled=False,
-            reason=decision.reason,
-            message=message,
-            now=now,
-        ),
-        "runSequence": memory.run_sequence,
-        "lastTriggers": {k: timestamp(v) for k, v in sorted(memory.last_triggers.items())},
-        "champion": memory.champion.to_status() if memory.champion else None,
-        "nextScheduleTime": timestamp(schedule.next_time) if schedule else None,
-    }
-    for key, value in (
-        ("specHash", memory.spec_hash),
-        ("lastRetrainToken", memory.retrain_token),
-        ("lastScheduleTime", timestamp(memory.schedule_time) if memory.schedule_time else None),
-        ("lastDataFingerprint", memory.data_fingerprint),
-    ):
-        if value is not None:
-            changes[key] = value
-    if data is not None:
-        changes["lastDataCheckTime"] = timestamp(data.time)
-    last = _last_run(decision, current.get("lastRun"), now=now)
-    if last is not None:
-        changes["lastRun"] = last
-    if changes["champion"] is None and current.get("champion") is None:
-        del changes["champion"]
-    if changes["nextScheduleTime"] is None and current.get("nextScheduleTime") is None:
-        del changes["nextScheduleTime"]
+    changes = status_changes(
+        body,
+        decision,
+        next_schedule=schedule.next_time if schedule else None,
+        data_checked=data.time if data else None,
+        notes=notes,
+        now=now,
+    )
     _patch_status(body, changes)
-
-
-def _last_run(
-    decision: PipelinePlan, previous: Mapping[str, Any] | None, *, now: datetime
-) -> dict[str, Any] | None:
-    if decision.create is not None:
-        return {
-            "name": decision.create.name,
-            "phase": "Pending",
-            "trigger": decision.create.trigger.type.value,
-            "startTime": timestamp(now),
-        }
-    last = decision.last_run
-    if last is None:
-        return None
-    out: dict[str, Any] = {"name": last.name}
-    if last.phase:
-        out["phase"] = last.phase
-    if last.trigger:
-        out["trigger"] = last.trigger
-    if previous and previous.get("name") == last.name and previous.get("startTime"):
-        out["startTime"] = previous["startTime"]
-    return out

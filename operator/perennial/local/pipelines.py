@@ -26,7 +26,7 @@ from perennial.api.constants import (
 from perennial.api.pipeline import TrainingPipeline, TrainingPipelineStatus
 from perennial.core import pipeline_plan
 from perennial.core import schedule as schedules
-from perennial.core.conditions import object_kstatus, timestamp
+from perennial.core.conditions import timestamp
 from perennial.core.job_state import parse_time
 from perennial.core.monitoring_signals import trigger_signals, watched_deployments
 from perennial.core.naming import run_name
@@ -39,6 +39,7 @@ from perennial.core.pipeline_plan import (
     summarize_run,
     watch_list,
 )
+from perennial.core.pipeline_status import stalled_changes, status_changes
 from perennial.core.schedule import ScheduleDecision, ScheduleError
 from perennial.core.spec_hash import spec_hash
 from perennial.k8s.builders.training_run import build_run, champion_ref
@@ -280,24 +281,7 @@ def _patch_status(ctx: Context, body: Body, changes: Mapping[str, Any]) -> None:
 
 def _stall(ctx: Context, body: Body, reason: str, message: str, *, now: datetime) -> None:
     previous = (body.get("status") or {}).get("message")
-    _patch_status(
-        ctx,
-        body,
-        {
-            "observedGeneration": body["metadata"].get("generation"),
-            "phase": "Stalled",
-            "message": message,
-            "conditions": object_kstatus(
-                body,
-                ready=False,
-                reconciling=False,
-                stalled=True,
-                reason=reason,
-                message=message,
-                now=now,
-            ),
-        },
-    )
+    _patch_status(ctx, body, stalled_changes(body, reason, message, now=now))
     if previous != message:
         ctx.event(body, reason, message, "Warning")
 
@@ -316,61 +300,12 @@ def _write_status(
     body = ctx.store.get(TRAINING_PIPELINE, namespace, name)
     if body is None:
         return
-    memory = decision.memory
-    message = " ".join([decision.message, *notes]).strip()
-    current = body.get("status") or {}
-    changes: dict[str, Any] = {
-        "observedGeneration": body["metadata"].get("generation"),
-        "phase": decision.phase,
-        "message": message,
-        "conditions": object_kstatus(
-            body,
-            ready=decision.ready,
-            reconciling=decision.reconciling,
-            stalled=False,
-            reason=decision.reason,
-            message=message,
-            now=now,
-        ),
-        "runSequence": memory.run_sequence,
-        "lastTriggers": {k: timestamp(v) for k, v in sorted(memory.last_triggers.items())},
-        "champion": memory.champion.to_status() if memory.champion else None,
-        "nextScheduleTime": timestamp(schedule.next_time) if schedule else None,
-    }
-    for key, value in (
-        ("specHash", memory.spec_hash),
-        ("lastRetrainToken", memory.retrain_token),
-        ("lastScheduleTime", timestamp(memory.schedule_time) if memory.schedule_time else None),
-        ("lastDataFingerprint", memory.data_fingerprint),
-    ):
-        if value is not None:
-            changes[key] = value
-    if data is not None:
-        changes["lastDataCheckTime"] = timestamp(data.time)
-    last = _last_run(decision, current.get("lastRun"), now=now)
-    if last is not None:
-        changes["lastRun"] = last
+    changes = status_changes(
+        body,
+        decision,
+        next_schedule=schedule.next_time if schedule else None,
+        data_checked=data.time if data else None,
+        notes=notes,
+        now=now,
+    )
     _patch_status(ctx, body, changes)
-
-
-def _last_run(
-    decision: PipelinePlan, previous: Mapping[str, Any] | None, *, now: datetime
-) -> dict[str, Any] | None:
-    if decision.create is not None:
-        return {
-            "name": decision.create.name,
-            "phase": "Pending",
-            "trigger": decision.create.trigger.type.value,
-            "startTime": timestamp(now),
-        }
-    last = decision.last_run
-    if last is None:
-        return None
-    out: dict[str, Any] = {"name": last.name}
-    if last.phase:
-        out["phase"] = last.phase
-    if last.trigger:
-        out["trigger"] = last.trigger
-    if previous and previous.get("name") == last.name and previous.get("startTime"):
-        out["startTime"] = previous["startTime"]
-    return out
