@@ -408,7 +408,6 @@ async def _operator(
     emulator.answer_selectors_unfiltered()
     manual = clock.ManualClock(operator_clock_start())
     clock.set_clock(manual)
-    clock.set_tick(TICK_SECONDS)
     deployment_reconciler.set_tick(TICK_SECONDS)
     resolver = LoopbackResolver()
     serving_client.set_resolver(resolver)

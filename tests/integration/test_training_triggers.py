@@ -12,7 +12,7 @@ from .training_helpers import MD, TP, Training, result_json, training
 
 __all__ = ["training"]
 
-SETTLE = 0.4  # real seconds: several trigger ticks, to show that nothing more happens
+SETTLE = 0.4  # real seconds for the woken timers to look again: nothing more happens
 
 
 def _time(value: str) -> datetime:

@@ -35,8 +35,6 @@ JOBS: Final = "batch/v1/jobs"
 PODS: Final = "v1/pods"
 WATCHING: Final = (TP, TR, JOBS, PODS)
 K8S_VERSION: Final = "1.30"
-# Real seconds between two trigger checks of a pipeline (the operator's default is 15 s).
-TICK_SECONDS: Final = 0.1
 
 
 def pipeline_body(name: str, namespace: str, **spec: Any) -> dict[str, Any]:
@@ -249,7 +247,6 @@ async def training(
     emulator.answer_selectors_unfiltered()
     manual = clock.ManualClock(operator_clock_start())
     clock.set_clock(manual)
-    clock.set_tick(TICK_SECONDS)
     client.configure(None, retry=client.RetryPolicy(attempts=4, base=0.01, cap=0.05))
     try:
         await operator_runner.start(registry=kopf.get_default_registry(), watching=WATCHING)

@@ -1,95 +1,104 @@
-"""The operator's clock and the tick of its trigger loops, both replaceable in tests.
+"""The operator's clock, replaceable in tests.
 
 Handlers never call ``datetime.now()``: they call :func:`now`, and pass the result into the
-pure core. Tests install a controllable clock with :func:`set_clock` (and shorten the real
-time between two trigger checks with :func:`set_tick`), then move time forward to make a
-schedule or a data poll come due.
+pure core. Nothing ticks: a timer computes when something is next due (the core says) and
+sleeps until then, or until a watch event or a jump of the clock wakes it
+(:func:`on_change`). Tests install a :class:`ManualClock` with :func:`set_clock` and move
+it forward; every sleeper wakes and looks again.
 """
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Final
+from typing import Protocol
 
-__all__ = ["ManualClock", "now", "reset", "set_clock", "set_tick", "tick_seconds"]
+__all__ = ["ManualClock", "now", "on_change", "reset", "seconds_until", "set_clock"]
 
-# Real seconds between two trigger checks of a pipeline (schedule, data poll, drift, decay).
-# Schedules fire within this much of their time; PERENNIAL_TRIGGER_TICK_SECONDS overrides.
-DEFAULT_TICK_SECONDS: Final = 15.0
+Listener = Callable[[], None]
+
+
+class Clock(Protocol):
+    def __call__(self) -> datetime: ...
 
 
 def _system_now() -> datetime:
     return datetime.now(UTC)
 
 
-def _env_tick() -> float:
-    raw = os.environ.get("PERENNIAL_TRIGGER_TICK_SECONDS")
-    if not raw:
-        return DEFAULT_TICK_SECONDS
-    try:
-        value = float(raw)
-    except ValueError as exc:
-        raise ValueError(
-            f"PERENNIAL_TRIGGER_TICK_SECONDS={raw!r} is not a number of seconds (e.g. 15)"
-        ) from exc
-    if value <= 0:
-        raise ValueError(f"PERENNIAL_TRIGGER_TICK_SECONDS={raw!r} must be positive (e.g. 15)")
-    return value
-
-
-class _State:
-    clock: Callable[[], datetime] = _system_now
-    tick: float | None = None
+class _Installed:
+    clock: Clock = _system_now
 
 
 def now() -> datetime:
     """The current time (timezone-aware UTC), from the installed clock."""
-    return _State.clock()
+    return _Installed.clock()
 
 
-def set_clock(clock: Callable[[], datetime]) -> None:
-    _State.clock = clock
+def seconds_until(moment: datetime) -> float:
+    """Seconds from now to ``moment`` on the installed clock (0 when it has passed)."""
+    return max(0.0, (moment - now()).total_seconds())
 
 
-def tick_seconds() -> float:
-    if _State.tick is None:
-        _State.tick = _env_tick()
-    return _State.tick
-
-
-def set_tick(seconds: float) -> None:
-    if seconds <= 0:
-        raise ValueError("the trigger tick must be positive")
-    _State.tick = seconds
+def set_clock(clock: Clock) -> None:
+    _Installed.clock = clock
 
 
 def reset() -> None:
-    """The system clock and the default tick again."""
-    _State.clock = _system_now
-    _State.tick = None
+    """The system clock again."""
+    _Installed.clock = _system_now
+
+
+def on_change(listener: Listener) -> Callable[[], None]:
+    """Call ``listener`` whenever the installed clock jumps (a :class:`ManualClock` moved
+    by a test; the system clock never jumps). Returns the function that unsubscribes."""
+    clock = _Installed.clock
+    if isinstance(clock, ManualClock):
+        return clock.subscribe(listener)
+    return lambda: None
 
 
 class ManualClock:
-    """A clock that moves only when told to (thread-safe)."""
+    """A clock that moves only when told to (thread-safe); every move calls the listeners
+    (the operator's sleeping timers wake and recompute what is due)."""
 
     def __init__(self, start: datetime) -> None:
         if start.tzinfo is None:
             raise ValueError("ManualClock needs a timezone-aware start time")
         self._now = start
         self._lock = threading.Lock()
+        self._listeners: list[Listener] = []
 
     def __call__(self) -> datetime:
         with self._lock:
             return self._now
 
+    def subscribe(self, listener: Listener) -> Callable[[], None]:
+        with self._lock:
+            self._listeners.append(listener)
+
+        def unsubscribe() -> None:
+            with self._lock:
+                if listener in self._listeners:
+                    self._listeners.remove(listener)
+
+        return unsubscribe
+
+    def _moved(self) -> None:
+        with self._lock:
+            listeners = list(self._listeners)
+        for listener in listeners:
+            listener()
+
     def advance(self, seconds: float) -> datetime:
         with self._lock:
             self._now += timedelta(seconds=seconds)
-            return self._now
+            moment = self._now
+        self._moved()
+        return moment
 
     def set(self, moment: datetime) -> None:
         with self._lock:
             self._now = moment
+        self._moved()

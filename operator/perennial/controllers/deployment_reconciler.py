@@ -2,13 +2,14 @@
 objects, status, events, metrics; and scrape its model server into status.monitoring.
 
 :func:`reconcile_deployment` reads (the ModelDeployment, its source pipeline or pinned
-run, the serving Deployments and their Pods, the canary's metrics when an analysis is
-due), decides with the pure core (:mod:`perennial.core.model_source`,
-:mod:`perennial.core.rollout`, :mod:`perennial.core.deployment_status`; time from
-:mod:`perennial.controllers.clock`) and writes (serving objects, the whole status through
-the status subresource, events, metrics). It holds the deployment's lock, so the handlers,
-the loop and the watchers of :mod:`perennial.controllers.model_deployment` never
-interleave; it is idempotent, so any of them may call it at any time.
+run: from the watch-fed :class:`~perennial.k8s.cluster_state.ClusterState`; the serving
+Deployments and their Pods, the canary's metrics when an analysis is due), decides with the
+pure core (:mod:`perennial.core.model_source`, :mod:`perennial.core.rollout`,
+:mod:`perennial.core.deployment_status`; time from :mod:`perennial.controllers.clock`) and
+writes (serving objects, the whole status through the status subresource, events,
+metrics). It holds the deployment's lock (in the per-operator :class:`DeploymentMemory`),
+so the handlers, the loop and the watchers of :mod:`perennial.controllers.model_deployment`
+never interleave; it is idempotent, so any of them may call it at any time.
 
 :func:`scrape_deployment` reads ``/v2/models/{name}/monitoring`` through the Service
 (:func:`perennial.k8s.serving_client.get_resolver` says where) every
@@ -53,16 +54,11 @@ from perennial.core.model_source import (
     pinned_source,
 )
 from perennial.core.naming import serving_name
-from perennial.core.rollout import (
-    AnalysisLimits,
-    AnalysisSample,
-    CanaryStep,
-    Strategy,
-    analysis_due,
-    plan,
-)
+from perennial.core.rollout import AnalysisSample, analysis_due, plan
+from perennial.core.strategy import strategy_of
 from perennial.core.workload import workload_state
 from perennial.k8s import client, metrics
+from perennial.k8s.cluster_state import ClusterState
 from perennial.k8s.events import post_event
 from perennial.k8s.serving import (
     CANARY,
@@ -82,9 +78,10 @@ from perennial.k8s.serving_client import (
 
 logger = logging.getLogger("perennial.controllers.deployment")
 
-LOCKS: Final = KeyedLocks()
-DEFAULT_TICK_SECONDS: Final = 5.0
-RESYNC_SECONDS: Final = 60.0  # real seconds between two reconciles of an idle deployment
+DEFAULT_TICK_SECONDS: Final = 5.0  # between two turns while a rollout is in progress
+# Real seconds after which a reconcile ensures the Service and PDB again (a deleted one is
+# recreated at the next reconcile after that; reconciles come from watch events).
+RESYNC_SECONDS: Final = 60.0
 SCRAPE_TIMEOUT_SECONDS: Final = 5.0
 
 
@@ -122,40 +119,17 @@ def set_tick(seconds: float | None) -> None:
 # --- reading -----------------------------------------------------------------------------
 
 
-def strategy_of(spec: ModelDeploymentSpec) -> Strategy:
-    canary = spec.strategy.canary
-    return Strategy(
-        type=spec.strategy.type.value,
-        steps=tuple(CanaryStep(s.weight, s.pause_seconds) for s in canary.steps) if canary else (),
-        analysis=AnalysisLimits(
-            max_error_rate=canary.analysis.max_error_rate,
-            max_p99_latency_ms=canary.analysis.max_p99_latency_ms,
-            max_prediction_shift=canary.analysis.max_prediction_shift,
-            min_requests=canary.analysis.min_requests,
-        )
-        if canary
-        else AnalysisLimits(),
-        progress_deadline_seconds=spec.progress_deadline_seconds,
-        automatic_rollback=spec.rollback.automatic,
-        rollback_on_analysis_failure=spec.rollback.on_analysis_failure,
-    )
-
-
-def read_source(namespace: str, spec: ModelDeploymentSpec) -> SourceModel:
+def read_source(state: ClusterState, namespace: str, spec: ModelDeploymentSpec) -> SourceModel:
     """The model the source offers: the pipeline's champion or the pinned run's model."""
     if spec.source.pipeline_ref is not None:
         name = spec.source.pipeline_ref.name
-        pipeline = client.get_or_none(client.TRAINING_PIPELINES_RESOURCE, name, namespace)
+        pipeline = state.pipeline(namespace, name)
         champion = ((pipeline or {}).get("status") or {}).get("champion") or {}
-        run = (
-            client.get_or_none(client.TRAINING_RUNS_RESOURCE, champion["run"], namespace)
-            if champion.get("run")
-            else None
-        )
+        run = state.run(namespace, champion["run"]) if champion.get("run") else None
         return champion_source(name, pipeline, run)
     assert spec.source.run_ref is not None
     name = spec.source.run_ref.name
-    return pinned_source(name, client.get_or_none(client.TRAINING_RUNS_RESOURCE, name, namespace))
+    return pinned_source(name, state.run(namespace, name))
 
 
 def _snapshots(namespace: str, name: str, port: int, track: str, workloads: Workloads) -> list[Any]:
@@ -193,15 +167,20 @@ def _event(md: Mapping[str, Any], notice: Notice) -> None:
         logger.debug("event %s not posted: %s", notice.reason, exc)
 
 
-def _write_if_changed(md: Mapping[str, Any], status: Mapping[str, Any]) -> bool:
+def _write_if_changed(
+    state: ClusterState, md: Mapping[str, Any], status: Mapping[str, Any]
+) -> bool:
     if dict(md.get("status") or {}) == dict(status):
         return False
     meta = md["metadata"]
-    write_status(meta.get("namespace") or "", meta["name"], status)
+    state.remember(
+        client.MODEL_DEPLOYMENTS_RESOURCE,
+        write_status(meta.get("namespace") or "", meta["name"], status),
+    )
     return True
 
 
-def _invalid_spec(md: Mapping[str, Any], exc: ValidationError) -> None:
+def _invalid_spec(state: ClusterState, md: Mapping[str, Any], exc: ValidationError) -> None:
     problems = "; ".join(
         f"spec.{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
     )
@@ -221,7 +200,7 @@ def _invalid_spec(md: Mapping[str, Any], exc: ValidationError) -> None:
     if generation is not None:
         status["observedGeneration"] = generation
     ready = cond.get(old.get("conditions"), cond.READY) or {}
-    if _write_if_changed(md, status) and ready.get("reason") != "InvalidSpec":
+    if _write_if_changed(state, md, status) and ready.get("reason") != "InvalidSpec":
         _event(md, Notice("Warning", "InvalidSpec", message))
 
 
@@ -240,22 +219,25 @@ class _Facts:
     scrape_after: datetime | None  # on the operator's clock; None: nothing to scrape
 
 
-class _Memory:
-    lock = threading.Lock()
-    facts: dict[tuple[str, str], _Facts] = {}
+class DeploymentMemory:
+    """What the operator learnt about each deployment, and one lock per deployment (kept in
+    kopf's ``memo``: one per operator; a restarted operator starts without it)."""
 
-    @classmethod
-    def get(cls, namespace: str, name: str) -> _Facts | None:
-        with cls.lock:
-            return cls.facts.get((namespace, name))
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._facts: dict[tuple[str, str], _Facts] = {}
+        self.locks = KeyedLocks()
 
-    @classmethod
-    def put(cls, namespace: str, name: str, facts: _Facts | None) -> None:
-        with cls.lock:
+    def get(self, namespace: str, name: str) -> _Facts | None:
+        with self._lock:
+            return self._facts.get((namespace, name))
+
+    def put(self, namespace: str, name: str, facts: _Facts | None) -> None:
+        with self._lock:
             if facts is None:
-                cls.facts.pop((namespace, name), None)
+                self._facts.pop((namespace, name), None)
             else:
-                cls.facts[(namespace, name)] = facts
+                self._facts[(namespace, name)] = facts
 
 
 def _stale(moment: float | None) -> bool:
@@ -272,34 +254,36 @@ def _next_scrape(status: Mapping[str, Any], spec: ModelDeploymentSpec) -> dateti
     return last + timedelta(seconds=spec.monitoring.scrape_interval_seconds)
 
 
-def reconcile_deployment(namespace: str, name: str) -> None:
+def reconcile_deployment(
+    state: ClusterState, memory: DeploymentMemory, namespace: str, name: str
+) -> None:
     """Bring the deployment one step forward (idempotent)."""
-    with LOCKS.hold(namespace, name):
-        md = client.get_or_none(client.MODEL_DEPLOYMENTS_RESOURCE, name, namespace)
+    with memory.locks.hold(namespace, name):
+        md = state.deployment(namespace, name)
         if md is None or md["metadata"].get("deletionTimestamp"):
-            LOCKS.forget(namespace, name)
-            _Memory.put(namespace, name, None)
+            memory.locks.forget(namespace, name)
+            memory.put(namespace, name, None)
             return
-        _reconcile(md)
+        _reconcile(state, memory, md)
 
 
-def _reconcile(md: dict[str, Any]) -> None:
+def _reconcile(cluster: ClusterState, memory: DeploymentMemory, md: dict[str, Any]) -> None:
     meta = md["metadata"]
     namespace, name = meta.get("namespace") or "", meta["name"]
     try:
         spec = ModelDeploymentSpec.model_validate(md.get("spec") or {})
     except ValidationError as exc:
-        _invalid_spec(md, exc)
-        _Memory.put(namespace, name, None)
+        _invalid_spec(cluster, md, exc)
+        memory.put(namespace, name, None)
         return
     now = clock.now()
-    known = _Memory.get(namespace, name)
+    known = memory.get(namespace, name)
     children = (str(meta.get("uid") or ""), meta.get("generation"))
     ensure_children = known is None or known.children != children or _stale(known.children_at)
     old = dict(md.get("status") or {})
     state = read_state(old)
     desired = desired_model(
-        source=read_source(namespace, spec),
+        source=read_source(cluster, namespace, spec),
         rollback_to=spec.rollback_to,
         annotation=(meta.get("annotations") or {}).get(ROLLBACK_ANNOTATION),
         last_token=state.last_token,
@@ -355,9 +339,9 @@ def _reconcile(md: dict[str, Any]) -> None:
         workloads,
         ensure_service=ensure_children,
     )
-    _write_if_changed(md, update.status)
+    _write_if_changed(cluster, md, update.status)
     moment = time.monotonic()
-    _Memory.put(
+    memory.put(
         namespace,
         name,
         _Facts(
@@ -382,10 +366,12 @@ def _reconcile(md: dict[str, Any]) -> None:
 # --- monitoring --------------------------------------------------------------------------
 
 
-def scrape_deployment(namespace: str, name: str) -> None:
+def scrape_deployment(
+    state: ClusterState, memory: DeploymentMemory, namespace: str, name: str
+) -> None:
     """Read the server's monitoring snapshot through the Service into status.monitoring
     (when monitoring is on and a model serves)."""
-    md = client.get_or_none(client.MODEL_DEPLOYMENTS_RESOURCE, name, namespace)
+    md = state.deployment(namespace, name)
     if md is None:
         return
     try:
@@ -414,8 +400,8 @@ def scrape_deployment(namespace: str, name: str) -> None:
             metrics.DEPLOYMENT_DRIFT_SCORE.labels(namespace, name).set(drift)
         if snapshot.live_accuracy is not None:
             metrics.DEPLOYMENT_LIVE_ACCURACY.labels(namespace, name).set(snapshot.live_accuracy)
-    with LOCKS.hold(namespace, name):
-        fresh = client.get_or_none(client.MODEL_DEPLOYMENTS_RESOURCE, name, namespace)
+    with memory.locks.hold(namespace, name):
+        fresh = state.deployment(namespace, name)
         if fresh is None:
             return
         old = dict(fresh.get("status") or {})
@@ -428,11 +414,11 @@ def scrape_deployment(namespace: str, name: str) -> None:
             now=now,
             generation=fresh["metadata"].get("generation"),
         )
-        _write_if_changed(fresh, status)
-        known = _Memory.get(namespace, name)
+        _write_if_changed(state, fresh, status)
+        known = memory.get(namespace, name)
         if known is not None:
             interval = timedelta(seconds=spec.monitoring.scrape_interval_seconds)
-            _Memory.put(namespace, name, replace(known, scrape_after=now + interval))
+            memory.put(namespace, name, replace(known, scrape_after=now + interval))
     was_reachable = before is None or before.get("status") == "True"
     if was_reachable and not reachable:
         _event(
@@ -446,13 +432,25 @@ def scrape_deployment(namespace: str, name: str) -> None:
         )
 
 
-def loop_turn(namespace: str, name: str) -> None:
+def loop_turn(
+    state: ClusterState, memory: DeploymentMemory, namespace: str, name: str
+) -> float | None:
     """One turn of a deployment's loop: reconcile while a rollout is in progress (deadlines,
-    pauses, analysis) or when a resync is due; scrape the server when due. An idle turn
-    sends no request at all."""
-    known = _Memory.get(namespace, name)
-    if known is None or known.rolling_out or _stale(known.reconciled_at):
-        reconcile_deployment(namespace, name)
-        known = _Memory.get(namespace, name)
+    pauses, analysis) or when nothing is known of it yet; scrape the server when due. The
+    real seconds until the next turn (None: until a watch event or the clock wakes it).
+    An idle turn sends no request at all."""
+    known = memory.get(namespace, name)
+    if known is None or known.rolling_out:
+        reconcile_deployment(state, memory, namespace, name)
+        known = memory.get(namespace, name)
     if known is not None and known.scrape_after is not None and clock.now() >= known.scrape_after:
-        scrape_deployment(namespace, name)
+        scrape_deployment(state, memory, namespace, name)
+        known = memory.get(namespace, name)
+    if known is None:
+        return None
+    waits = []
+    if known.rolling_out:
+        waits.append(tick_seconds())
+    if known.scrape_after is not None:
+        waits.append(clock.seconds_until(known.scrape_after))
+    return min(waits) if waits else None

@@ -7,14 +7,15 @@ It runs when:
 - its ``perennial.dev/rollback`` annotation gets a value not acted on yet;
 - a serving Deployment it owns changes (the Deployment controller reports progress);
 - the TrainingPipeline it follows gets a new champion, or the run it pins changes;
-- its loop turns (a kopf daemon per ModelDeployment, every
-  :func:`~perennial.controllers.deployment_reconciler.tick_seconds`): while a rollout is in
-  progress (deadlines, canary pauses and analysis) and every ``RESYNC_SECONDS`` otherwise;
-  the same loop scrapes the model server's monitoring endpoint when it is due.
+- its loop turns (a kopf daemon per ModelDeployment): every
+  :func:`~perennial.controllers.deployment_reconciler.tick_seconds` while a rollout is in
+  progress (deadlines, canary pauses and analysis), and when the model server's monitoring
+  endpoint is due for a scrape; otherwise it sleeps until a handler above or a jump of the
+  operator's clock wakes it. An idle deployment costs no request.
 
-A daemon rather than a kopf timer: its tick can be changed at run time (tests shorten it,
-as for the pipeline's trigger loop); like a timer it makes kopf put its finalizer on the
-object. Handlers never return values and their retries are bounded.
+Reads come from the watch-fed state in kopf's ``memo`` (:mod:`perennial.controllers.indexes`).
+Like a timer, the daemon makes kopf put its finalizer on the object. Handlers never return
+values and their retries are bounded.
 """
 
 from __future__ import annotations
@@ -35,11 +36,13 @@ from perennial.api.constants import (
     TRAINING_RUNS,
     VERSION,
 )
+from perennial.controllers import indexes
 from perennial.controllers.deployment_reconciler import (
+    DeploymentMemory,
     loop_turn,
     reconcile_deployment,
-    tick_seconds,
 )
+from perennial.controllers.indexes import state_of, wakeups_of
 from perennial.controllers.settings import HANDLER_LIMITS
 from perennial.k8s import metrics
 from perennial.k8s.client import ApiError
@@ -47,6 +50,8 @@ from perennial.k8s.serving import DEPLOYMENT_LABEL
 from perennial.k8s.serving_client import written_by_us
 
 KIND: Final = "ModelDeployment"
+TIMER: Final = "md"  # the key of a deployment's loop in the wakeups
+RETRY_AFTER_ERROR_SECONDS: Final = 30.0
 logger = logging.getLogger("perennial.controllers.model_deployment")
 MANAGED_BY: Final = {"app.kubernetes.io/managed-by": "perennial-operator"}
 
@@ -65,18 +70,26 @@ def guarded(handler: str, call: Callable[[], None]) -> None:
         raise
 
 
-def quietly(handler: str, namespace: str, name: str) -> None:
+def _reconcile_and_wake(memo: kopf.Memo, namespace: str, name: str) -> None:
+    """Reconcile, then wake the deployment's loop (a rollout may have started)."""
+    try:
+        reconcile_deployment(state_of(memo), _memory(memo), namespace, name)
+    finally:
+        wakeups_of(memo).wake(TIMER, namespace, name)
+
+
+def quietly(handler: str, memo: kopf.Memo, namespace: str, name: str) -> None:
     """Reconcile from a watcher of another object: failures are logged and counted (the
     loop tries again), never raised into that object's handling."""
     try:
-        reconcile_deployment(namespace, name)
+        _reconcile_and_wake(memo, namespace, name)
     except Exception as exc:
         metrics.RECONCILE_ERRORS.labels(KIND, handler).inc()
         logger.warning("reconcile of %s/%s after %s failed: %s", namespace, name, handler, exc)
 
 
-def reconcile(name: str, namespace: str | None, **_: Any) -> None:
-    guarded("reconcile", lambda: reconcile_deployment(namespace or "", name))
+def reconcile(name: str, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
+    guarded("reconcile", lambda: _reconcile_and_wake(memo, namespace or "", name))
 
 
 def rollback_pending(annotations: Mapping[str, str], status: Mapping[str, Any], **_: Any) -> bool:
@@ -85,17 +98,35 @@ def rollback_pending(annotations: Mapping[str, str], status: Mapping[str, Any], 
     return bool(token) and token != status.get("lastRollbackToken")
 
 
-def rollback_requested(name: str, namespace: str | None, **_: Any) -> None:
-    guarded("rollback", lambda: reconcile_deployment(namespace or "", name))
+def rollback_requested(name: str, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
+    guarded("rollback", lambda: _reconcile_and_wake(memo, namespace or "", name))
 
 
 # A daemon spawned by an event that arrives while the operator stops is never told to stop
 # (kopf then waits 5 s for it): every loop also ends when the operator's cleanup runs.
 SHUTDOWN: Final = "perennial_md_shutdown"
+MEMORY: Final = "perennial_md_memory"
+SEEN: Final = "perennial_md_seen"
 
 
 def operator_started(memo: kopf.Memo, **_: Any) -> None:
     memo[SHUTDOWN] = threading.Event()
+    memo[MEMORY] = DeploymentMemory()
+    memo[SEEN] = SeenSources()
+
+
+def _memory(memo: kopf.Memo) -> DeploymentMemory:
+    memory = memo.get(MEMORY)
+    if not isinstance(memory, DeploymentMemory):
+        raise RuntimeError("the deployments' memory is missing (startup did not run)")
+    return memory
+
+
+def _seen(memo: kopf.Memo) -> SeenSources:
+    seen = memo.get(SEEN)
+    if not isinstance(seen, SeenSources):
+        raise RuntimeError("the deployments' seen sources are missing (startup did not run)")
+    return seen
 
 
 def operator_stopping(memo: kopf.Memo, **_: Any) -> None:
@@ -108,19 +139,24 @@ async def deployment_loop(
     name: str, namespace: str | None, stopped: kopf.DaemonStopped, memo: kopf.Memo, **_: Any
 ) -> None:
     shutdown = memo.get(SHUTDOWN)
+    state, wakeups, ns = state_of(memo), wakeups_of(memo), namespace or ""
+    memory = _memory(memo)
     try:
         while not stopped and not (isinstance(shutdown, threading.Event) and shutdown.is_set()):
             try:
-                await asyncio.to_thread(loop_turn, namespace or "", name)
+                delay = await asyncio.to_thread(loop_turn, state, memory, ns, name)
             except Exception as exc:
-                # One failed turn is logged and counted; the next turn tries again.
+                # A failed turn is logged and counted; the loop tries again later.
                 metrics.RECONCILE_ERRORS.labels(KIND, "loop").inc()
                 logger.warning("loop of %s/%s failed: %s", namespace, name, exc)
-            await stopped.wait(tick_seconds())
+                delay = RETRY_AFTER_ERROR_SECONDS
+            await wakeups.sleep(TIMER, ns, name, delay, stopped.wait())
     except asyncio.CancelledError:
         # The operator exits (kopf cancels daemons at once): nothing is left half-done, every
         # turn is idempotent and the next operator resumes from the status.
         logger.debug("loop of %s/%s cancelled", namespace, name)
+    finally:
+        wakeups.forget(TIMER, ns, name)
 
 
 # kopf hands an index to handlers as the keyword argument named by its id.
@@ -141,18 +177,19 @@ def perennial_md_sources(
     return {}
 
 
-class _Seen:
-    """What the watchers last saw of a source, so that only real changes reconcile."""
+class SeenSources:
+    """What the watchers last saw of a source, so that only real changes reconcile (one per
+    operator, in kopf's ``memo``)."""
 
-    lock = threading.Lock()
-    sources: dict[str, Any] = {}
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._sources: dict[str, Any] = {}
 
-    @classmethod
-    def changed(cls, key: str, value: Any) -> bool:
-        with cls.lock:
-            if key in cls.sources and cls.sources[key] == value:
+    def changed(self, key: str, value: Any) -> bool:
+        with self._lock:
+            if key in self._sources and self._sources[key] == value:
                 return False
-            cls.sources[key] = value
+            self._sources[key] = value
             return True
 
 
@@ -170,14 +207,15 @@ def pipeline_changed(
     namespace: str | None,
     body: Mapping[str, Any],
     type: str,
+    memo: kopf.Memo,
     **kwargs: Any,
 ) -> None:
     users = _users(kwargs[INDEX], (namespace or "", "pipeline", name))
     champion = ((body.get("status") or {}).get("champion") or {}) if type != "DELETED" else None
     seen = None if champion is None else (champion.get("run"), champion.get("sha256"))
-    if users and _Seen.changed(_uid(body), seen):
+    if users and _seen(memo).changed(_uid(body), seen):
         for md in users:
-            quietly("pipeline-watch", namespace or "", md)
+            quietly("pipeline-watch", memo, namespace or "", md)
 
 
 def run_changed(
@@ -185,6 +223,7 @@ def run_changed(
     namespace: str | None,
     body: Mapping[str, Any],
     type: str,
+    memo: kopf.Memo,
     **kwargs: Any,
 ) -> None:
     users = _users(kwargs[INDEX], (namespace or "", "run", name))
@@ -194,23 +233,28 @@ def run_changed(
         if type == "DELETED"
         else (status.get("phase"), (status.get("artifact") or {}).get("sha256"))
     )
-    if users and _Seen.changed(_uid(body), seen):
+    if users and _seen(memo).changed(_uid(body), seen):
         for md in users:
-            quietly("run-watch", namespace or "", md)
+            quietly("run-watch", memo, namespace or "", md)
 
 
 def serving_changed(
-    namespace: str | None, labels: Mapping[str, str], body: Mapping[str, Any], **_: Any
+    namespace: str | None,
+    labels: Mapping[str, str],
+    body: Mapping[str, Any],
+    memo: kopf.Memo,
+    **_: Any,
 ) -> None:
     owner = labels.get(DEPLOYMENT_LABEL)
     if owner and not written_by_us(body):
-        quietly("serving-watch", namespace or "", owner)
+        quietly("serving-watch", memo, namespace or "", owner)
 
 
 def register(registry: kopf.OperatorRegistry) -> None:
     """Register every ModelDeployment handler in ``registry`` (the default registry on
     import; tests may build a registry with only these)."""
     md = (GROUP, VERSION, MODEL_DEPLOYMENTS)
+    indexes.register(registry)
     kopf.on.startup(id="md-startup", registry=registry)(operator_started)
     kopf.on.cleanup(id="md-cleanup", registry=registry)(operator_stopping)
     kopf.on.create(*md, id="md-create", registry=registry, **HANDLER_LIMITS)(reconcile)

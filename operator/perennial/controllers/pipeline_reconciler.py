@@ -1,10 +1,12 @@
 """Reconcile one TrainingPipeline: triggers -> runs, champion, history, status, events.
 
-Read (the pipeline, its runs, the ModelDeployments its drift/decay triggers watch, the
-data's fingerprint when a poll is due), decide (:func:`perennial.core.pipeline_plan.plan`,
-with the time from :mod:`perennial.controllers.clock`), write (cancel, create, prune runs;
-the status through the status subresource, only what changed). Idempotent, so the change
-handlers, the trigger loop and the run watchers may all call it.
+Read (the pipeline, its runs, the ModelDeployments its drift/decay triggers watch: from
+the watch-fed :class:`~perennial.k8s.cluster_state.ClusterState`, no request; the data's
+fingerprint when a poll is due), decide (:func:`perennial.core.pipeline_plan.plan`, with
+the time from :mod:`perennial.controllers.clock`), write (cancel, create, prune runs; the
+status through the status subresource, only what changed). Idempotent, so the change
+handlers, the trigger timer and the run watchers may all call it; a reconcile that
+changes nothing sends nothing.
 
 An invalid spec (one that slipped past the CRD schema, or a cron the schema could not
 check) marks the pipeline ``Stalled`` with a message naming the field; the handler does
@@ -41,15 +43,11 @@ from perennial.core.pipeline_plan import (
 )
 from perennial.core.pipeline_status import stalled_changes, status_changes
 from perennial.core.schedule import ScheduleDecision, ScheduleError, decide
-from perennial.k8s import client, metrics
+from perennial.core.timers import data_poll_due, next_due
+from perennial.k8s import metrics
 from perennial.k8s.builders.training_run import build_run, champion_ref, pipeline_spec_hash
-from perennial.k8s.client import (
-    JOBS,
-    MODEL_DEPLOYMENTS_RESOURCE,
-    PIPELINE_STATUS,
-    TRAINING_PIPELINES_RESOURCE,
-    TRAINING_RUNS_RESOURCE,
-)
+from perennial.k8s.client import JOBS, PIPELINE_STATUS, TRAINING_RUNS_RESOURCE
+from perennial.k8s.cluster_state import ClusterState
 from perennial.k8s.data_fingerprint import DataCheckError, fingerprint
 
 logger = logging.getLogger("perennial.controllers.pipeline")
@@ -70,33 +68,39 @@ class DataCheck:
 # --- entry points ----------------------------------------------------------------------
 
 
-def reconcile_pipeline(namespace: str, name: str) -> None:
+def reconcile_pipeline(state: ClusterState, namespace: str, name: str) -> None:
     """React to a change of the pipeline (spec, annotation) or of one of its runs."""
     with LOCKS.hold(namespace, name):
-        _reconcile(namespace, name, data=None, tick=False)
+        _reconcile(state, namespace, name, data=None)
 
 
-def tick(namespace: str, name: str) -> None:
-    """The trigger loop's periodic check: schedule, data, drift, decay, active runs."""
-    body = client.get_or_none(TRAINING_PIPELINES_RESOURCE, name, namespace)
+def check_triggers(state: ClusterState, namespace: str, name: str) -> datetime | None:
+    """The trigger timer's turn: poll the data if due, reconcile (schedule, drift, decay
+    and cool-downs are decided there); when the timer is next due (None: only a watch
+    event can start a run)."""
+    body = state.pipeline(namespace, name)
     if body is None:
-        return
-    data = _poll_data_if_due(body, clock.now())
+        return None
+    try:
+        pipeline = TrainingPipeline.model_validate(body)
+    except ValidationError:
+        pipeline = None  # the reconcile marks it Stalled
+    data = None
+    if pipeline is not None and data_poll_due(pipeline.spec, pipeline.status, clock.now()):
+        data = _poll_data(pipeline.spec.data.uri, clock.now())
     with LOCKS.hold(namespace, name):
-        _reconcile(namespace, name, data=data, tick=True)
+        _reconcile(state, namespace, name, data=data)
+    fresh = state.pipeline(namespace, name)
+    if fresh is None or pipeline is None:
+        return None
+    try:
+        after = TrainingPipeline.model_validate(fresh)
+    except ValidationError:
+        return None
+    return next_due(after.spec, after.status, clock.now())
 
 
-def _poll_data_if_due(body: Mapping[str, Any], now: datetime) -> DataCheck | None:
-    spec = body.get("spec") or {}
-    change = (spec.get("triggers") or {}).get("dataChange") or {}
-    uri = (spec.get("data") or {}).get("uri")
-    if not change.get("enabled") or not isinstance(uri, str):
-        return None
-    interval = float(change.get("pollIntervalSeconds") or 300)
-    last = (body.get("status") or {}).get("lastDataCheckTime")
-    last_time = datetime.fromisoformat(last.replace("Z", "+00:00")) if last else None
-    if last_time is not None and (now - last_time).total_seconds() < interval:
-        return None
+def _poll_data(uri: str, now: datetime) -> DataCheck:
     try:
         return DataCheck(time=now, fingerprint=fingerprint(uri))
     except DataCheckError as exc:
@@ -111,13 +115,18 @@ def _owned(run: Mapping[str, Any], pipeline_uid: str | None) -> bool:
     return any(ref.get("uid") == pipeline_uid and ref.get("controller") for ref in refs)
 
 
-def _runs(namespace: str, name: str, uid: str | None) -> list[dict[str, Any]]:
-    found = client.list_objects(TRAINING_RUNS_RESOURCE, namespace, labels={LABEL_PIPELINE: name})
-    return [r for r in found if _owned(r, uid)]
+def _runs(state: ClusterState, namespace: str, name: str, uid: str | None) -> list[dict[str, Any]]:
+    found = state.runs_of(namespace, name)
+    return [
+        r
+        for r in found
+        if ((r.get("metadata") or {}).get("labels") or {}).get(LABEL_PIPELINE) == name
+        and _owned(r, uid)
+    ]
 
 
-def _reconcile(namespace: str, name: str, *, data: DataCheck | None, tick: bool) -> None:
-    body = client.get_or_none(TRAINING_PIPELINES_RESOURCE, name, namespace)
+def _reconcile(state: ClusterState, namespace: str, name: str, *, data: DataCheck | None) -> None:
+    body = state.pipeline(namespace, name)
     if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
         return
     now = clock.now()
@@ -125,7 +134,7 @@ def _reconcile(namespace: str, name: str, *, data: DataCheck | None, tick: bool)
     try:
         pipeline = TrainingPipeline.model_validate(body)
     except ValidationError as exc:
-        _stall(body, "InvalidSpec", _explain(exc), now=now)
+        _stall(state, body, "InvalidSpec", _explain(exc), now=now)
         return
     spec = pipeline.spec
     schedule: ScheduleDecision | None = None
@@ -141,32 +150,21 @@ def _reconcile(namespace: str, name: str, *, data: DataCheck | None, tick: bool)
                 starting_deadline_seconds=spec.triggers.schedule.starting_deadline_seconds,
             )
         except ScheduleError as exc:
-            _stall(body, "InvalidSchedule", str(exc), now=now)
+            _stall(state, body, "InvalidSchedule", str(exc), now=now)
             return
 
-    runs = _runs(namespace, name, meta.get("uid"))
-    active = [r for r in runs if summarize_run(r).active]
-    if tick and active:
-        # A safety net for missed watch events: re-derive the active runs' state.
-        for run in active:
-            run_reconciler.reconcile_run(namespace, run["metadata"]["name"])
-        runs = _runs(namespace, name, meta.get("uid"))
+    runs = _runs(state, namespace, name, meta.get("uid"))
     summaries = tuple(summarize_run(r) for r in runs)
 
     notes: list[str] = []
-    watched = {
-        ref: client.get_or_none(MODEL_DEPLOYMENTS_RESOURCE, ref, namespace)
-        for ref in watched_deployments(spec)
-    }
+    watched = {ref: state.deployment(namespace, ref) for ref in watched_deployments(spec)}
     signals = trigger_signals(spec, watched)
     notes.extend(signals.notes)
     drift, decay = signals.drift, signals.decay
     finished = [s for s in summaries if not s.active]
     protected: frozenset[str] = frozenset()
     if len(finished) > min(spec.successful_runs_history_limit, spec.failed_runs_history_limit):
-        protected = deployment_references(
-            client.list_objects(MODEL_DEPLOYMENTS_RESOURCE, namespace)
-        )
+        protected = deployment_references(state.deployments(namespace))
 
     memory = _memory(pipeline.status)
     facts = PipelineFacts(
@@ -189,13 +187,15 @@ def _reconcile(namespace: str, name: str, *, data: DataCheck | None, tick: bool)
         watching=watch_list(spec, schedule.next_time if schedule else None),
     )
     decision = plan(facts)
-    decision = _carry_out(body, pipeline, decision, runs, now=now)
+    decision = _carry_out(state, body, pipeline, decision, runs, now=now)
     if data is not None and data.error:
         notes.append(f"Data check failed: {data.error}")
         previous = (body.get("status") or {}).get("message") or ""
         if data.error not in previous:
             event(body, "DataCheckFailed", data.error, "Warning")
-    _write_status(body, decision, schedule, data, notes, now=now)
+    _write_status(
+        state, body, decision=decision, schedule=schedule, data=data, notes=notes, now=now
+    )
 
 
 def _memory(status: TrainingPipelineStatus) -> Memory:
@@ -221,6 +221,7 @@ def _memory(status: TrainingPipelineStatus) -> Memory:
 
 
 def _carry_out(
+    state: ClusterState,
     body: Mapping[str, Any],
     pipeline: TrainingPipeline,
     decision: PipelinePlan,
@@ -240,12 +241,12 @@ def _carry_out(
         event(body, "ChampionUpdated", f"run {champion.run} is the new champion{score}")
     if decision.create is not None:
         for old in decision.cancel:
-            run_reconciler.cancel_run(namespace, old, replaced_by=decision.create.name)
-        decision = _start_run(body, pipeline, decision, runs, now=now)
+            run_reconciler.cancel_run(state, namespace, old, replaced_by=decision.create.name)
+        decision = _start_run(state, body, pipeline, decision, runs, now=now)
     if decision.prune:
         for old in decision.prune:
-            client.delete(TRAINING_RUNS_RESOURCE, old, namespace)
-            client.delete(JOBS, job_name(old), namespace)
+            state.delete(TRAINING_RUNS_RESOURCE, old, namespace)
+            state.delete(JOBS, job_name(old), namespace)
         event(
             body,
             "RunsPruned",
@@ -256,6 +257,7 @@ def _carry_out(
 
 
 def _start_run(
+    state: ClusterState,
     body: Mapping[str, Any],
     pipeline: TrainingPipeline,
     decision: PipelinePlan,
@@ -277,7 +279,7 @@ def _start_run(
     )
     new = decision.create
     for _ in range(MAX_NAME_COLLISIONS):
-        created, fresh = client.create_if_absent(
+        created, fresh = state.create_if_absent(
             TRAINING_RUNS_RESOURCE, build_run(body, new, champion=ref, now=now), namespace
         )
         if _owned(created, body["metadata"].get("uid")):
@@ -299,7 +301,7 @@ def _start_run(
     # Create the Job right away instead of waiting for the run's watch event (which
     # retries on its own if this fails: the pipeline's status is written regardless).
     try:
-        run_reconciler.reconcile_run(namespace, new.name)
+        run_reconciler.reconcile_run(state, namespace, new.name)
     except Exception as exc:
         logger.warning("run %s/%s: first reconcile failed: %s", namespace, new.name, exc)
     return replace(decision, create=new, memory=memory)
@@ -316,28 +318,30 @@ def _explain(exc: ValidationError) -> str:
     return "invalid spec: " + "; ".join(parts) + "; fix the pipeline (kubectl edit tp)"
 
 
-def _patch_status(body: Mapping[str, Any], changes: Mapping[str, Any]) -> None:
+def _patch_status(state: ClusterState, body: Mapping[str, Any], changes: Mapping[str, Any]) -> None:
     current = body.get("status") or {}
     delta = {key: value for key, value in changes.items() if current.get(key) != value}
     if delta:
-        meta = body["metadata"]
-        PIPELINE_STATUS.write(meta["name"], meta.get("namespace"), delta)
+        state.write_status(PIPELINE_STATUS, body, delta)
 
 
-def _stall(body: Mapping[str, Any], reason: str, message: str, *, now: datetime) -> None:
+def _stall(
+    state: ClusterState, body: Mapping[str, Any], reason: str, message: str, *, now: datetime
+) -> None:
     previous = (body.get("status") or {}).get("message")
-    _patch_status(body, stalled_changes(body, reason, message, now=now))
+    _patch_status(state, body, stalled_changes(body, reason, message, now=now))
     if previous != message:
         event(body, reason, message, "Warning")
 
 
 def _write_status(
+    state: ClusterState,
     body: Mapping[str, Any],
+    *,
     decision: PipelinePlan,
     schedule: ScheduleDecision | None,
     data: DataCheck | None,
     notes: list[str],
-    *,
     now: datetime,
 ) -> None:
     changes = status_changes(
@@ -348,4 +352,4 @@ def _write_status(
         notes=notes,
         now=now,
     )
-    _patch_status(body, changes)
+    _patch_status(state, body, changes)

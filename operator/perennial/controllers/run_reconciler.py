@@ -1,9 +1,11 @@
 """Reconcile one TrainingRun: its Job, its phase, its verdict, its events and metrics.
 
-Read (the run, its Job, the Job's Pods), decide (:mod:`perennial.core.job_state`,
-:mod:`perennial.core.run_verdict`), write (the Job if missing; the run's status through the
-status subresource, only what changed). Idempotent: calling it again with nothing new
-changes nothing, so every watcher of runs, Jobs and Pods may call it.
+Read (the run, its Job, the Job's Pods: from the watch-fed
+:class:`~perennial.k8s.cluster_state.ClusterState`, no request), decide
+(:mod:`perennial.core.job_state`, :mod:`perennial.core.run_verdict`), write (the Job if
+missing; the run's status through the status subresource, only what changed). Idempotent:
+calling it again with nothing new changes nothing, so every watcher of runs, Jobs and Pods
+may call it.
 
 Phases: ``Pending`` (Job created, Pod not running yet) -> ``Training`` (the trainer runs)
 -> ``Evaluating`` (the Job completed; reading the result) -> ``Succeeded`` (blessed),
@@ -37,9 +39,10 @@ from perennial.core.run_status import (
     verdict_events,
 )
 from perennial.core.run_verdict import GateConfig, RunVerdict, failure, verdict_conditions
-from perennial.k8s import client, metrics
+from perennial.k8s import metrics
 from perennial.k8s.builders.training_job import build_job
-from perennial.k8s.client import JOBS, PODS, RUN_STATUS, TRAINING_RUNS_RESOURCE
+from perennial.k8s.client import JOBS, RUN_STATUS
+from perennial.k8s.cluster_state import ClusterState
 from perennial.k8s.events import EventType, post_event
 
 logger = logging.getLogger("perennial.controllers.run")
@@ -71,25 +74,26 @@ def _pipeline_of(body: Mapping[str, Any]) -> str | None:
     return str(ref) if ref else None
 
 
-def _write(body: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
+def _write(
+    state: ClusterState, body: Mapping[str, Any], changes: Mapping[str, Any]
+) -> dict[str, Any]:
     """Write only the fields that differ from the current status; the new status."""
     current = dict(body.get("status") or {})
     delta = {key: value for key, value in changes.items() if current.get(key) != value}
     if delta:
-        meta = body["metadata"]
-        RUN_STATUS.write(meta["name"], meta.get("namespace"), delta)
+        state.write_status(RUN_STATUS, body, delta)
         current.update(delta)
     return current
 
 
-def reconcile_run(namespace: str, name: str) -> RunReport | None:
+def reconcile_run(state: ClusterState, namespace: str, name: str) -> RunReport | None:
     """Bring the run one step forward; None if it does not exist (any more)."""
     with LOCKS.hold(namespace, name):
-        return _reconcile(namespace, name)
+        return _reconcile(state, namespace, name)
 
 
-def _reconcile(namespace: str, name: str) -> RunReport | None:
-    body = client.get_or_none(TRAINING_RUNS_RESOURCE, name, namespace)
+def _reconcile(state: ClusterState, namespace: str, name: str) -> RunReport | None:
+    body = state.run(namespace, name)
     if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
         return None
     pipeline = _pipeline_of(body)
@@ -102,12 +106,13 @@ def _reconcile(namespace: str, name: str) -> RunReport | None:
     try:
         run = TrainingRun.model_validate(body)
     except ValidationError as exc:
-        _stall(body, _explain(exc), now=now, generation=generation)
+        _stall(state, body, _explain(exc), now=now, generation=generation)
         return RunReport(pipeline, RunPhase.FAILED.value, finished_now=True)
 
-    job = client.get_or_none(JOBS, job_name(name), namespace)
+    job = state.job(namespace, name, job_name(name))
     if job is not None and not _owned_by(job, body):
         _progress(
+            state,
             body,
             RunPhase.PENDING,
             "JobNameTaken",
@@ -118,8 +123,8 @@ def _reconcile(namespace: str, name: str) -> RunReport | None:
         return RunReport(pipeline, RunPhase.PENDING.value)
     if job is None:
         if phase in (None, RunPhase.PENDING.value):
-            job = client.create(JOBS, build_job(body), namespace)
-            if phase is None:
+            job, fresh = state.create_if_absent(JOBS, build_job(body), namespace)
+            if phase is None and fresh:
                 event(
                     body,
                     "JobCreated",
@@ -128,6 +133,7 @@ def _reconcile(namespace: str, name: str) -> RunReport | None:
                 )
         else:
             return _finish(
+                state,
                 body,
                 run,
                 failure(
@@ -141,17 +147,19 @@ def _reconcile(namespace: str, name: str) -> RunReport | None:
 
     pods = [
         pod
-        for pod in client.list_objects(PODS, namespace, labels={LABEL_RUN: name})
-        if _owned_by(pod, job)
+        for pod in state.pods_of(namespace, name)
+        if (pod.get("metadata", {}).get("labels") or {}).get(LABEL_RUN) == name
+        and _owned_by(pod, job)
     ]
     seen = observe(job, pods)
     if seen.state is JobState.PENDING or seen.state is JobState.MISSING:
-        _progress(body, RunPhase.PENDING, seen.reason, seen.message, now=now)
+        _progress(state, body, RunPhase.PENDING, seen.reason, seen.message, now=now)
         return RunReport(pipeline, RunPhase.PENDING.value)
     if seen.state is JobState.RUNNING:
         if phase != RunPhase.TRAINING.value:
             event(body, "TrainingStarted", f"the trainer is running in Job {job_name(name)}")
         _progress(
+            state,
             body,
             RunPhase.TRAINING,
             "Training",
@@ -160,10 +168,11 @@ def _reconcile(namespace: str, name: str) -> RunReport | None:
             started=seen.started,
         )
         return RunReport(pipeline, RunPhase.TRAINING.value)
-    return _judge(body, run, seen, now=now, pods_listed=bool(pods))
+    return _judge(state, body, run, seen, now=now, pods_listed=bool(pods))
 
 
 def _judge(
+    state: ClusterState,
     body: Mapping[str, Any],
     run: TrainingRun,
     seen: JobObservation,
@@ -179,6 +188,7 @@ def _judge(
     if awaiting_result(seen, pods_listed=pods_listed, now=now):
         # The Job completed but its Pod is not listed (yet): give it a moment.
         _progress(
+            state,
             body,
             RunPhase.EVALUATING,
             "ReadingResult",
@@ -191,8 +201,8 @@ def _judge(
     verdict = judge(seen, config, had_champion=run.spec.champion is not None)
     if seen.state is JobState.FAILED and seen.fatal:
         # The Job would wait for its deadline (an image that cannot be pulled): stop it.
-        client.delete(JOBS, job_name(name), body["metadata"].get("namespace"))
-    return _finish(body, run, verdict, seen, now=now)
+        state.delete(JOBS, job_name(name), body["metadata"].get("namespace") or "")
+    return _finish(state, body, run, verdict, seen, now=now)
 
 
 def _owned_by(obj: Mapping[str, Any], owner: Mapping[str, Any]) -> bool:
@@ -209,7 +219,14 @@ def _explain(exc: ValidationError) -> str:
     return "invalid spec: " + "; ".join(parts) + " (fix the field, or create a new run)"
 
 
-def _stall(body: Mapping[str, Any], message: str, *, now: datetime, generation: int | None) -> None:
+def _stall(
+    state: ClusterState,
+    body: Mapping[str, Any],
+    message: str,
+    *,
+    now: datetime,
+    generation: int | None,
+) -> None:
     conditions = set_condition(
         (body.get("status") or {}).get("conditions"),
         "Ready",
@@ -226,6 +243,7 @@ def _stall(body: Mapping[str, Any], message: str, *, now: datetime, generation: 
         conditions, "Stalled", True, "InvalidSpec", message, now=now, generation=generation
     )
     _write(
+        state,
         body,
         {
             "observedGeneration": generation,
@@ -241,6 +259,7 @@ def _stall(body: Mapping[str, Any], message: str, *, now: datetime, generation: 
 
 
 def _progress(
+    state: ClusterState,
     body: Mapping[str, Any],
     phase: RunPhase,
     reason: str,
@@ -249,10 +268,11 @@ def _progress(
     now: datetime,
     started: datetime | None = None,
 ) -> None:
-    _write(body, progress_status(body, phase, reason, message, now=now, started=started))
+    _write(state, body, progress_status(body, phase, reason, message, now=now, started=started))
 
 
 def _finish(
+    state: ClusterState,
     body: Mapping[str, Any],
     run: TrainingRun,
     verdict: RunVerdict,
@@ -260,7 +280,7 @@ def _finish(
     *,
     now: datetime,
 ) -> RunReport:
-    _write(body, finish_status(body, verdict, seen, now=now))
+    _write(state, body, finish_status(body, verdict, seen, now=now))
     _announce(body, run, verdict, seen, now=now)
     return RunReport(_pipeline_of(body), verdict.phase.value, finished_now=True)
 
@@ -304,11 +324,11 @@ def _count_outcome(body: Mapping[str, Any], outcome: str) -> None:
     metrics.RUN_OUTCOMES.labels(namespace, _pipeline_of(body) or "", outcome).inc()
 
 
-def cancel_run(namespace: str, name: str, *, replaced_by: str) -> bool:
+def cancel_run(state: ClusterState, namespace: str, name: str, *, replaced_by: str) -> bool:
     """Concurrency policy Replace: end an active run (Failed, reason Replaced) and delete
     its Job. False if the run had already finished or is gone."""
     with LOCKS.hold(namespace, name):
-        body = client.get_or_none(TRAINING_RUNS_RESOURCE, name, namespace)
+        body = state.run(namespace, name)
         if body is None:
             return False
         phase = (body.get("status") or {}).get("phase")
@@ -321,6 +341,7 @@ def cancel_run(namespace: str, name: str, *, replaced_by: str) -> bool:
         )
         generation = body["metadata"].get("generation")
         _write(
+            state,
             body,
             {
                 "observedGeneration": generation,
@@ -336,7 +357,7 @@ def cancel_run(namespace: str, name: str, *, replaced_by: str) -> bool:
                 ),
             },
         )
-        client.delete(JOBS, job_name(name), namespace)
+        state.delete(JOBS, job_name(name), namespace)
         event(body, "RunReplaced", verdict.message, "Warning")
         _count_outcome(body, verdict.phase.value)
         return True

@@ -2,14 +2,17 @@
 
 - created, changed (spec or annotations: ``perennial.dev/retrain``) or found at startup:
   reconcile now (spec-change and manual triggers, champion, history, status);
-- a trigger loop (a kopf daemon, one per pipeline with a schedule, a data-change, drift or
-  decay trigger): every tick (:func:`perennial.controllers.clock.tick_seconds`, 15 s by
-  default) checks whether a schedule is due, polls the data's fingerprint when its
-  interval has passed and reads the watched ModelDeployment's monitoring status. Time comes
-  from :mod:`perennial.controllers.clock`, so tests drive it.
+- a trigger timer (a kopf daemon, one per pipeline with a schedule, a data-change, drift or
+  decay trigger) that sleeps until the core says a trigger is next due
+  (:func:`perennial.core.timers.next_due`: the next schedule, the next data poll, the end
+  of a cool-down), or until woken: a watched ModelDeployment's monitoring changed
+  (:func:`deployment_changed`), or the operator's clock jumped (tests). It polls the data's
+  fingerprint when due (the only periodic I/O) and reconciles. Time comes from
+  :mod:`perennial.controllers.clock`, so tests drive it.
 
+Reads come from the watch-fed state in kopf's ``memo`` (:mod:`perennial.controllers.indexes`).
 Handlers never return values (status is written explicitly) and their retries are bounded.
-kopf puts its finalizer only on pipelines with a trigger loop (a daemon must be stopped
+kopf puts its finalizer only on pipelines with a trigger timer (a daemon must be stopped
 before the object goes); pipelines without timed triggers get none.
 """
 
@@ -22,13 +25,22 @@ from typing import Any
 
 import kopf
 
-from perennial.api.constants import GROUP, RETRAIN_ANNOTATION, TRAINING_PIPELINES, VERSION
-from perennial.controllers import clock, pipeline_reconciler
+from perennial.api.constants import (
+    GROUP,
+    MODEL_DEPLOYMENTS,
+    RETRAIN_ANNOTATION,
+    TRAINING_PIPELINES,
+    VERSION,
+)
+from perennial.controllers import clock, indexes, pipeline_reconciler
+from perennial.controllers.indexes import state_of, wakeups_of
 from perennial.controllers.settings import HANDLER_LIMITS
 from perennial.k8s import metrics
 from perennial.k8s.client import ApiError
 
 KIND = "TrainingPipeline"
+TIMER = "tp"  # the key of a pipeline's sleeper in the wakeups
+RETRY_AFTER_ERROR_SECONDS = 30.0
 logger = logging.getLogger("perennial.controllers.training_pipeline")
 
 
@@ -50,8 +62,13 @@ def guarded(handler: str, call: Callable[[], None]) -> None:
 @kopf.on.create(GROUP, VERSION, TRAINING_PIPELINES, id="tp-create", **HANDLER_LIMITS)
 @kopf.on.update(GROUP, VERSION, TRAINING_PIPELINES, id="tp-update", **HANDLER_LIMITS)
 @kopf.on.resume(GROUP, VERSION, TRAINING_PIPELINES, id="tp-resume", **HANDLER_LIMITS)
-def reconcile(name: str, namespace: str | None, **_: Any) -> None:
-    guarded("reconcile", lambda: pipeline_reconciler.reconcile_pipeline(namespace or "", name))
+def reconcile(name: str, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
+    state = state_of(memo)
+    guarded(
+        "reconcile", lambda: pipeline_reconciler.reconcile_pipeline(state, namespace or "", name)
+    )
+    # The timer recomputes when it is due (a new schedule, a new poll interval).
+    wakeups_of(memo).wake(TIMER, namespace or "", name)
 
 
 def retrain_pending(annotations: Mapping[str, str], status: Mapping[str, Any], **_: Any) -> bool:
@@ -64,8 +81,9 @@ def retrain_pending(annotations: Mapping[str, str], status: Mapping[str, Any], *
 # diff it runs update handlers on, so a new perennial.dev/retrain value never reaches
 # on.update: a watch-event handler catches it instead (only while a value is pending).
 @kopf.on.event(GROUP, VERSION, TRAINING_PIPELINES, id="tp-retrain", when=retrain_pending)
-def retrain(name: str, namespace: str | None, **_: Any) -> None:
-    guarded("retrain", lambda: pipeline_reconciler.reconcile_pipeline(namespace or "", name))
+def retrain(name: str, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
+    state = state_of(memo)
+    guarded("retrain", lambda: pipeline_reconciler.reconcile_pipeline(state, namespace or "", name))
 
 
 def has_timed_triggers(spec: Mapping[str, Any], **_: Any) -> bool:
@@ -87,18 +105,37 @@ def has_timed_triggers(spec: Mapping[str, Any], **_: Any) -> bool:
     when=has_timed_triggers,
     cancellation_timeout=30.0,
     # No `timeout`: kopf would not restart a daemon that has run longer than that once it
-    # failed. The loop catches every tick's error itself; these bound a crash of the loop.
+    # failed. The loop catches every turn's error itself; these bound a crash of the loop.
     retries=HANDLER_LIMITS["retries"],
     backoff=HANDLER_LIMITS["backoff"],
 )
-async def trigger_loop(
-    name: str, namespace: str | None, stopped: kopf.DaemonStopped, **_: Any
+async def trigger_timer(
+    name: str, namespace: str | None, stopped: kopf.DaemonStopped, memo: kopf.Memo, **_: Any
 ) -> None:
-    while not stopped:
-        try:
-            await asyncio.to_thread(pipeline_reconciler.tick, namespace or "", name)
-        except Exception as exc:
-            # One failed tick is logged and counted; the next tick tries again.
-            metrics.RECONCILE_ERRORS.labels(KIND, "trigger-loop").inc()
-            logger.warning("trigger check of %s/%s failed: %s", namespace, name, exc)
-        await stopped.wait(clock.tick_seconds())
+    state, wakeups, ns = state_of(memo), wakeups_of(memo), namespace or ""
+    try:
+        while not stopped:
+            try:
+                due = await asyncio.to_thread(pipeline_reconciler.check_triggers, state, ns, name)
+                delay = None if due is None else clock.seconds_until(due)
+            except Exception as exc:
+                # A failed turn is logged and counted; the timer tries again later.
+                metrics.RECONCILE_ERRORS.labels(KIND, "trigger-timer").inc()
+                logger.warning("trigger check of %s/%s failed: %s", ns, name, exc)
+                delay = RETRY_AFTER_ERROR_SECONDS
+            await wakeups.sleep(TIMER, ns, name, delay, stopped.wait())
+    finally:
+        wakeups.forget(TIMER, ns, name)
+
+
+def deployment_changed(name: str, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
+    """A ModelDeployment changed (its monitoring, the model it serves): wake the timers of
+    the pipelines whose drift or decay trigger watches it."""
+    ns = namespace or ""
+    wakeups = wakeups_of(memo)
+    for pipeline in state_of(memo).watchers(ns, name):
+        wakeups.wake(TIMER, ns, pipeline)
+
+
+kopf.on.event(GROUP, VERSION, MODEL_DEPLOYMENTS, id="tp-watch-deployment")(deployment_changed)
+indexes.register(kopf.get_default_registry())

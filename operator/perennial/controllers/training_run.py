@@ -4,15 +4,17 @@ A run is reconciled when it is created or found at startup, and whenever its Job
 the Job's Pods changes (they carry the ``perennial.dev/run`` label): that is how the
 operator sees training start, image-pull errors, the Job completing and the trainer's
 termination message. When a run finishes, its pipeline is reconciled at once (champion,
-history, a trigger that was waiting for the run). No finalizers: the Job is owned by the
-run, the run by its pipeline, and the garbage collector deletes them in that order.
+history, a trigger that was waiting for the run). A run whose Job completed while its Pod
+is not known yet (``Evaluating``) is looked at again by a kopf timer, which stops once the
+run has left that phase. No finalizers otherwise: the Job is owned by the run, the run by
+its pipeline, and the garbage collector deletes them in that order.
+
+Reads come from the watch-fed state in kopf's ``memo`` (:mod:`perennial.controllers.indexes`).
 """
 
 from __future__ import annotations
 
-import contextvars
 import logging
-import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -20,57 +22,29 @@ import kopf
 
 from perennial.api.constants import GROUP, TRAINING_RUNS, VERSION
 from perennial.api.enums import RunPhase
-from perennial.controllers import pipeline_reconciler, run_reconciler
+from perennial.controllers import indexes, pipeline_reconciler, run_reconciler
+from perennial.controllers.indexes import state_of
 from perennial.controllers.settings import HANDLER_LIMITS
 from perennial.core.pipeline_plan import LABEL_RUN
 from perennial.core.run_status import RESULT_GRACE_SECONDS
 from perennial.k8s import metrics
 from perennial.k8s.client import ApiError
+from perennial.k8s.cluster_state import ClusterState
 
 KIND = "TrainingRun"
 logger = logging.getLogger("perennial.controllers.training_run")
 
 
-_rechecks: set[tuple[str, str]] = set()
-_rechecks_lock = threading.Lock()
-
-
-def advance(namespace: str, name: str) -> None:
+def advance(state: ClusterState, namespace: str, name: str) -> None:
     """Reconcile the run; if it just finished, its pipeline too."""
-    report = run_reconciler.reconcile_run(namespace, name)
+    report = run_reconciler.reconcile_run(state, namespace, name)
     if report is not None and report.finished_now and report.pipeline:
-        pipeline_reconciler.reconcile_pipeline(namespace, report.pipeline)
-    if report is not None and report.phase == RunPhase.EVALUATING.value:
-        _recheck_later(namespace, name, RESULT_GRACE_SECONDS + 1)
+        pipeline_reconciler.reconcile_pipeline(state, namespace, report.pipeline)
 
 
-def _recheck_later(namespace: str, name: str, delay: float) -> None:
-    """Look at an Evaluating run again after ``delay`` (no watch event may come: its Job
-    has completed). Once per run at a time; in kopf's context, so events still post."""
-    key = (namespace, name)
-    with _rechecks_lock:
-        if key in _rechecks:
-            return
-        _rechecks.add(key)
-
-    def recheck() -> None:
-        with _rechecks_lock:
-            _rechecks.discard(key)
-        try:
-            advance(namespace, name)
-        except Exception as exc:
-            metrics.RECONCILE_ERRORS.labels(KIND, "recheck").inc()
-            logger.warning("re-check of run %s/%s failed: %s", namespace, name, exc)
-
-    context = contextvars.copy_context()
-    timer = threading.Timer(delay, context.run, args=(recheck,))
-    timer.daemon = True
-    timer.start()
-
-
-def _guarded(handler: str, namespace: str, name: str) -> None:
+def _guarded(handler: str, memo: kopf.Memo, namespace: str, name: str) -> None:
     try:
-        advance(namespace, name)
+        advance(state_of(memo), namespace, name)
     except ApiError as exc:
         metrics.RECONCILE_ERRORS.labels(KIND, handler).inc()
         if exc.status in (400, 422):
@@ -89,17 +63,44 @@ def unfinished(status: Mapping[str, Any], **_: Any) -> bool:
     return status.get("phase") not in FINAL_PHASES
 
 
+def evaluating(status: Mapping[str, Any], **_: Any) -> bool:
+    return status.get("phase") == RunPhase.EVALUATING.value
+
+
 @kopf.on.create(GROUP, VERSION, TRAINING_RUNS, id="tr-create", when=unfinished, **HANDLER_LIMITS)
 @kopf.on.resume(GROUP, VERSION, TRAINING_RUNS, id="tr-resume", when=unfinished, **HANDLER_LIMITS)
-def reconcile(name: str, namespace: str | None, **_: Any) -> None:
-    _guarded("reconcile", namespace or "", name)
+def reconcile(name: str, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
+    _guarded("reconcile", memo, namespace or "", name)
+
+
+# The Job completed but its Pod (the trainer's result) is not known: no watch event may
+# come, so look again once the grace period is over (the reconcile then judges).
+@kopf.timer(
+    GROUP,
+    VERSION,
+    TRAINING_RUNS,
+    id="tr-evaluating",
+    when=evaluating,
+    initial_delay=RESULT_GRACE_SECONDS + 1,
+    interval=RESULT_GRACE_SECONDS + 1,
+    **HANDLER_LIMITS,
+)
+def recheck(name: str, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
+    _guarded("recheck", memo, namespace or "", name)
 
 
 @kopf.on.event("batch", "v1", "jobs", id="tr-job", labels={LABEL_RUN: kopf.PRESENT})
-def job_changed(labels: Mapping[str, str], namespace: str | None, **_: Any) -> None:
-    _guarded("job-event", namespace or "", labels[LABEL_RUN])
+def job_changed(
+    labels: Mapping[str, str], namespace: str | None, memo: kopf.Memo, **_: Any
+) -> None:
+    _guarded("job-event", memo, namespace or "", labels[LABEL_RUN])
 
 
 @kopf.on.event("v1", "pods", id="tr-pod", labels={LABEL_RUN: kopf.PRESENT})
-def pod_changed(labels: Mapping[str, str], namespace: str | None, **_: Any) -> None:
-    _guarded("pod-event", namespace or "", labels[LABEL_RUN])
+def pod_changed(
+    labels: Mapping[str, str], namespace: str | None, memo: kopf.Memo, **_: Any
+) -> None:
+    _guarded("pod-event", memo, namespace or "", labels[LABEL_RUN])
+
+
+indexes.register(kopf.get_default_registry())

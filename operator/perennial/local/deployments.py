@@ -9,7 +9,7 @@ analysis_due`), the whole new status and its events
 (:func:`perennial.core.deployment_status.next_status`), and the serving layout it
 computes (:func:`perennial.core.rollout.layout`), carried out by local server processes
 (:mod:`perennial.local.serving`) behind the deployment's stable endpoint. The rollout
-strategy comes from the operator's own ``strategy_of``.
+strategy comes from the core's ``strategy_of``, as the operator's.
 
 Monitoring: every ``scrapeIntervalSeconds`` (on the runner's clock) the endpoint's
 ``/v2/models/{name}/monitoring`` goes into ``status.monitoring``
@@ -33,7 +33,6 @@ from perennial.api.constants import (
     TRAINING_RUN,
 )
 from perennial.api.deployment import ModelDeploymentSpec
-from perennial.controllers.deployment_reconciler import strategy_of
 from perennial.core import conditions as cond
 from perennial.core import deployment_status, model_source, rollout
 from perennial.core.analysis import (
@@ -50,6 +49,7 @@ from perennial.core.deployment_status import (
 )
 from perennial.core.model_source import SourceModel, champion_source, pinned_source
 from perennial.core.rollout import RolloutState, Strategy
+from perennial.core.strategy import strategy_of
 from perennial.k8s.serving import monitoring_path
 from perennial.local.context import Context
 from perennial.local.proxy import StableEndpoint
