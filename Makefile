@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 IMAGE_REGISTRY ?= ghcr.io/perennial-dev
 IMAGE_TAG ?= $(shell sed -n 's/__version__ = "\(.*\)"/\1/p' operator/perennial/_version.py)
 
-.PHONY: install test lint fmt crds locks demo images deploy bench bench-serving clean
+.PHONY: install test lint fmt crds locks demo images deploy bench bench-serving bench-operator clean
 
 install: $(STAMP)
 
@@ -25,6 +25,7 @@ lint: install
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy -p perennial -p perennial_runtime
+	$(VENV)/bin/lint-imports
 
 fmt: install
 	$(PY) -m ruff check --fix .
@@ -56,6 +57,12 @@ bench: install
 # docs/benchmarks.md (~15 min; installs wrk and MLServer's venv under .bench/ on first use).
 bench-serving: install
 	$(PY) -m bench.serving $(BENCH_ARGS)
+
+# The operator at scale on the emulator: N idle pipelines, requests/s at rest, CPU, RSS,
+# trigger and rollout latencies; writes its section of docs/benchmarks.md. Smaller N:
+# make bench-operator BENCH_ARGS="--sizes 100,1000 --window 60"
+bench-operator: install
+	$(PY) -m bench.operator $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

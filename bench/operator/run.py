@@ -1,0 +1,372 @@
+"""The operator at scale: N idle pipelines on the emulator, then what it costs at rest and
+how fast it reacts.
+
+For each N: the emulator (tests/integration/harness, in this process) serves the API; the
+operator runs as its own process (``python -m perennial run``, kubeconfig pointing at the
+emulator) so that its CPU and RSS are its own. N TrainingPipelines (a nightly schedule:
+idle once trained) are created, plus ModelDeployments following the first few; the
+benchmark plays the Job controller (every initial run's Job completes with a trainer
+result) and the Deployment controller (every rollout becomes ready). Then:
+
+- a steady window: every request the operator sends, by verb and resource (counted in the
+  emulator), its CPU time and RSS;
+- latencies, one pipeline at a time: retrain annotation -> its Job exists, and Job
+  complete -> the ModelDeployment's serving Deployment runs the new model.
+
+Results are written to a section of docs/benchmarks.md. Not part of ``make test``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import kmock
+from tests.integration.harness import (
+    ApiServerEmulator,
+    KubeApi,
+    StandInControllers,
+    write_kubeconfig,
+)
+from tests.integration.training_helpers import pipeline_body, result_json
+
+from bench.operator.report import write_section
+
+REPO = Path(__file__).resolve().parents[2]
+CRDS = sorted((REPO / "crds").glob("*.perennial.dev.yaml"))
+NS = "bench"
+TP = "perennial.dev/v1alpha1/trainingpipelines"
+TR = "perennial.dev/v1alpha1/trainingruns"
+MD = "perennial.dev/v1alpha1/modeldeployments"
+JOBS = "batch/v1/jobs"
+DEPLOYMENTS = "apps/v1/deployments"
+WATCHED_KINDS = 6  # tp, tr, md, jobs, pods, deployments
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+class CountingEmulator(ApiServerEmulator):
+    """The harness's emulator, recording (time, verb, resource, user agent) per request."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.log: list[tuple[float, str, str, str]] = []
+
+    async def _handle(self, request: kmock.Request) -> Any:
+        resource = request.resource
+        name = "other"
+        if resource is not None:
+            group = getattr(resource, "group", "") or ""
+            plural = getattr(resource, "plural", "") or str(resource)
+            name = f"{plural}.{group}" if group else plural
+            if request.subresource:
+                name += f"/{request.subresource}"
+        verb = request.action.value if request.action is not None else request.method.value
+        agent = request.headers.get("User-Agent", "")
+        self.log.append((time.monotonic(), str(verb).upper(), name, agent))
+        return await super()._handle(request)
+
+
+def _log_path(n: int) -> Path:
+    folder = REPO / ".bench" / "operator"
+    folder.mkdir(parents=True, exist_ok=True)
+    (REPO / ".bench" / ".gitignore").write_text("*\n")
+    return folder / f"operator-{n}.log"
+
+
+def _proc_cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def _proc_rss_mib(pid: int) -> float:
+    pages = int(Path(f"/proc/{pid}/statm").read_text().split()[1])
+    return pages * PAGE / 2**20
+
+
+@dataclass
+class SizeResult:
+    n: int
+    deployments: int
+    setup_seconds: float
+    window_seconds: float
+    requests: dict[tuple[str, str], int]
+    watches: int
+    cpu_percent: float
+    rss_mib: float
+    trigger_to_job: list[float] = field(default_factory=list)
+    job_to_rollout: list[float] = field(default_factory=list)
+
+    @property
+    def requests_per_second(self) -> float:
+        return sum(self.requests.values()) / self.window_seconds
+
+
+async def _wait(predicate: Any, timeout: float, what: str, interval: float = 0.05) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        found = await predicate()
+        if found:
+            return found
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out waiting for {what}")
+        await asyncio.sleep(interval)
+
+
+def _objects(emulator: ApiServerEmulator, resource: str) -> list[dict[str, Any]]:
+    """Stored objects of a kind, read in-process (no request)."""
+    return emulator.live_objects(resource)
+
+
+def _object(emulator: ApiServerEmulator, resource: str, name: str) -> dict[str, Any] | None:
+    """One stored object, read in-process without a copy (no request)."""
+    key = (kmock.resource(resource), NS, name)
+    if key not in emulator.objects:
+        return None
+    found = emulator.objects[key]
+    if found.deleted:
+        return None
+    raw: dict[str, Any] = found.raw
+    return raw
+
+
+async def _bench_one(n: int, deployments: int, window: float, samples: int) -> SizeResult:
+    async with CountingEmulator() as emulator, kmock.Server(emulator):
+        await emulator.load_crds(CRDS, skip_other_kinds=True)
+        emulator.answer_selectors_unfiltered()
+
+        def resolve(api_version: str, kind: str) -> str:
+            resource = emulator.resource_for(api_version, kind)
+            prefix = f"{resource.group}/" if resource.group else ""
+            return f"{prefix}{resource.version}/{resource.plural}"
+
+        api = KubeApi(emulator.base_url, resolve)
+        controllers = StandInControllers(api, emulator)
+        with tempfile.TemporaryDirectory() as tmp:
+            kubeconfig = write_kubeconfig(Path(tmp) / "kubeconfig", emulator.base_url)
+            env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
+            env.pop("KUBERNETES_SERVICE_HOST", None)
+            operator = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "perennial",
+                    "run",
+                    "--liveness=",
+                    "--metrics-port=0",
+                    "--verbose",
+                ],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=open(_log_path(n), "w"),  # noqa: SIM115
+            )
+            try:
+                return await _drive(
+                    emulator,
+                    api=api,
+                    controllers=controllers,
+                    operator=operator,
+                    n=n,
+                    deployments=deployments,
+                    window=window,
+                    samples=samples,
+                )
+            finally:
+                operator.terminate()
+                try:
+                    await asyncio.to_thread(operator.wait, 30)
+                except subprocess.TimeoutExpired:
+                    operator.kill()
+                await api.aclose()
+
+
+async def _drive(
+    emulator: CountingEmulator,
+    *,
+    api: KubeApi,
+    controllers: StandInControllers,
+    operator: subprocess.Popen[bytes],
+    n: int,
+    deployments: int,
+    window: float,
+    samples: int,
+) -> SizeResult:
+    started = time.monotonic()
+    await _wait(
+        lambda: _async(
+            sum(1 for _, verb, _, _ in emulator.log if verb == "WATCH") >= WATCHED_KINDS
+        ),
+        60,
+        "the operator's watches",
+    )
+    names = [f"p{i:05d}" for i in range(n)]
+    schedule = {"schedule": {"cron": "0 3 * * *"}}
+    for name in names:
+        await api.create(pipeline_body(name, NS, triggers=schedule))
+    for name in names[:deployments]:
+        await api.create(_md_body(name))
+
+    # Play the Job controller for every initial run.
+    done: set[str] = set()
+    while len(done) < n:
+        jobs = [j for j in _objects(emulator, JOBS) if j["metadata"]["name"] not in done]
+        for job in jobs:
+            run = job["metadata"]["name"]
+            await controllers.complete_job(
+                run, NS, termination_message=result_json(run, accuracy=0.9)
+            )
+            done.add(run)
+        if not jobs:
+            await asyncio.sleep(0.2)
+        if time.monotonic() - started > 60 + n * 2:
+            raise TimeoutError(f"only {len(done)} of {n} Jobs appeared")
+
+    async def all_succeeded() -> bool:
+        runs = _objects(emulator, TR)
+        ok = sum(1 for r in runs if (r.get("status") or {}).get("phase") == "Succeeded")
+        return ok >= n
+
+    await _wait(all_succeeded, 60 + n * 2, "every initial run Succeeded", interval=0.5)
+    await _make_ready(emulator, controllers, names[:deployments], "00001")
+    setup = time.monotonic() - started
+
+    # Let the last events settle (event posts, the deployments' last turn), then measure.
+    await asyncio.sleep(5)
+    begin, cpu0 = time.monotonic(), _proc_cpu_seconds(operator.pid)
+    await asyncio.sleep(window)
+    end, cpu1 = time.monotonic(), _proc_cpu_seconds(operator.pid)
+    rss = _proc_rss_mib(operator.pid)
+    counts: collections.Counter[tuple[str, str]] = collections.Counter()
+    watches = 0
+    for moment, verb, resource, agent in emulator.log:
+        if begin <= moment < end and "httpx" not in agent:
+            if verb == "WATCH":
+                watches += 1
+            else:
+                counts[(verb, resource)] += 1
+    result = SizeResult(
+        n=n,
+        deployments=deployments,
+        setup_seconds=setup,
+        window_seconds=end - begin,
+        requests=dict(counts),
+        watches=watches,
+        cpu_percent=100 * (cpu1 - cpu0) / (end - begin),
+        rss_mib=rss,
+    )
+    for name in names[: min(samples, deployments)]:
+        a, b = await _latencies(emulator, api, controllers, name)
+        result.trigger_to_job.append(a)
+        result.job_to_rollout.append(b)
+    return result
+
+
+async def _async(value: Any) -> Any:
+    return value
+
+
+def _md_body(pipeline: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "perennial.dev/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {"name": pipeline, "namespace": NS},
+        "spec": {"source": {"pipelineRef": {"name": pipeline}}, "replicas": 1},
+    }
+
+
+def _serving_run(emulator: ApiServerEmulator, md: str) -> str | None:
+    dep = _object(emulator, DEPLOYMENTS, f"{md}-serving")
+    if dep is None:
+        return None
+    labels = dep["spec"]["template"]["metadata"].get("labels") or {}
+    return labels.get("perennial.dev/run")
+
+
+async def _make_ready(
+    emulator: ApiServerEmulator, controllers: StandInControllers, mds: list[str], seq: str
+) -> None:
+    for md in mds:
+        await _wait(
+            lambda md=md: _async(_serving_run(emulator, md) == f"{md}-{seq}"), 120, f"{md} serving"
+        )
+        await controllers.set_deployment_ready(f"{md}-serving", NS)
+
+    async def available() -> bool:
+        found = {m["metadata"]["name"]: m for m in _objects(emulator, MD)}
+        return all(
+            ((found.get(md) or {}).get("status") or {}).get("phase") == "Available"
+            and not (found[md].get("status") or {}).get("rollout")
+            for md in mds
+        )
+
+    await _wait(available, 120, "every ModelDeployment Available", interval=0.2)
+
+
+async def _latencies(
+    emulator: ApiServerEmulator, api: KubeApi, controllers: StandInControllers, pipeline: str
+) -> tuple[float, float]:
+    run = f"{pipeline}-00002"
+    t0 = time.monotonic()
+    await api.patch(
+        TP, pipeline, NS, {"metadata": {"annotations": {"perennial.dev/retrain": "bench"}}}
+    )
+    await _wait(
+        lambda: _async(_object(emulator, JOBS, run) is not None),
+        60,
+        f"Job {run}",
+        interval=0.005,
+    )
+    trigger_to_job = time.monotonic() - t0
+    t1 = time.monotonic()
+    await controllers.complete_job(
+        run,
+        NS,
+        termination_message=result_json(
+            run, accuracy=0.95, champion_accuracy=0.9, champion_run=f"{pipeline}-00001"
+        ),
+    )
+    await _wait(
+        lambda: _async(_serving_run(emulator, pipeline) == run), 60, f"rollout of {run}", 0.005
+    )
+    job_to_rollout = time.monotonic() - t1
+    await controllers.set_deployment_ready(f"{pipeline}-serving", NS)
+    return trigger_to_job, job_to_rollout
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.operator", description=__doc__)
+    parser.add_argument("--sizes", default="100,1000,5000", help="comma-separated N")
+    parser.add_argument("--window", type=float, default=60.0, help="steady window, seconds")
+    parser.add_argument("--deployments", type=int, default=10, help="ModelDeployments per N")
+    parser.add_argument("--samples", type=int, default=5, help="latency samples per N")
+    parser.add_argument("--no-docs", action="store_true", help="do not write docs/benchmarks.md")
+    args = parser.parse_args(argv)
+    sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
+    results = []
+    t0 = time.monotonic()
+    for n in sizes:
+        print(f"N={n} ...", flush=True)
+        result = asyncio.run(_bench_one(n, min(args.deployments, n), args.window, args.samples))
+        results.append(result)
+        print(
+            f"N={n}: setup {result.setup_seconds:.0f}s, {result.requests_per_second:.3f} req/s "
+            f"{result.requests}, watches {result.watches}, CPU {result.cpu_percent:.2f}%, "
+            f"RSS {result.rss_mib:.0f} MiB, trigger->job "
+            f"{statistics.median(result.trigger_to_job) if result.trigger_to_job else 0:.3f}s, "
+            f"job->rollout "
+            f"{statistics.median(result.job_to_rollout) if result.job_to_rollout else 0:.3f}s",
+            flush=True,
+        )
+    if not args.no_docs:
+        write_section(REPO / "docs" / "benchmarks.md", results, time.monotonic() - t0, args)
+    return 0
