@@ -41,10 +41,12 @@ def render(results: Sequence[Any], seconds: float, args: argparse.Namespace) -> 
         "process (`python -m perennial run`, cluster-wide, standalone), so CPU and RSS are the "
         "operator's alone.",
         "- Each N: N TrainingPipelines with a nightly schedule (`0 3 * * *`), "
-        f"{args.deployments} ModelDeployments following the first pipelines; the benchmark "
+        f"{', '.join(str(r.deployments) for r in results)} ModelDeployments (per N) "
+        "following the first pipelines; the benchmark "
         "plays the Job controller (every initial run's Job completes with a trainer result) "
         "and the Deployment controller (every rollout becomes ready). Then a steady window "
-        f"of {args.window:.0f} s with nothing to do: every request the operator sends, counted "
+        f"of {', '.join(f'{r.window_seconds:.0f}' for r in results)} s (per N) with nothing to "
+        "do: every request the operator sends, counted "
         "in the emulator (WATCH requests are listed apart: kopf re-opens each watch when the "
         "server ends it).",
         "- Latencies, one pipeline at a time after the window: `perennial.dev/retrain` "

@@ -70,10 +70,16 @@ async def test_canary_steps_advance_on_good_analysis_then_promote(
         serving.clock.advance(30)  # the pause is over: analysis of the candidate
         await serving.wait_serving("iris-canary", "iris-00002", replicas=2)
         await serving.wait_serving("iris-serving", "iris-00001", replicas=2)
-        advanced = await serving.wait_md(
+        await serving.wait_md(
             "iris", lambda s: (s.get("rollout") or {}).get("weight") == 50, "step 2"
         )
-        assert "analysis passed" in advanced["status"]["message"]
+        # Why it advanced is in its event (the status message moves on at the next turn:
+        # "1/2 canary pods ready" while the second canary Pod starts).
+        await serving.wait_events(md, "CanaryStepAdvanced")
+        (advanced,) = [
+            e for e in await serving.api.events_for(md) if e.reason == "CanaryStepAdvanced"
+        ]
+        assert "analysis passed" in advanced.message
 
         await serving.ready("iris-canary")
         serving.clock.advance(31)
