@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Final
@@ -66,6 +67,11 @@ class DataCheck:
 
 
 # --- entry points ----------------------------------------------------------------------
+
+
+def holding(namespace: str, name: str) -> AbstractContextManager[None]:
+    """The pipeline's lock (reentrant), for a caller that changes what its reconcile reads."""
+    return LOCKS.hold(namespace, name)
 
 
 def reconcile_pipeline(state: ClusterState, namespace: str, name: str) -> None:

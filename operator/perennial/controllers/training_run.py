@@ -36,10 +36,17 @@ logger = logging.getLogger("perennial.controllers.training_run")
 
 
 def advance(state: ClusterState, namespace: str, name: str) -> None:
-    """Reconcile the run; if it just finished, its pipeline too."""
-    report = run_reconciler.reconcile_run(state, namespace, name)
-    if report is not None and report.finished_now and report.pipeline:
-        pipeline_reconciler.reconcile_pipeline(state, namespace, report.pipeline)
+    """Reconcile the run; if it just finished, its pipeline too.
+
+    Both under the pipeline's lock (lock order: pipeline, then run): no other reconcile of
+    the pipeline (its trigger timer) can see the run finished before the pipeline has
+    taken in its verdict (a new champion)."""
+    body = state.run(namespace, name)
+    pipeline = ((body or {}).get("spec") or {}).get("pipelineRef", {}).get("name")
+    with pipeline_reconciler.holding(namespace, pipeline or ""):
+        report = run_reconciler.reconcile_run(state, namespace, name)
+        if report is not None and report.finished_now and report.pipeline:
+            pipeline_reconciler.reconcile_pipeline(state, namespace, report.pipeline)
 
 
 def _guarded(handler: str, memo: kopf.Memo, namespace: str, name: str) -> None:
