@@ -31,7 +31,7 @@ import kubernetes_validate
 import pytest
 
 import perennial.controllers.handlers  # registers the operator's handlers
-from perennial.controllers import clock, deployment_reconciler, model_deployment, settings
+from perennial.controllers import clock, model_deployment, settings
 from perennial.k8s import client, metrics, serving_client
 from perennial_runtime.contract import TrainConfig, TrainResult
 from perennial_runtime.serve.config import ServeConfig
@@ -408,19 +408,20 @@ async def _operator(
     emulator.answer_selectors_unfiltered()
     manual = clock.ManualClock(operator_clock_start())
     clock.set_clock(manual)
-    deployment_reconciler.set_tick(TICK_SECONDS)
     resolver = LoopbackResolver()
     serving_client.set_resolver(resolver)
     client.configure(None, retry=client.RetryPolicy(attempts=4, base=0.01, cap=0.05))
     try:
-        await operator_runner.start(registry=registry, watching=watching)
+        # The deployments' loops turn every TICK_SECONDS while a rollout is in progress.
+        memo = kopf.Memo()
+        memo[model_deployment.TICK] = TICK_SECONDS
+        await operator_runner.start(registry=registry, watching=watching, memo=memo)
         yield Serving(Training(kube_api, emulator, operator_runner, controllers, manual), resolver)
         problems = operator_runner.problems()
         await operator_runner.stop()
         assert problems == [], f"kopf reported problems during the test: {problems}"
     finally:
         clock.reset()
-        deployment_reconciler.set_tick(None)
         serving_client.set_resolver(None)
         client.configure(None, retry=client.RetryPolicy())
 

@@ -23,7 +23,6 @@ with a message naming the field; nothing is raised, so there is no retry loop.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Mapping
@@ -88,32 +87,19 @@ SCRAPE_TIMEOUT_SECONDS: Final = 5.0
 # --- the loop's tick ---------------------------------------------------------------------
 
 
-class _Tick:
-    seconds: float | None = None
-
-
-def tick_seconds() -> float:
-    """Real seconds between two turns of a deployment's loop
-    (``PERENNIAL_DEPLOYMENT_TICK_SECONDS``, 5 s by default)."""
-    if _Tick.seconds is None:
-        raw = os.environ.get("PERENNIAL_DEPLOYMENT_TICK_SECONDS")
-        try:
-            value = float(raw) if raw else DEFAULT_TICK_SECONDS
-        except ValueError as exc:
-            raise ValueError(
-                f"PERENNIAL_DEPLOYMENT_TICK_SECONDS={raw!r} is not a number of seconds (e.g. 5)"
-            ) from exc
-        if value <= 0:
-            raise ValueError(f"PERENNIAL_DEPLOYMENT_TICK_SECONDS={raw!r} must be positive")
-        _Tick.seconds = value
-    return _Tick.seconds
-
-
-def set_tick(seconds: float | None) -> None:
-    """Use ``seconds`` between two turns (None: the default again)."""
-    if seconds is not None and seconds <= 0:
-        raise ValueError("the deployment tick must be positive")
-    _Tick.seconds = seconds
+def rollout_tick_seconds(environ: Mapping[str, str]) -> float:
+    """Real seconds between two turns of a deployment's loop while a rollout is in progress
+    (``PERENNIAL_DEPLOYMENT_TICK_SECONDS``, 5 s by default); read once, at startup."""
+    raw = environ.get("PERENNIAL_DEPLOYMENT_TICK_SECONDS")
+    try:
+        value = float(raw) if raw else DEFAULT_TICK_SECONDS
+    except ValueError as exc:
+        raise ValueError(
+            f"PERENNIAL_DEPLOYMENT_TICK_SECONDS={raw!r} is not a number of seconds (e.g. 5)"
+        ) from exc
+    if value <= 0:
+        raise ValueError(f"PERENNIAL_DEPLOYMENT_TICK_SECONDS={raw!r} must be positive")
+    return value
 
 
 # --- reading -----------------------------------------------------------------------------
@@ -433,7 +419,7 @@ def scrape_deployment(
 
 
 def loop_turn(
-    state: ClusterState, memory: DeploymentMemory, namespace: str, name: str
+    state: ClusterState, memory: DeploymentMemory, namespace: str, name: str, *, tick: float
 ) -> float | None:
     """One turn of a deployment's loop: reconcile while a rollout is in progress (deadlines,
     pauses, analysis) or when nothing is known of it yet; scrape the server when due. The
@@ -450,7 +436,7 @@ def loop_turn(
         return None
     waits = []
     if known.rolling_out:
-        waits.append(tick_seconds())
+        waits.append(tick)
     if known.scrape_after is not None:
         waits.append(clock.seconds_until(known.scrape_after))
     return min(waits) if waits else None

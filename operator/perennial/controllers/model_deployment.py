@@ -8,7 +8,7 @@ It runs when:
 - a serving Deployment it owns changes (the Deployment controller reports progress);
 - the TrainingPipeline it follows gets a new champion, or the run it pins changes;
 - its loop turns (a kopf daemon per ModelDeployment): every
-  :func:`~perennial.controllers.deployment_reconciler.tick_seconds` while a rollout is in
+  :func:`~perennial.controllers.deployment_reconciler.rollout_tick_seconds` while a rollout is in
   progress (deadlines, canary pauses and analysis), and when the model server's monitoring
   endpoint is due for a scrape; otherwise it sleeps until a handler above or a jump of the
   operator's clock wakes it. An idle deployment costs no request.
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 from collections.abc import Callable, Mapping
 from typing import Any, Final
@@ -41,6 +42,7 @@ from perennial.controllers.deployment_reconciler import (
     DeploymentMemory,
     loop_turn,
     reconcile_deployment,
+    rollout_tick_seconds,
 )
 from perennial.controllers.indexes import state_of, wakeups_of
 from perennial.controllers.settings import HANDLER_LIMITS
@@ -106,12 +108,15 @@ def rollback_requested(name: str, namespace: str | None, memo: kopf.Memo, **_: A
 # (kopf then waits 5 s for it): every loop also ends when the operator's cleanup runs.
 SHUTDOWN: Final = "perennial_md_shutdown"
 MEMORY: Final = "perennial_md_memory"
+TICK: Final = "perennial_md_rollout_tick"  # seconds; a test may put its own in the memo
 SEEN: Final = "perennial_md_seen"
 
 
 def operator_started(memo: kopf.Memo, **_: Any) -> None:
     memo[SHUTDOWN] = threading.Event()
     memo[MEMORY] = DeploymentMemory()
+    if not isinstance(memo.get(TICK), float):
+        memo[TICK] = rollout_tick_seconds(os.environ)
     memo[SEEN] = SeenSources()
 
 
@@ -140,11 +145,11 @@ async def deployment_loop(
 ) -> None:
     shutdown = memo.get(SHUTDOWN)
     state, wakeups, ns = state_of(memo), wakeups_of(memo), namespace or ""
-    memory = _memory(memo)
+    memory, tick = _memory(memo), float(memo[TICK])
     try:
         while not stopped and not (isinstance(shutdown, threading.Event) and shutdown.is_set()):
             try:
-                delay = await asyncio.to_thread(loop_turn, state, memory, ns, name)
+                delay = await asyncio.to_thread(loop_turn, state, memory, ns, name, tick=tick)
             except Exception as exc:
                 # A failed turn is logged and counted; the loop tries again later.
                 metrics.RECONCILE_ERRORS.labels(KIND, "loop").inc()
