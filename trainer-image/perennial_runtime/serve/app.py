@@ -381,10 +381,11 @@ class ServingApp:
 
     # --- handlers ---------------------------------------------------------------------------
 
-    async def _run(self, model: ServedModel, batch: Batch, proba: bool) -> Prediction:
+    async def _run(self, model: ServedModel, batch: Batch, proba: bool, rows: str) -> Prediction:
+        """``rows`` names a row in error messages (``"instances[{row}]"``)."""
         if batch.rows > INLINE_ROWS:
-            return await asyncio.to_thread(model.predict, batch, proba)
-        return model.predict(batch, proba)
+            return await asyncio.to_thread(model.predict, batch, proba, rows)
+        return model.predict(batch, proba, rows)
 
     async def _predict_handler(self, body: Any) -> Response:
         model = self._require_model()
@@ -398,7 +399,7 @@ class ServingApp:
                 "in feature order or as objects keyed by feature name"
             )
         batch = model.schema.from_rows(body["instances"], "instances")
-        prediction = await self._run(model, batch, model.is_classifier)
+        prediction = await self._run(model, batch, model.is_classifier, "instances[{row}]")
         ids = self.monitor.record(batch, prediction)
         payload: dict[str, Any] = {"predictions": v2.json_array(prediction.values)}
         if prediction.proba is not None:
@@ -411,7 +412,7 @@ class ServingApp:
 
     async def _infer(self, model: ServedModel, body: Any) -> Response:
         batch, outputs, request_id = v2.parse_infer(body, model)
-        prediction = await self._run(model, batch, v2.PREDICT_PROBA in outputs)
+        prediction = await self._run(model, batch, v2.PREDICT_PROBA in outputs, v2.ROW_NAME)
         ids = self.monitor.record(batch, prediction)
         if request_id is None:
             request_id = ids[0].rsplit("-", 1)[0]
@@ -445,7 +446,7 @@ class ServingApp:
         if has_ids:
             return json_response(200, self.monitor.feedback_by_ids(given, checked))
         batch = model.schema.from_rows(given, "instances")
-        predicted = (await self._run(model, batch, False)).values.tolist()
+        predicted = (await self._run(model, batch, False, "instances[{row}]")).values.tolist()
         self.monitor.score_feedback(predicted, checked)
         return json_response(200, self.monitor.feedback_summary(len(predicted)))
 
