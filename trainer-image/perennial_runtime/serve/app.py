@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -23,7 +22,7 @@ import numpy as np
 import orjson
 
 from perennial_runtime.serve import v2
-from perennial_runtime.serve.config import CONFIG_JSON_ENV, ServeConfig
+from perennial_runtime.serve.config import ServeConfig
 from perennial_runtime.serve.errors import RequestError, describe
 from perennial_runtime.serve.model import LoadError, Prediction, ServedModel, load
 from perennial_runtime.serve.monitor import Monitor
@@ -474,15 +473,3 @@ def _too_large(size: int, limit: int) -> RequestError:
         status=413,
         headers=[(b"connection", b"close")],  # the rest of the body is not read
     )
-
-
-def app_from_env() -> ServingApp:
-    """uvicorn ``--factory`` entry for worker processes (``--workers N``)."""
-    from prometheus_client import disable_created_metrics
-
-    from perennial_runtime.serve.server import configure_logging
-
-    config = ServeConfig.from_json(os.environ[CONFIG_JSON_ENV])
-    configure_logging(config.log_level)
-    disable_created_metrics()  # type: ignore[no-untyped-call]
-    return ServingApp(config)
