@@ -272,13 +272,16 @@ class _Head(Protocol):
 
 
 def _scores(x: FloatMatrix, coef: FloatMatrix) -> FloatMatrix:
-    """``x @ coef.T``, one dot product per row and output.
+    """``x @ coef.T`` (``(rows,)`` for a single output), one dot product per row and output.
 
     A BLAS matrix product sums in an order that depends on the number of rows, so the same
     row alone and inside a batch came out a few ulps apart (a regression value, a
     probability, at a boundary a label); ``vecdot`` runs the same dot product for a row
     whatever its batch, and is as fast here.
     """
+    if coef.shape[0] == 1:  # one output: (rows,), without the broadcast views
+        single: FloatMatrix = np.vecdot(x, coef[0])
+        return single
     scores: FloatMatrix = np.vecdot(x[:, None, :], coef[None, :, :])
     return scores
 
@@ -292,7 +295,7 @@ class _LinearRegressionHead:
 
     def __call__(self, x: FloatMatrix, proba: bool) -> tuple[AnyArray, FloatMatrix | None]:
         values = _scores(x, self.coef) + self.intercept
-        return (values[:, 0] if self.single else values), None
+        return (values if self.single else values.reshape(len(x), -1)), None
 
 
 class _LogisticHead:

@@ -22,6 +22,10 @@ So the server runs :class:`GuardedHttpToolsProtocol`, uvicorn's httptools protoc
 - **connections**: a connection beyond ``max_connections`` open ones gets ``503`` with
   ``Retry-After`` and is closed at once.
 
+The body deadline runs from the end of the headers, also while a pipelined request waits
+for the one before it (uvicorn stops reading then): a pipelined request with a body
+behind a prediction slower than ``body_timeout`` is refused. Clients rarely pipeline.
+
 These answers are written by the protocol: they never reach the app, so they are not
 counted as requests (or model errors) in ``/metrics``; each is logged (at most one line per
 kind every ``LOG_EVERY_SECONDS``, with a count).

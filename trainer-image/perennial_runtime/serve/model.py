@@ -15,6 +15,7 @@ never served), exactly like a tampered ``model.skops``.
 from __future__ import annotations
 
 import logging
+import math
 import time
 import warnings
 from dataclasses import dataclass, replace
@@ -126,10 +127,13 @@ class ServedModel:
         except NotFiniteError as exc:
             raise self._not_finite(batch, exc.rows, rows, "preprocessed values") from None
         checked = probabilities if classifier else values
-        if checked is not None and not np.isfinite(checked).all():
+        # one reduction on the hot path; a non-finite sum takes the exact check (finite
+        # values can overflow their sum)
+        if checked is not None and not math.isfinite(float(np.add.reduce(checked, axis=None))):
             finite = np.isfinite(checked)
             bad = np.flatnonzero(~(finite.all(axis=1) if finite.ndim == 2 else finite))
-            raise self._not_finite(batch, bad, rows, what)
+            if len(bad):
+                raise self._not_finite(batch, bad, rows, what)
         return Prediction(values, probabilities if proba and classifier else None)
 
     def _not_finite(self, batch: Batch, bad: Any, rows: str, what: str) -> RequestError:
