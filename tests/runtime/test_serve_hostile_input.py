@@ -279,3 +279,104 @@ def test_malformed_feedback_ids_are_a_400(iris: tuple[httpx.Client, str], iris_r
     assert stale.status_code == 200 and stale.json()["unknown"] == 1  # well-formed, unknown
     good = client.post("/feedback", json={"ids": [pid], "targets": [label]})
     assert good.status_code == 200 and good.json()["accepted"] == 1
+
+
+# --- every malformed request is a 4xx -----------------------------------------------------------
+
+ODD_VALUES: list[Any] = [
+    *(None, True, 0, -1, 1.5, 3.5e38, -1e300, 2**63, "", "x", "\u00b2", "a" * 5000),
+    *([], [[]], {}, {"a": 1}, [None], [1, "a"], [[1, 2], [3]], [[[[[1]]]]]),
+]
+
+
+def _paths(value: Any, prefix: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
+    yield prefix
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from _paths(item, (*prefix, key))
+    elif isinstance(value, list):
+        for i, item in enumerate(value[:4]):
+            yield from _paths(item, (*prefix, i))
+
+
+def _mutated(body: Any, rng: np.random.Generator) -> Any:
+    """``body`` with one to three of its parts replaced, dropped or extended."""
+    import copy
+
+    body = copy.deepcopy(body)
+    paths = list(_paths(body))[1:]
+    for _ in range(int(rng.integers(1, 4))):
+        path = paths[int(rng.integers(len(paths)))]
+        parent = body
+        try:
+            for key in path[:-1]:
+                parent = parent[key]
+            odd = copy.deepcopy(ODD_VALUES[int(rng.integers(len(ODD_VALUES)))])
+            roll = rng.random()
+            if roll < 0.7:
+                parent[path[-1]] = odd
+            elif isinstance(parent, dict):
+                parent.pop(path[-1], None)
+            elif isinstance(parent, list):
+                parent.append(odd)
+        except (KeyError, IndexError, TypeError):
+            pass  # an earlier change moved this part
+    return body
+
+
+@pytest.mark.parametrize("which", ["cancer", "mixed"])
+def test_mutated_requests_are_never_a_5xx(which: str, cancer_run: Any, mixed_run: Any) -> None:
+    """400 seeded mutations of valid bodies on every POST endpoint: each answer is a 200
+    or a 4xx with an error message (a 5xx counts as a model error in canary analysis)."""
+    run = cancer_run if which == "cancer" else mixed_run
+    sample = run.metadata.sample.instances[:3]
+    names = [f.name for f in run.metadata.features]
+    columns = [[row[j] for row in sample] for j in range(len(names))]
+    server = serve(run)
+    try:
+        with httpx.Client(base_url=server.url, timeout=10) as client:
+            served = client.post("/predict", json={"instances": sample}).json()
+            infer = f"/v2/models/{run.metadata.run}/infer"
+            datatype = "FP64" if which == "cancer" else "BYTES"
+            valid = [
+                ("/predict", {"instances": sample}),
+                ("/predict", {"instances": [dict(zip(names, r, strict=True)) for r in sample]}),
+                (
+                    infer,
+                    {
+                        "id": "r",
+                        "inputs": [
+                            {"name": "x", "shape": [3, len(names)], "datatype": datatype}
+                            | {"data": sample}
+                        ],
+                        "outputs": [{"name": "predict"}],
+                    },
+                ),
+                (
+                    infer,
+                    {
+                        "inputs": [
+                            {"name": n, "shape": [3], "datatype": "BYTES", "data": c}
+                            for n, c in zip(names, columns, strict=True)
+                        ]
+                    },
+                ),
+                ("/feedback", {"ids": served["ids"], "targets": served["predictions"]}),
+                ("/feedback", {"instances": sample, "targets": served["predictions"]}),
+            ]
+            for path, body in valid:
+                assert client.post(path, json=body).status_code == 200, (path, body)
+            rng = np.random.default_rng(12)
+            statuses: dict[int, int] = {}
+            for _ in range(400):
+                path, body = valid[int(rng.integers(len(valid)))]
+                mutated = _mutated(body, rng)
+                response = client.post(path, json=mutated)
+                status = response.status_code
+                statuses[status] = statuses.get(status, 0) + 1
+                assert status < 500, (path, mutated, response.text)
+                if status >= 400:
+                    assert response.json()["error"], (path, mutated)
+    finally:
+        server.stop()
+    assert statuses.get(400, 0) > 200  # the mutations did reach the validation

@@ -240,7 +240,7 @@ def _tensor(raw: Any, k: int) -> _Tensor:
     where = f"inputs[{k}] ({name!r})"
     shape = _shape(raw["shape"], where)
     datatype = raw["datatype"]
-    if datatype not in DATATYPES:
+    if type(datatype) is not str or datatype not in DATATYPES:  # a list is unhashable
         raise RequestError(
             f"{where}.datatype {describe(datatype)} is not a V2 datatype "
             f"(one of {', '.join(sorted(DATATYPES))})"
