@@ -198,6 +198,25 @@ def test_infinities_are_reported_with_their_count(run: Runner, declared: bool) -
     assert "income: 2 infinite value(s)" in result.message
 
 
+def test_an_infinite_regression_target_is_reported(
+    make_train_config: Callable[..., TrainConfig], tmp_path: Path
+) -> None:
+    frame = frame_of()
+    frame["label"] = frame["income"] * 0.001
+    frame.loc[4, "label"] = np.inf
+    path = tmp_path / "reg.csv"
+    frame.to_csv(path, index=False)
+    config = make_train_config(
+        run_name="reg",
+        artifact_uri=(tmp_path / "artifacts").as_uri(),
+        data_uri=str(path),
+        target="label",
+        task="regression",
+    )
+    result = train(config)
+    assert violations(result) == [("finiteValues", "label")]
+
+
 def test_values_that_overflow_the_scaler_are_reported(run: Runner) -> None:
     frame = frame_of()
     frame.loc[[1, 2], "income"] = [1e200, -3e190]

@@ -321,6 +321,17 @@ def _check_target(
                     ),
                 )
             )
+        infinite = int(np.isinf(parsed.to_numpy(dtype=float)).sum())
+        if infinite:
+            found.append(
+                Violation(
+                    rule="finiteValues",
+                    column=target,
+                    observed=float(infinite),
+                    limit=0.0,
+                    message=f"{infinite} infinite target value(s) (inf/-inf)",
+                )
+            )
         return found
     counts = present.map(category_label).value_counts()
     if len(counts) < 2:
