@@ -30,6 +30,7 @@ from perennial._version import __version__
 
 __all__ = [
     "BUILD_INFO",
+    "CHAMPION_METRIC",
     "DEPLOYMENT_DRIFT_SCORE",
     "DEPLOYMENT_LIVE_ACCURACY",
     "GATE_FAILURES",
@@ -96,6 +97,12 @@ TRIGGER_TO_VERDICT = Histogram(
     "Time from the trigger that created a run to the run's gate verdict.",
     ["namespace", "pipeline"],
     buckets=_VERDICT_BUCKETS,
+    registry=REGISTRY,
+)
+CHAMPION_METRIC = Gauge(
+    "perennial_champion_metric",
+    "The current champion's primary metric on its holdout, by pipeline and metric name.",
+    ["namespace", "pipeline", "metric"],
     registry=REGISTRY,
 )
 RECONCILE_ERRORS = Counter(
