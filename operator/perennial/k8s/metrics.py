@@ -34,6 +34,7 @@ __all__ = [
     "DEPLOYMENT_DRIFT_SCORE",
     "DEPLOYMENT_LIVE_ACCURACY",
     "GATE_FAILURES",
+    "NOTIFICATIONS",
     "RECONCILE_ERRORS",
     "REGISTRY",
     "ROLLBACKS",
@@ -121,6 +122,13 @@ ROLLBACKS = Counter(
     "perennial_rollbacks",
     "Rollbacks to a previous model, by reason (e.g. AnalysisFailed, Manual).",
     ["namespace", "deployment", "reason"],
+    registry=REGISTRY,
+)
+NOTIFICATIONS = Counter(
+    "perennial_notifications",
+    "CloudEvents by sink (URL without credentials or query) and result: delivered, failed "
+    "(given up after the retries), dropped (the sink's queue was full).",
+    ["sink", "result"],
     registry=REGISTRY,
 )
 DEPLOYMENT_DRIFT_SCORE = Gauge(
