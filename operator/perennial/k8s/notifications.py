@@ -184,11 +184,10 @@ def cloud_event(notification: Notification, *, now: datetime | None = None) -> C
 
 def encode(event: CloudEvent, mode: Mode) -> tuple[dict[str, str], bytes]:
     """Headers and body of the HTTP request carrying ``event``."""
-    message = (
-        ce_http.to_structured_event(event)
-        if mode == "structured"
-        else (ce_http.to_binary_event(event))
-    )
+    if mode == "structured":
+        message = ce_http.to_structured_event(event)
+    else:
+        message = ce_http.to_binary_event(event)
     return dict(message.headers), message.body
 
 
@@ -257,7 +256,7 @@ class Notifier:
         """Give the workers ``grace`` seconds to empty their queues, then cancel them."""
         tasks = [s.task for s in self.sinks if s.task is not None]
         if tasks and grace > 0:
-            waits = [asyncio.create_task(s.idle.wait()) for s in self.sinks if s.task]
+            waits = [asyncio.create_task(self._drained(s)) for s in self.sinks if s.task]
             await asyncio.wait(waits, timeout=grace)
             for wait in waits:
                 wait.cancel()
@@ -275,6 +274,16 @@ class Notifier:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+    @staticmethod
+    async def _drained(sink: _Sink) -> None:
+        """Return once the worker waits with nothing queued."""
+        while True:
+            await sink.idle.wait()
+            if not sink.pending():
+                return
+            sink.wakeup.set()  # queued after the worker went idle: its wakeup is on the way
+            await asyncio.sleep(0)
 
     # --- any thread -------------------------------------------------------------------------
 
@@ -295,8 +304,11 @@ class Notifier:
             running = None
         if running is loop:
             sink.wakeup.set()
-        else:
+            return
+        try:
             loop.call_soon_threadsafe(sink.wakeup.set)
+        except RuntimeError:  # the loop closed meanwhile: the operator is exiting
+            logger.debug("notifications: %s not woken, the event loop is closed", sink.label)
 
     # --- the worker -------------------------------------------------------------------------
 
@@ -311,7 +323,11 @@ class Notifier:
                 await sink.wakeup.wait()
                 sink.idle.clear()
                 continue
-            delivered = await self._send(sink, event)
+            try:
+                delivered = await self._send(sink, event)
+            except Exception:  # a bug must not end the worker: the next events still go
+                logger.exception("notifications: %s to %s failed", event.get_type(), sink.label)
+                delivered = False
             result = "delivered" if delivered else "failed"
             metrics.NOTIFICATIONS.labels(sink.label, result).inc()
             if delivered:

@@ -281,6 +281,16 @@ async def test_stop_delivers_what_is_queued_within_the_grace_period() -> None:
         assert [e.get_subject() for e in sink.events] == ["iris-00000", "iris-00001", "iris-00002"]
 
 
+async def test_stop_delivers_an_event_published_just_before_it() -> None:
+    async with running(Sink()) as sink:
+        sender = Notifier(replace(FAST, sinks=(sink.url,)))
+        await sender.start()
+        await until(sender.sinks[0].idle.is_set, "the idle worker")
+        sender.publish(event(7))  # the worker has not woken up yet
+        await sender.stop(grace=10)
+        assert [e.get_subject() for e in sink.events] == ["iris-00007"]
+
+
 async def test_stop_does_not_wait_for_a_sink_that_hangs() -> None:
     hold = asyncio.Event()
     async with running(Sink(hold=hold)) as sink:
