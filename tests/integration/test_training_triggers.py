@@ -169,6 +169,10 @@ async def test_drift_on_the_served_model_starts_one_run_per_cooldown(
             "spec": {
                 "source": {"pipelineRef": {"name": "drifty"}},
                 "monitoring": {"enabled": False, "minSamples": 100},
+                # The test moves the clock by up to ~20 minutes while a rollout is pending:
+                # past the default 600 s the rollout fails and is rolled back (whose
+                # numbers then count), which is not what this test is about.
+                "progressDeadlineSeconds": 7200,
             },
         }
     )
