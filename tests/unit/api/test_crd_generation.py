@@ -229,10 +229,15 @@ def test_user_visible_defaults_are_in_the_schema() -> None:
         "requests": {"cpu": "500m", "memory": "512Mi"},
         "limits": {"memory": "2Gi"},
     }
-    assert nodes["spec.triggers"]["default"] == {}
+    # object defaults are spelled out (the API server checks them without nested defaulting)
+    assert nodes["spec.triggers"]["default"] == {
+        "onSpecChange": True,
+        "dataChange": {"enabled": False, "pollIntervalSeconds": 300},
+    }
     assert nodes["spec.concurrencyPolicy"]["default"] == "Forbid"
     md = dict(walk(openapi("ModelDeployment")))
     assert md["spec.strategy.type"]["default"] == "RollingUpdate"
+    assert md["spec.strategy"]["default"] == {"type": "RollingUpdate"}
     assert md["spec.port"]["default"] == 8080
 
 
@@ -350,6 +355,19 @@ def test_structural_checker_finds_problems() -> None:
             "b": {"type": "object", "properties": {}, "additionalProperties": {"type": "string"}},
             "c": {"type": "number", "exclusiveMinimum": 0},
             "d": {"type": "array", "items": {"type": "object"}, "x-kubernetes-list-type": "map"},
+            "e": {"type": "object", "additionalProperties": False},
+            "f": {"type": "string", "enum": ["a", 1]},
+            "g": {"type": "dict"},
+            "h": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {"k": {"type": "object"}},
+                    "required": ["k"],
+                },
+                "x-kubernetes-list-type": "map",
+                "x-kubernetes-list-map-keys": ["k"],
+            },
         },
     }
     problems = "\n".join(structural_problems(bad))
@@ -358,6 +376,13 @@ def test_structural_checker_finds_problems() -> None:
     assert ".b: properties and additionalProperties together" in problems
     assert ".c: exclusiveMinimum must be a boolean" in problems
     assert ".d: list-type map needs object items and map keys" in problems
+    assert ".e: additionalProperties: false is forbidden" in problems
+    assert ".f: enum values [1] are not of type string" in problems
+    assert ".g: unknown type 'dict'" in problems
+    assert ".h: map key 'k' must be a scalar" in problems
+    assert structural_problems({"type": "array", "items": {"type": "string"}}) == [
+        "<root>: the root schema must be of type object"
+    ]
 
 
 def test_crd_dicts_equal_rendered_files() -> None:
