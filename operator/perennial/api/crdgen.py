@@ -17,7 +17,9 @@ import yaml
 from pydantic import BaseModel
 
 from perennial.api import constants as c
+from perennial.api.base import CEL_KEY, cel_rules_of
 from perennial.api.deployment import ModelDeployment, ModelDeploymentSpec, ModelDeploymentStatus
+from perennial.api.object_names import MAX_OBJECT_NAME
 from perennial.api.pipeline import TrainingPipeline, TrainingPipelineSpec, TrainingPipelineStatus
 from perennial.api.run import TrainingRun, TrainingRunSpec, TrainingRunStatus
 from perennial.api.structural import SchemaError, model_schema, structural_problems
@@ -162,6 +164,19 @@ def _description(model: type[BaseModel]) -> str:
     return " ".join((model.__doc__ or "").split())
 
 
+_NAME = {
+    "type": "string",
+    "maxLength": MAX_OBJECT_NAME,
+    "description": "Name of the object (see the kind's limits above).",
+}
+# Only metadata.name and generateName may be declared at the root; their maxLength bounds
+# the cost the API server estimates for the CEL rules that read the name.
+_METADATA: dict[str, Any] = {
+    "type": "object",
+    "properties": {"name": _NAME, "generateName": {**_NAME, "description": "Name prefix."}},
+}
+
+
 def openapi_schema(info: KindInfo) -> dict[str, Any]:
     """The ``openAPIV3Schema`` of one kind."""
     spec = model_schema(info.spec)
@@ -178,12 +193,15 @@ def openapi_schema(info: KindInfo) -> dict[str, Any]:
                 "type": "string",
                 "description": "Kind is the REST resource this object represents.",
             },
-            "metadata": {"type": "object"},
+            "metadata": _METADATA,
             "spec": spec,
             "status": status,
         },
         "required": ["spec"],
     }
+    name_rules = cel_rules_of(info.resource)
+    if name_rules:
+        schema[CEL_KEY] = [r.to_schema() for r in name_rules]
     problems = structural_problems(schema)
     if problems:
         raise SchemaError(f"{info.kind}: " + "; ".join(problems))

@@ -20,6 +20,7 @@ from perennial.api.common import (
 )
 from perennial.api.constants import DEFAULT_SERVING_PORT
 from perennial.api.enums import DeploymentPhase, RolloutResult, RolloutStrategyType
+from perennial.api.object_names import DEPLOYMENT_NAME_RULES, name_cel_rules, name_errors
 from perennial.api.training import ArtifactVolume
 from perennial_runtime.contract import MIN_DRIFT_SAMPLES
 
@@ -401,3 +402,12 @@ class ModelDeployment(ApiModel):
     metadata: ObjectMeta = Field(default_factory=ObjectMeta)
     spec: ModelDeploymentSpec
     status: ModelDeploymentStatus = Field(default_factory=ModelDeploymentStatus)
+
+    cel_rules: ClassVar[tuple[CelRule, ...]] = name_cel_rules(DEPLOYMENT_NAME_RULES)
+
+    @model_validator(mode="after")
+    def _name_fits(self) -> Self:
+        errors = name_errors(self.metadata.name, DEPLOYMENT_NAME_RULES)
+        if errors:
+            raise ValueError(errors[0])
+        return self

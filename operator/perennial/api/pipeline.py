@@ -11,6 +11,7 @@ from perennial.api.base import ApiModel, CelRule, SpecModel, StatusModel, cel_fi
 from perennial.api.common import Condition, LocalObjectReference, ObjectMeta
 from perennial.api.constants import RETRAIN_ANNOTATION
 from perennial.api.enums import ConcurrencyPolicy, PipelinePhase, RunPhase, TriggerType
+from perennial.api.object_names import PIPELINE_NAME_RULES, name_cel_rules, name_errors
 from perennial.api.training import TrainingSpec
 from perennial_runtime.contract import Task
 
@@ -304,3 +305,12 @@ class TrainingPipeline(ApiModel):
     metadata: ObjectMeta = Field(default_factory=ObjectMeta)
     spec: TrainingPipelineSpec
     status: TrainingPipelineStatus = Field(default_factory=TrainingPipelineStatus)
+
+    cel_rules: ClassVar[tuple[CelRule, ...]] = name_cel_rules(PIPELINE_NAME_RULES)
+
+    @model_validator(mode="after")
+    def _name_fits(self) -> Self:
+        errors = name_errors(self.metadata.name, PIPELINE_NAME_RULES)
+        if errors:
+            raise ValueError(errors[0])
+        return self

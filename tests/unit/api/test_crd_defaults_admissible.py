@@ -28,7 +28,6 @@ def default_problems(schema: dict[str, Any]) -> list[str]:
             continue
         value = node["default"]
         for where, message in schema_errors(node, value) + cel_errors(node, value):
-            where = where.lstrip(".")
             problems.append(f"{path}.default{'.' + where if where else ''}: {message}")
     return problems
 

@@ -292,6 +292,7 @@ def test_cel_rules_sit_where_expected() -> None:
         return sorted({path for path, _ in _rules(kind)})
 
     assert where("TrainingPipeline") == [
+        "",  # metadata.name limits
         "spec",
         "spec.artifacts",
         "spec.data.columns[]",
@@ -299,9 +300,10 @@ def test_cel_rules_sit_where_expected() -> None:
         "spec.model",
         "spec.triggers.schedule.cron",
     ]
+    assert "" in where("TrainingRun")
     assert "spec" in where("TrainingRun")
     assert "spec.pipelineSpec.model" in where("TrainingRun")
-    assert where("ModelDeployment") == ["spec.source", "spec.strategy", "spec.strategy.canary"]
+    assert where("ModelDeployment") == ["", "spec.source", "spec.strategy", "spec.strategy.canary"]
 
 
 def test_immutable_run_spec_rule() -> None:

@@ -27,6 +27,15 @@ from perennial.api.training import (
     VOLUME_NEEDS_FILE_URI,
 )
 
+from perennial.api.object_names import (
+    DEPLOYMENT_NAME_RULES,
+    MAX_DEPLOYMENT_NAME,
+    MAX_PIPELINE_NAME,
+    MAX_RUN_NAME,
+    PIPELINE_NAME_RULES,
+    RUN_NAME_RULES,
+)
+
 from .crd_support import Error, api_server_errors
 
 PIPELINE: dict[str, Any] = {
@@ -114,6 +123,41 @@ class Case:
 
 
 CASES = [
+    Case(
+        "pipeline-name-too-long-for-its-run-names",
+        "TrainingPipeline",
+        {"metadata.name": "p" * (MAX_PIPELINE_NAME + 1)},
+        "metadata.name",
+        PIPELINE_NAME_RULES[0].rule.message,
+    ),
+    Case(
+        "run-name-too-long-for-a-label",
+        "TrainingRun",
+        {"metadata.name": "r" * (MAX_RUN_NAME + 1)},
+        "metadata.name",
+        RUN_NAME_RULES[0].rule.message,
+    ),
+    Case(
+        "deployment-name-too-long-for-its-service",
+        "ModelDeployment",
+        {"metadata.name": "d" * (MAX_DEPLOYMENT_NAME + 1)},
+        "metadata.name",
+        DEPLOYMENT_NAME_RULES[0].rule.message,
+    ),
+    Case(
+        "deployment-name-starting-with-a-digit",
+        "ModelDeployment",
+        {"metadata.name": "1iris"},
+        "metadata.name",
+        DEPLOYMENT_NAME_RULES[1].rule.message,
+    ),
+    Case(
+        "deployment-name-with-a-dot",
+        "ModelDeployment",
+        {"metadata.name": "iris.v2"},
+        "metadata.name",
+        DEPLOYMENT_NAME_RULES[1].rule.message,
+    ),
     Case(
         "wrong-type",
         "TrainingPipeline",
@@ -467,3 +511,35 @@ def test_invalid_cron(cron: str) -> None:
         api.ScheduleTrigger(cron=cron)
     errors = api_server_errors(mutate(PIPELINE, {"spec.triggers.schedule.cron": cron}))
     assert errors and all(p == "spec.triggers.schedule.cron" for p, _ in errors), errors
+
+
+@pytest.mark.parametrize(
+    ("kind", "limit"),
+    [
+        ("TrainingPipeline", MAX_PIPELINE_NAME),
+        ("TrainingRun", MAX_RUN_NAME),
+        ("ModelDeployment", MAX_DEPLOYMENT_NAME),
+    ],
+)
+def test_names_at_the_limit_are_admitted_one_past_refused(kind: str, limit: int) -> None:
+    at = mutate(BASES[kind], {"metadata.name": "a" * (limit - 2) + "-1"})
+    past = mutate(BASES[kind], {"metadata.name": "a" * (limit - 1) + "-1"})
+    assert api_server_errors(at) == []
+    MODELS[kind].model_validate(at)
+    assert [path for path, _ in api_server_errors(past)] == ["metadata.name"]
+    with pytest.raises(ValidationError, match=f"at most {limit} characters"):
+        MODELS[kind].model_validate(past)
+
+
+def test_limits_leave_room_for_every_derived_name() -> None:
+    """The limits follow from the names the operator derives (core.naming)."""
+    from perennial.core.naming import canary_name, job_name, run_name, serving_name
+
+    longest_pipeline = "p" * MAX_PIPELINE_NAME
+    assert run_name(longest_pipeline, 1) == f"{longest_pipeline}-00001"  # no digest needed
+    assert len(run_name(longest_pipeline, 1)) == MAX_RUN_NAME == 63
+    assert job_name("r" * MAX_RUN_NAME) == "r" * MAX_RUN_NAME
+    longest_deployment = "d" * MAX_DEPLOYMENT_NAME
+    assert serving_name(longest_deployment) == f"{longest_deployment}-serving"
+    assert canary_name(longest_deployment) == f"{longest_deployment}-canary"
+    assert len(serving_name(longest_deployment)) == 63
