@@ -18,15 +18,6 @@ from perennial.api.deployment import (
     LAST_WEIGHT_IS_100,
     WEIGHTS_INCREASE,
 )
-from perennial.api.pipeline import CRON_RULE, DECAY_METRIC_SUITS_TASK
-from perennial.api.training import (
-    ESTIMATOR_SUITS_TASK,
-    GATE_METRICS_SUIT_TASK,
-    PRIMARY_METRIC_SUITS_TASK,
-    URI_UNDER_MOUNT_PATH,
-    VOLUME_NEEDS_FILE_URI,
-)
-
 from perennial.api.object_names import (
     DEPLOYMENT_NAME_RULES,
     MAX_DEPLOYMENT_NAME,
@@ -34,6 +25,14 @@ from perennial.api.object_names import (
     MAX_RUN_NAME,
     PIPELINE_NAME_RULES,
     RUN_NAME_RULES,
+)
+from perennial.api.pipeline import CRON_RULE, DECAY_METRIC_SUITS_TASK
+from perennial.api.training import (
+    ESTIMATOR_SUITS_TASK,
+    GATE_METRICS_SUIT_TASK,
+    PRIMARY_METRIC_SUITS_TASK,
+    URI_UNDER_MOUNT_PATH,
+    VOLUME_NEEDS_FILE_URI,
 )
 
 from .crd_support import Error, api_server_errors
