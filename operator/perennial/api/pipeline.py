@@ -126,7 +126,8 @@ class PerformanceDecayTrigger(SpecModel):
     )
     threshold: float = Field(
         ge=0,
-        description="Retrain when live accuracy falls below this, or live rmse rises above it.",
+        description="Retrain when live accuracy falls below this (0..1), or live rmse rises "
+        "above it (>= 0).",
     )
     min_feedback_samples: int = Field(
         default=100, ge=1, description="Feedback samples needed before any verdict."
@@ -167,6 +168,18 @@ DECAY_METRIC_SUITS_TASK = CelRule(
 )
 
 
+_DECAY = "self.triggers.performanceDecay"
+DECAY_THRESHOLD_IN_RANGE = CelRule(
+    rule=f"!has(self.triggers) || !has({_DECAY}) || "
+    f"(has({_DECAY}.metric) ? {_DECAY}.metric : "
+    "(self.model.task == 'classification' ? 'accuracy' : 'rmse')) != 'accuracy' || "
+    f"{_DECAY}.threshold <= 1.0",
+    message="triggers.performanceDecay.threshold must lie in 0..1 when the metric is accuracy "
+    "(the default for classification): live accuracy never exceeds 1",
+    field_path=".triggers.performanceDecay.threshold",
+)
+
+
 class TrainingPipelineSpec(TrainingSpec):
     """Desired state of a TrainingPipeline. Start a run now with
     kubectl annotate tp/NAME perennial.dev/retrain="$(date +%s)" --overwrite."""
@@ -191,7 +204,7 @@ class TrainingPipelineSpec(TrainingSpec):
         default=5, ge=0, le=1000, description="Failed runs kept."
     )
 
-    cel_rules: ClassVar[tuple[CelRule, ...]] = (DECAY_METRIC_SUITS_TASK,)
+    cel_rules: ClassVar[tuple[CelRule, ...]] = (DECAY_METRIC_SUITS_TASK, DECAY_THRESHOLD_IN_RANGE)
 
     @model_validator(mode="after")
     def _decay_metric_suits_task(self) -> Self:
@@ -200,6 +213,10 @@ class TrainingPipelineSpec(TrainingSpec):
             expected = "accuracy" if self.model.task is Task.CLASSIFICATION else "rmse"
             if decay.metric != expected:
                 raise DECAY_METRIC_SUITS_TASK.error()
+        if decay is not None:
+            default = "accuracy" if self.model.task is Task.CLASSIFICATION else "rmse"
+            if (decay.metric or default) == "accuracy" and decay.threshold > 1:
+                raise DECAY_THRESHOLD_IN_RANGE.error()
         return self
 
     def resolved_decay_metric(self) -> str | None:

@@ -298,12 +298,21 @@ def test_cel_rules_sit_where_expected() -> None:
         "spec.data.columns[]",
         "spec.gates.metrics[]",
         "spec.model",
+        "spec.runTemplate.tolerations[]",
         "spec.triggers.schedule.cron",
     ]
     assert "" in where("TrainingRun")
     assert "spec" in where("TrainingRun")
     assert "spec.pipelineSpec.model" in where("TrainingRun")
-    assert where("ModelDeployment") == ["", "spec.source", "spec.strategy", "spec.strategy.canary"]
+    assert where("ModelDeployment") == [
+        "",
+        "spec",
+        "spec.monitoring",
+        "spec.source",
+        "spec.strategy",
+        "spec.strategy.canary",
+        "spec.tolerations[]",
+    ]
 
 
 def test_immutable_run_spec_rule() -> None:
