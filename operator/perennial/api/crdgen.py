@@ -88,7 +88,9 @@ KINDS: tuple[KindInfo, ...] = (
             PrinterColumn(
                 "Metric", ".status.champion.metric", "string", "The champion's primary metric."
             ),
-            PrinterColumn("Value", ".status.champion.value", "number", "Its value."),
+            PrinterColumn(
+                "Value", ".status.champion.valueDisplay", "string", "Its value (4 decimals)."
+            ),
             PrinterColumn("Last-Run", ".status.lastRun.name", "string", "The latest run."),
             PrinterColumn("Phase", ".status.phase", "string", "Idle, Training, ..."),
             PrinterColumn(
@@ -114,13 +116,16 @@ KINDS: tuple[KindInfo, ...] = (
             PrinterColumn("Phase", ".status.phase", "string", "Pending, Training, ..."),
             PrinterColumn("Metric", ".status.primaryMetric.name", "string", "Primary metric."),
             PrinterColumn(
-                "Candidate", ".status.primaryMetric.candidate", "number", "The candidate's score."
+                "Candidate",
+                ".status.primaryMetric.candidateDisplay",
+                "string",
+                "The candidate's score (4 decimals).",
             ),
             PrinterColumn(
                 "Champion",
-                ".status.primaryMetric.champion",
-                "number",
-                "The champion's score on the same holdout.",
+                ".status.primaryMetric.championDisplay",
+                "string",
+                "The champion's score on the same holdout (4 decimals).",
             ),
             AGE,
         ),

@@ -254,6 +254,10 @@ class ChampionStatus(StatusModel):
     sha256: str | None = Field(default=None, description="sha256 of the model file.")
     metric: str | None = Field(default=None, description="The primary metric's name.")
     value: float | None = Field(default=None, description="The primary metric's value.")
+    value_display: str | None = Field(
+        default=None,
+        description="The value rounded to 4 decimals, as kubectl get tp prints it.",
+    )
     blessed_at: AwareDatetime | None = Field(
         default=None, description="When it became the champion."
     )

@@ -93,6 +93,15 @@ class PrimaryMetricStatus(StatusModel):
         json_schema_extra={"nullable": True},
         description="The champion's score on the same holdout; empty on the first run.",
     )
+    candidate_display: str | None = Field(
+        default=None,
+        description="The candidate's score rounded to 4 decimals, as kubectl get tr prints it.",
+    )
+    champion_display: str | None = Field(
+        default=None,
+        json_schema_extra={"nullable": True},
+        description="The champion's score rounded to 4 decimals, as kubectl get tr prints it.",
+    )
 
 
 class GateStatus(StatusModel):

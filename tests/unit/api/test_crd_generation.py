@@ -111,7 +111,7 @@ EXPECTED_COLUMNS = {
     "TrainingPipeline": [
         ("Champion", ".status.champion.run", 0),
         ("Metric", ".status.champion.metric", 0),
-        ("Value", ".status.champion.value", 0),
+        ("Value", ".status.champion.valueDisplay", 0),
         ("Last-Run", ".status.lastRun.name", 0),
         ("Phase", ".status.phase", 0),
         ("Next-Schedule", ".status.nextScheduleTime", 1),
@@ -122,8 +122,8 @@ EXPECTED_COLUMNS = {
         ("Trigger", ".spec.trigger.type", 0),
         ("Phase", ".status.phase", 0),
         ("Metric", ".status.primaryMetric.name", 0),
-        ("Candidate", ".status.primaryMetric.candidate", 0),
-        ("Champion", ".status.primaryMetric.champion", 0),
+        ("Candidate", ".status.primaryMetric.candidateDisplay", 0),
+        ("Champion", ".status.primaryMetric.championDisplay", 0),
         ("Age", ".metadata.creationTimestamp", 0),
     ],
     "ModelDeployment": [
@@ -254,6 +254,7 @@ def test_nullable_only_where_the_operator_clears_a_field() -> None:
         "TrainingPipeline:status.champion",
         "TrainingPipeline:status.nextScheduleTime",
         "TrainingRun:status.primaryMetric.champion",
+        "TrainingRun:status.primaryMetric.championDisplay",
     ]
 
 
