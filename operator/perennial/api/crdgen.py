@@ -169,26 +169,29 @@ def _description(model: type[BaseModel]) -> str:
     return " ".join((model.__doc__ or "").split())
 
 
-_NAME = {
-    "type": "string",
-    "maxLength": MAX_OBJECT_NAME,
-    "description": "Name of the object (see the kind's limits above).",
-}
-# Only metadata.name and generateName may be declared at the root; their maxLength bounds
-# the cost the API server estimates for the CEL rules that read the name.
-_METADATA: dict[str, Any] = {
-    "type": "object",
-    "properties": {"name": _NAME, "generateName": {**_NAME, "description": "Name prefix."}},
-}
+def _metadata(name_rules: tuple[Any, ...]) -> dict[str, Any]:
+    """The root ``metadata`` schema: only name and generateName may be declared there; their
+    maxLength bounds the cost the API server estimates for CEL rules reading the name."""
+    limits = " ".join(f"{r.message}." for r in name_rules)
+    name = {
+        "type": "string",
+        "maxLength": MAX_OBJECT_NAME,
+        "description": f"Name of the object. {limits}".strip(),
+    }
+    prefix = {**name, "description": "Prefix of a generated name; the name limits apply."}
+    return {"type": "object", "properties": {"name": name, "generateName": prefix}}
 
 
 def openapi_schema(info: KindInfo) -> dict[str, Any]:
     """The ``openAPIV3Schema`` of one kind."""
     spec = model_schema(info.spec)
     status = model_schema(info.status, keep_defaults=False)
+    name_rules = cel_rules_of(info.resource)
     schema: dict[str, Any] = {
         "type": "object",
-        "description": _description(info.resource),
+        "description": " ".join(
+            [_description(info.resource), *(f"{r.message}." for r in name_rules)]
+        ),
         "properties": {
             "apiVersion": {
                 "type": "string",
@@ -198,13 +201,12 @@ def openapi_schema(info: KindInfo) -> dict[str, Any]:
                 "type": "string",
                 "description": "Kind is the REST resource this object represents.",
             },
-            "metadata": _METADATA,
+            "metadata": _metadata(name_rules),
             "spec": spec,
             "status": status,
         },
         "required": ["spec"],
     }
-    name_rules = cel_rules_of(info.resource)
     if name_rules:
         schema[CEL_KEY] = [r.to_schema() for r in name_rules]
     problems = structural_problems(schema)

@@ -193,7 +193,11 @@ def _kind_section(info: KindInfo) -> list[str]:
         "### Rules beyond types and ranges",
         "",
     ]
-    rules = list(_rules(spec, "spec"))
+    rules = [
+        (str(rule.get("fieldPath", "")).lstrip("."), rule["message"])
+        for rule in schema.get("x-kubernetes-validations", [])
+    ]
+    rules += list(_rules(spec, "spec"))
     copied = f"spec.{_SAME_AS_PIPELINE}"
     lines += [f"- `{p}`: {m}." for p, m in rules if not p.startswith(copied)]
     if any(p.startswith(copied) for p, _ in rules):
