@@ -24,7 +24,8 @@ import asyncio
 import logging
 import os
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
+from datetime import timedelta
 from typing import Any, Final
 
 import kopf
@@ -45,9 +46,9 @@ from perennial.controllers.deployment_reconciler import (
     rollout_tick_seconds,
 )
 from perennial.controllers.indexes import state_of, wakeups_of
+from perennial.controllers.kit import guarded
 from perennial.controllers.settings import HANDLER_LIMITS
 from perennial.k8s import metrics
-from perennial.k8s.client import ApiError
 from perennial.k8s.serving import DEPLOYMENT_LABEL
 from perennial.k8s.serving_client import written_by_us
 
@@ -56,20 +57,6 @@ TIMER: Final = "md"  # the key of a deployment's loop in the wakeups
 RETRY_AFTER_ERROR_SECONDS: Final = 30.0
 logger = logging.getLogger("perennial.controllers.model_deployment")
 MANAGED_BY: Final = {"app.kubernetes.io/managed-by": "perennial-operator"}
-
-
-def guarded(handler: str, call: Callable[[], None]) -> None:
-    """Run ``call``; count a failure, and make a refused request (400/422) permanent."""
-    try:
-        call()
-    except ApiError as exc:
-        metrics.RECONCILE_ERRORS.labels(KIND, handler).inc()
-        if exc.status in (400, 422):
-            raise kopf.PermanentError(str(exc)) from exc
-        raise
-    except Exception:
-        metrics.RECONCILE_ERRORS.labels(KIND, handler).inc()
-        raise
 
 
 def _reconcile_and_wake(memo: kopf.Memo, namespace: str, name: str) -> None:
@@ -90,8 +77,24 @@ def quietly(handler: str, memo: kopf.Memo, namespace: str, name: str) -> None:
         logger.warning("reconcile of %s/%s after %s failed: %s", namespace, name, handler, exc)
 
 
-def reconcile(name: str, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
-    guarded("reconcile", lambda: _reconcile_and_wake(memo, namespace or "", name))
+def reconcile(
+    name: str,
+    namespace: str | None,
+    memo: kopf.Memo,
+    retry: int,
+    runtime: timedelta,
+    **_: Any,
+) -> None:
+    ns = namespace or ""
+    guarded(
+        KIND,
+        "reconcile",
+        lambda: _reconcile_and_wake(memo, ns, name),
+        namespace=ns,
+        name=name,
+        retry=retry,
+        runtime=runtime,
+    )
 
 
 def rollback_pending(annotations: Mapping[str, str], status: Mapping[str, Any], **_: Any) -> bool:
@@ -101,7 +104,8 @@ def rollback_pending(annotations: Mapping[str, str], status: Mapping[str, Any], 
 
 
 def rollback_requested(name: str, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
-    guarded("rollback", lambda: _reconcile_and_wake(memo, namespace or "", name))
+    ns = namespace or ""
+    guarded(KIND, "rollback", lambda: _reconcile_and_wake(memo, ns, name), namespace=ns, name=name)
 
 
 # A daemon spawned by an event that arrives while the operator stops is never told to stop
@@ -146,13 +150,25 @@ async def deployment_loop(
     shutdown = memo.get(SHUTDOWN)
     state, wakeups, ns = state_of(memo), wakeups_of(memo), namespace or ""
     memory, tick = _memory(memo), float(memo[TICK])
+
+    def turn() -> float | None:
+        delays: list[float | None] = []
+        guarded(
+            KIND,
+            "loop",
+            lambda: delays.append(loop_turn(state, memory, ns, name, tick=tick)),
+            namespace=ns,
+            name=name,
+        )
+        return delays[0]
+
     try:
         while not stopped and not (isinstance(shutdown, threading.Event) and shutdown.is_set()):
             try:
-                delay = await asyncio.to_thread(loop_turn, state, memory, ns, name, tick=tick)
+                delay = await asyncio.to_thread(turn)
             except Exception as exc:
-                # A failed turn is logged and counted; the loop tries again later.
-                metrics.RECONCILE_ERRORS.labels(KIND, "loop").inc()
+                # A failed turn is logged and counted (a refused request also marks the
+                # deployment Stalled); the loop tries again later.
                 logger.warning("loop of %s/%s failed: %s", namespace, name, exc)
                 delay = RETRY_AFTER_ERROR_SECONDS
             await wakeups.sleep(TIMER, ns, name, delay, stopped.wait())

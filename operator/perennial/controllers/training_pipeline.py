@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
+from datetime import timedelta
 from typing import Any
 
 import kopf
@@ -34,9 +35,9 @@ from perennial.api.constants import (
 )
 from perennial.controllers import clock, indexes, pipeline_reconciler
 from perennial.controllers.indexes import state_of, wakeups_of
+from perennial.controllers.kit import guarded
 from perennial.controllers.settings import HANDLER_LIMITS
 from perennial.k8s import metrics
-from perennial.k8s.client import ApiError
 
 KIND = "TrainingPipeline"
 TIMER = "tp"  # the key of a pipeline's sleeper in the wakeups
@@ -44,31 +45,29 @@ RETRY_AFTER_ERROR_SECONDS = 30.0
 logger = logging.getLogger("perennial.controllers.training_pipeline")
 
 
-def guarded(handler: str, call: Callable[[], None]) -> None:
-    """Run ``call``; count a failure, and make a refused request (400/422) permanent
-    instead of retrying it."""
-    try:
-        call()
-    except ApiError as exc:
-        metrics.RECONCILE_ERRORS.labels(KIND, handler).inc()
-        if exc.status in (400, 422):
-            raise kopf.PermanentError(str(exc)) from exc
-        raise
-    except Exception:
-        metrics.RECONCILE_ERRORS.labels(KIND, handler).inc()
-        raise
-
-
 @kopf.on.create(GROUP, VERSION, TRAINING_PIPELINES, id="tp-create", **HANDLER_LIMITS)
 @kopf.on.update(GROUP, VERSION, TRAINING_PIPELINES, id="tp-update", **HANDLER_LIMITS)
 @kopf.on.resume(GROUP, VERSION, TRAINING_PIPELINES, id="tp-resume", **HANDLER_LIMITS)
-def reconcile(name: str, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
-    state = state_of(memo)
+def reconcile(
+    name: str,
+    namespace: str | None,
+    memo: kopf.Memo,
+    retry: int,
+    runtime: timedelta,
+    **_: Any,
+) -> None:
+    ns, state = namespace or "", state_of(memo)
     guarded(
-        "reconcile", lambda: pipeline_reconciler.reconcile_pipeline(state, namespace or "", name)
+        KIND,
+        "reconcile",
+        lambda: pipeline_reconciler.reconcile_pipeline(state, ns, name),
+        namespace=ns,
+        name=name,
+        retry=retry,
+        runtime=runtime,
     )
     # The timer recomputes when it is due (a new schedule, a new poll interval).
-    wakeups_of(memo).wake(TIMER, namespace or "", name)
+    wakeups_of(memo).wake(TIMER, ns, name)
 
 
 def retrain_pending(annotations: Mapping[str, str], status: Mapping[str, Any], **_: Any) -> bool:
@@ -82,8 +81,14 @@ def retrain_pending(annotations: Mapping[str, str], status: Mapping[str, Any], *
 # on.update: a watch-event handler catches it instead (only while a value is pending).
 @kopf.on.event(GROUP, VERSION, TRAINING_PIPELINES, id="tp-retrain", when=retrain_pending)
 def retrain(name: str, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
-    state = state_of(memo)
-    guarded("retrain", lambda: pipeline_reconciler.reconcile_pipeline(state, namespace or "", name))
+    ns, state = namespace or "", state_of(memo)
+    guarded(
+        KIND,
+        "retrain",
+        lambda: pipeline_reconciler.reconcile_pipeline(state, ns, name),
+        namespace=ns,
+        name=name,
+    )
 
 
 def has_timed_triggers(spec: Mapping[str, Any], **_: Any) -> bool:

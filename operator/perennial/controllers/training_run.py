@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from datetime import timedelta
 from typing import Any
 
 import kopf
@@ -24,11 +25,10 @@ from perennial.api.constants import GROUP, TRAINING_RUNS, VERSION
 from perennial.api.enums import RunPhase
 from perennial.controllers import indexes, pipeline_reconciler, run_reconciler
 from perennial.controllers.indexes import state_of
+from perennial.controllers.kit import guarded
 from perennial.controllers.settings import HANDLER_LIMITS
 from perennial.core.pipeline_plan import LABEL_RUN
 from perennial.core.run_status import RESULT_GRACE_SECONDS
-from perennial.k8s import metrics
-from perennial.k8s.client import ApiError
 from perennial.k8s.cluster_state import ClusterState
 
 KIND = "TrainingRun"
@@ -49,17 +49,25 @@ def advance(state: ClusterState, namespace: str, name: str) -> None:
             pipeline_reconciler.reconcile_pipeline(state, namespace, report.pipeline)
 
 
-def _guarded(handler: str, memo: kopf.Memo, namespace: str, name: str) -> None:
-    try:
-        advance(state_of(memo), namespace, name)
-    except ApiError as exc:
-        metrics.RECONCILE_ERRORS.labels(KIND, handler).inc()
-        if exc.status in (400, 422):
-            raise kopf.PermanentError(str(exc)) from exc
-        raise
-    except Exception:
-        metrics.RECONCILE_ERRORS.labels(KIND, handler).inc()
-        raise
+def _guarded(
+    handler: str,
+    memo: kopf.Memo,
+    namespace: str,
+    name: str,
+    *,
+    retry: int | None = None,
+    runtime: timedelta | None = None,
+) -> None:
+    state = state_of(memo)
+    guarded(
+        KIND,
+        handler,
+        lambda: advance(state, namespace, name),
+        namespace=namespace,
+        name=name,
+        retry=retry,
+        runtime=runtime,
+    )
 
 
 FINAL_PHASES = frozenset({"Succeeded", "Rejected", "Failed"})
@@ -76,8 +84,15 @@ def evaluating(status: Mapping[str, Any], **_: Any) -> bool:
 
 @kopf.on.create(GROUP, VERSION, TRAINING_RUNS, id="tr-create", when=unfinished, **HANDLER_LIMITS)
 @kopf.on.resume(GROUP, VERSION, TRAINING_RUNS, id="tr-resume", when=unfinished, **HANDLER_LIMITS)
-def reconcile(name: str, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
-    _guarded("reconcile", memo, namespace or "", name)
+def reconcile(
+    name: str,
+    namespace: str | None,
+    memo: kopf.Memo,
+    retry: int,
+    runtime: timedelta,
+    **_: Any,
+) -> None:
+    _guarded("reconcile", memo, namespace or "", name, retry=retry, runtime=runtime)
 
 
 # The Job completed but its Pod (the trainer's result) is not known: no watch event may

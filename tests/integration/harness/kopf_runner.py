@@ -121,6 +121,12 @@ class OperatorRunner:
         self._collector = _ProblemCollector()
         logging.getLogger("kopf").addHandler(self._collector)
         self.starts = 0
+        self._expected: list[str] = []
+
+    def expect_problem(self, fragment: str) -> None:
+        """A test that provokes a failure: kopf messages containing ``fragment`` are not
+        problems."""
+        self._expected.append(fragment)
 
     @property
     def running(self) -> bool:
@@ -241,6 +247,7 @@ class OperatorRunner:
             f"{record.levelname} {record.name}: {record.getMessage()}"
             for record in self._collector.records
             if record.getMessage() not in _EXPECTED_WARNINGS
+            and not any(fragment in record.getMessage() for fragment in self._expected)
         ]
 
     async def close(self) -> None:
