@@ -97,7 +97,7 @@ class TrainedModel:
 
 def train_iris(root: Path, run: str) -> TrainedModel:
     """Train for real (LogisticRegression on iris, as the pipelines of these tests say)."""
-    from perennial_runtime.trainer import train
+    from perennial_runtime.training.trainer import train
 
     config = TrainConfig.model_validate(
         {
