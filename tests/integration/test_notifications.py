@@ -34,7 +34,7 @@ from .deployment_helpers import (
     model_server,
     train_iris,
 )
-from .harness import wait_for
+from .harness import deadline, wait_for
 
 __all__ = ["full_operator"]
 
@@ -122,13 +122,13 @@ async def test_the_loop_notifies_and_bad_sinks_block_nothing(
         env["PERENNIAL_MODEL_URI"], env["PERENNIAL_MODEL_SHA256"], env["PERENNIAL_MODEL_NAME"]
     ) as server:
         serving.resolver.service = server.url
-        async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+        async with httpx.AsyncClient(base_url=server.url, timeout=deadline()) as http:
             answer = await http.post(
                 "/predict", json={"instances": iris_rows(300, scale=2.5, shift=3.0)}
             )
             assert answer.status_code == 200, answer.text
         await serving.ready("iris-serving")
-        drift_run = await serving.training.wait_run("iris-00002", timeout=10)
+        drift_run = await serving.training.wait_run("iris-00002")
     assert drift_run["spec"]["trigger"]["type"] == "Drift"
     failed = await serving.training.finish(
         "iris-00002", None, succeeded=False, reason="BackoffLimitExceeded"
