@@ -95,7 +95,9 @@ async def sinks(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Sinks]:
         monkeypatch.setenv("PERENNIAL_NOTIFY_SINKS", f"{good.url},{down},{slow.url}")
         monkeypatch.setenv("PERENNIAL_NOTIFY_MODE", "structured")
         monkeypatch.setenv("PERENNIAL_NOTIFY_RETRIES", "0")
-        monkeypatch.setenv("PERENNIAL_NOTIFY_TIMEOUT", "60")
+        # The slow sink holds its first request for the whole test; the longest timeout the
+        # notifier accepts, so that it rarely gives up on it meanwhile (see the test).
+        monkeypatch.setenv("PERENNIAL_NOTIFY_TIMEOUT", "120")
         yield Sinks(good, slow, down)
 
 
@@ -148,8 +150,10 @@ async def test_the_loop_notifies_and_bad_sinks_block_nothing(
         return {(e.get_type(), e.get_subject()) for e in sink.events}
 
     await wait_for(lambda: expected <= received(sinks.good), what=f"notifications {expected}")
-    # All of that happened while the slow sink held its first request unanswered.
-    assert sinks.slow.requests == 1 and sinks.slow.events == []
+    # All of that happened while the slow sink answered nothing. (It was sent one request,
+    # or, on a machine so busy that the test outlasts the 120 s timeout, one more after
+    # the notifier gave up on the first: wall-clock time, not a property of the notifier.)
+    assert sinks.slow.requests >= 1 and sinks.slow.events == []
 
     # Nothing is notified twice. (The failed drift run leaves the drift in place: the
     # trigger may fire again, for the next run.)
