@@ -91,7 +91,11 @@ async def test_blessed_run_becomes_champion_and_a_failing_gate_keeps_it(
 
     status = run["status"]
     assert status["phase"] == "Succeeded"
-    assert status["primaryMetric"] == {"name": "accuracy", "candidate": 0.95}
+    assert status["primaryMetric"] == {
+        "name": "accuracy",
+        "candidate": 0.95,
+        "candidateDisplay": "0.9500",
+    }
     gates = {g["name"]: g for g in status["gates"]}
     assert gates["accuracy.threshold"]["passed"] is True
     assert gates["beatChampion"]["skipped"] is True

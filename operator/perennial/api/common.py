@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal, Self
 
 from pydantic import (
     AfterValidator,
@@ -13,10 +13,11 @@ from pydantic import (
     Field,
     StrictInt,
     WithJsonSchema,
+    model_validator,
 )
 from pydantic.alias_generators import to_camel
 
-from perennial.api.base import SpecModel, StatusModel
+from perennial.api.base import CelRule, SpecModel, StatusModel
 
 # A DNS-1123 subdomain: what Kubernetes accepts as the name of most objects.
 DNS1123_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
@@ -56,7 +57,8 @@ Quantity = Annotated[
     ),
 ]
 
-_PERCENT_OR_COUNT = r"^[0-9]+%?$"
+# As a string, only a percentage (0%..100%): a PodDisruptionBudget refuses "3" or "150%".
+_PERCENT_OR_COUNT = r"^([0-9]|[1-9][0-9]|100)%$"
 _PERCENT = re.compile(_PERCENT_OR_COUNT)
 
 
@@ -66,7 +68,9 @@ def _check_int_or_percent(value: int | str) -> int | str:
             raise ValueError(f"{value} must not be negative")
         return value
     if not _PERCENT.fullmatch(value):
-        raise ValueError(f"{value!r} must be a whole number or a percentage such as '50%'")
+        raise ValueError(
+            f"{value!r} must be a whole number or a percentage from 0% to 100% such as '50%'"
+        )
     return value
 
 
@@ -108,6 +112,24 @@ class ResourceRequirements(SpecModel):
     )
 
 
+# The Pod API's own rules for a toleration: a Job or Deployment breaking them is refused.
+TOLERATION_SECONDS_NEED_NO_EXECUTE = CelRule(
+    rule="!has(self.tolerationSeconds) || (has(self.effect) && self.effect == 'NoExecute')",
+    message="tolerationSeconds only applies with effect NoExecute",
+    field_path=".tolerationSeconds",
+)
+EXISTS_TAKES_NO_VALUE = CelRule(
+    rule="!has(self.operator) || self.operator != 'Exists' || !has(self.value) || self.value == ''",
+    message="value must be empty when operator is Exists",
+    field_path=".value",
+)
+EMPTY_KEY_NEEDS_EXISTS = CelRule(
+    rule="(has(self.key) && self.key != '') || (has(self.operator) && self.operator == 'Exists')",
+    message="an empty key (tolerate every taint) needs operator Exists",
+    field_path=".operator",
+)
+
+
 class Toleration(SpecModel):
     """A Pod toleration (the Kubernetes core/v1 Toleration shape)."""
 
@@ -129,6 +151,22 @@ class Toleration(SpecModel):
         default=None,
         description="With effect NoExecute: how long the Pod stays bound after the taint.",
     )
+
+    cel_rules: ClassVar[tuple[CelRule, ...]] = (
+        TOLERATION_SECONDS_NEED_NO_EXECUTE,
+        EXISTS_TAKES_NO_VALUE,
+        EMPTY_KEY_NEEDS_EXISTS,
+    )
+
+    @model_validator(mode="after")
+    def _pod_api_rules(self) -> Self:
+        if self.toleration_seconds is not None and self.effect != "NoExecute":
+            raise TOLERATION_SECONDS_NEED_NO_EXECUTE.error()
+        if self.operator == "Exists" and self.value:
+            raise EXISTS_TAKES_NO_VALUE.error()
+        if not self.key and self.operator != "Exists":
+            raise EMPTY_KEY_NEEDS_EXISTS.error()
+        return self
 
 
 class PodPlacement(SpecModel):

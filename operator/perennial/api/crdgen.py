@@ -17,7 +17,9 @@ import yaml
 from pydantic import BaseModel
 
 from perennial.api import constants as c
+from perennial.api.base import CEL_KEY, cel_rules_of
 from perennial.api.deployment import ModelDeployment, ModelDeploymentSpec, ModelDeploymentStatus
+from perennial.api.object_names import MAX_OBJECT_NAME
 from perennial.api.pipeline import TrainingPipeline, TrainingPipelineSpec, TrainingPipelineStatus
 from perennial.api.run import TrainingRun, TrainingRunSpec, TrainingRunStatus
 from perennial.api.structural import SchemaError, model_schema, structural_problems
@@ -86,7 +88,9 @@ KINDS: tuple[KindInfo, ...] = (
             PrinterColumn(
                 "Metric", ".status.champion.metric", "string", "The champion's primary metric."
             ),
-            PrinterColumn("Value", ".status.champion.value", "number", "Its value."),
+            PrinterColumn(
+                "Value", ".status.champion.valueDisplay", "string", "Its value (4 decimals)."
+            ),
             PrinterColumn("Last-Run", ".status.lastRun.name", "string", "The latest run."),
             PrinterColumn("Phase", ".status.phase", "string", "Idle, Training, ..."),
             PrinterColumn(
@@ -112,13 +116,16 @@ KINDS: tuple[KindInfo, ...] = (
             PrinterColumn("Phase", ".status.phase", "string", "Pending, Training, ..."),
             PrinterColumn("Metric", ".status.primaryMetric.name", "string", "Primary metric."),
             PrinterColumn(
-                "Candidate", ".status.primaryMetric.candidate", "number", "The candidate's score."
+                "Candidate",
+                ".status.primaryMetric.candidateDisplay",
+                "string",
+                "The candidate's score (4 decimals).",
             ),
             PrinterColumn(
                 "Champion",
-                ".status.primaryMetric.champion",
-                "number",
-                "The champion's score on the same holdout.",
+                ".status.primaryMetric.championDisplay",
+                "string",
+                "The champion's score on the same holdout (4 decimals).",
             ),
             AGE,
         ),
@@ -162,13 +169,29 @@ def _description(model: type[BaseModel]) -> str:
     return " ".join((model.__doc__ or "").split())
 
 
+def _metadata(name_rules: tuple[Any, ...]) -> dict[str, Any]:
+    """The root ``metadata`` schema: only name and generateName may be declared there; their
+    maxLength bounds the cost the API server estimates for CEL rules reading the name."""
+    limits = " ".join(f"{r.message}." for r in name_rules)
+    name = {
+        "type": "string",
+        "maxLength": MAX_OBJECT_NAME,
+        "description": f"Name of the object. {limits}".strip(),
+    }
+    prefix = {**name, "description": "Prefix of a generated name; the name limits apply."}
+    return {"type": "object", "properties": {"name": name, "generateName": prefix}}
+
+
 def openapi_schema(info: KindInfo) -> dict[str, Any]:
     """The ``openAPIV3Schema`` of one kind."""
     spec = model_schema(info.spec)
     status = model_schema(info.status, keep_defaults=False)
+    name_rules = cel_rules_of(info.resource)
     schema: dict[str, Any] = {
         "type": "object",
-        "description": _description(info.resource),
+        "description": " ".join(
+            [_description(info.resource), *(f"{r.message}." for r in name_rules)]
+        ),
         "properties": {
             "apiVersion": {
                 "type": "string",
@@ -178,12 +201,14 @@ def openapi_schema(info: KindInfo) -> dict[str, Any]:
                 "type": "string",
                 "description": "Kind is the REST resource this object represents.",
             },
-            "metadata": {"type": "object"},
+            "metadata": _metadata(name_rules),
             "spec": spec,
             "status": status,
         },
         "required": ["spec"],
     }
+    if name_rules:
+        schema[CEL_KEY] = [r.to_schema() for r in name_rules]
     problems = structural_problems(schema)
     if problems:
         raise SchemaError(f"{info.kind}: " + "; ".join(problems))

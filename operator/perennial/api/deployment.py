@@ -20,6 +20,7 @@ from perennial.api.common import (
 )
 from perennial.api.constants import DEFAULT_SERVING_PORT
 from perennial.api.enums import DeploymentPhase, RolloutResult, RolloutStrategyType
+from perennial.api.object_names import DEPLOYMENT_NAME_RULES, name_cel_rules, name_errors
 from perennial.api.training import ArtifactVolume
 from perennial_runtime.contract import MIN_DRIFT_SAMPLES
 
@@ -163,6 +164,14 @@ class RollbackSpec(SpecModel):
     )
 
 
+MIN_SAMPLES_FIT_WINDOW = CelRule(
+    rule="self.minSamples <= self.driftWindow",
+    message="minSamples must not exceed driftWindow: the window never holds that many rows, "
+    "so no drift score would ever be reported",
+    field_path=".minSamples",
+)
+
+
 class MonitoringSpec(SpecModel):
     """Scraping the server's monitoring endpoint into status.monitoring."""
 
@@ -181,16 +190,39 @@ class MonitoringSpec(SpecModel):
     min_samples: int = Field(
         default=100,
         ge=1,
-        description="Rows needed before a drift score is reported (no verdict on a handful).",
+        description="Rows needed before a drift score is reported (no verdict on a handful); "
+        "at most driftWindow.",
     )
+
+    cel_rules: ClassVar[tuple[CelRule, ...]] = (MIN_SAMPLES_FIT_WINDOW,)
+
+    @model_validator(mode="after")
+    def _min_samples_fit_window(self) -> Self:
+        if self.min_samples > self.drift_window:
+            raise MIN_SAMPLES_FIT_WINDOW.error()
+        return self
 
 
 class PodDisruptionBudgetSpec(SpecModel):
     """A PodDisruptionBudget for the serving Pods."""
 
     min_available: IntOrPercent = Field(
-        default=1, description="Pods (or percentage, e.g. '50%') that must stay available."
+        default=1,
+        description="Pods (or percentage, e.g. '50%') that must stay available: fewer than "
+        "replicas (or 0), a percentage below 100%, so one Pod can always be evicted.",
     )
+
+
+_PDB = "self.podDisruptionBudget.minAvailable"
+PDB_ALLOWS_AN_EVICTION = CelRule(
+    rule=f"!has(self.podDisruptionBudget) || !has({_PDB}) || "
+    f"(type({_PDB}) == string ? {_PDB} != '100%' : "
+    f"{_PDB} == 0 || {_PDB} < (has(self.replicas) ? self.replicas : 1))",
+    message="podDisruptionBudget.minAvailable must be less than replicas (or 0), or a "
+    "percentage below 100%: a budget that keeps every serving Pod blocks every eviction and "
+    "hangs node drains",
+    field_path=".podDisruptionBudget.minAvailable",
+)
 
 
 def _default_serving_resources() -> ResourceRequirements:
@@ -246,8 +278,22 @@ class ModelDeploymentSpec(PodPlacement):
         description="Models kept in status.history (targets of a manual rollback).",
     )
     pod_disruption_budget: PodDisruptionBudgetSpec | None = Field(
-        default=None, description="Create a PodDisruptionBudget for the serving Pods."
+        default=None,
+        description="Create a PodDisruptionBudget for the serving Pods (minAvailable below "
+        "replicas).",
     )
+
+    cel_rules: ClassVar[tuple[CelRule, ...]] = (PDB_ALLOWS_AN_EVICTION,)
+
+    @model_validator(mode="after")
+    def _pdb_allows_an_eviction(self) -> Self:
+        pdb = self.pod_disruption_budget
+        if pdb is None:
+            return self
+        keeps = pdb.min_available
+        if keeps == "100%" or (isinstance(keeps, int) and keeps != 0 and keeps >= self.replicas):
+            raise PDB_ALLOWS_AN_EVICTION.error()
+        return self
 
 
 # --- status ----------------------------------------------------------------------------
@@ -401,3 +447,12 @@ class ModelDeployment(ApiModel):
     metadata: ObjectMeta = Field(default_factory=ObjectMeta)
     spec: ModelDeploymentSpec
     status: ModelDeploymentStatus = Field(default_factory=ModelDeploymentStatus)
+
+    cel_rules: ClassVar[tuple[CelRule, ...]] = name_cel_rules(DEPLOYMENT_NAME_RULES)
+
+    @model_validator(mode="after")
+    def _name_fits(self) -> Self:
+        errors = name_errors(self.metadata.name, DEPLOYMENT_NAME_RULES)
+        if errors:
+            raise ValueError(errors[0])
+        return self

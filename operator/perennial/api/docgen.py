@@ -123,7 +123,12 @@ def _rows(node: dict[str, Any], path: str, required: bool) -> Iterator[str]:
     if constraints:
         notes.append("(" + "; ".join(constraints) + ")")
     default = node.get("default")
-    shown = "required" if required else ("" if default is None else f"`{json.dumps(default)}`")
+    if required:
+        shown = "required"
+    elif isinstance(default, dict) and default and _spells_out_field_defaults(node, default):
+        shown = "its fields' defaults"  # spelled out in the CRD; each field's row shows one
+    else:
+        shown = "" if default is None else f"`{json.dumps(default)}`"
     yield (
         f"| `{path}` | {_type(node)} | {_cell(shown)} | {_cell(' '.join(n for n in notes if n))} |"
     )
@@ -144,6 +149,12 @@ def _children(node: dict[str, Any], path: str) -> Iterator[str]:
     for name in sorted(target.get("properties", {})):
         child = f"{path}{suffix}.{name}" if path else name
         yield from _rows(target["properties"][name], child, name in required)
+
+
+def _spells_out_field_defaults(node: dict[str, Any], default: dict[str, Any]) -> bool:
+    """Whether an object's default only repeats the defaults of its fields."""
+    props = node.get("properties", {})
+    return all(key in props and "default" in props[key] for key in default)
 
 
 def _table(schema: dict[str, Any], with_defaults: bool) -> list[str]:
@@ -182,7 +193,11 @@ def _kind_section(info: KindInfo) -> list[str]:
         "### Rules beyond types and ranges",
         "",
     ]
-    rules = list(_rules(spec, "spec"))
+    rules = [
+        (str(rule.get("fieldPath", "")).lstrip("."), rule["message"])
+        for rule in schema.get("x-kubernetes-validations", [])
+    ]
+    rules += list(_rules(spec, "spec"))
     copied = f"spec.{_SAME_AS_PIPELINE}"
     lines += [f"- `{p}`: {m}." for p, m in rules if not p.startswith(copied)]
     if any(p.startswith(copied) for p, _ in rules):

@@ -11,6 +11,7 @@ from perennial.api.base import ApiModel, CelRule, SpecModel, StatusModel, cel_fi
 from perennial.api.common import Condition, LocalObjectReference, ObjectMeta
 from perennial.api.constants import RETRAIN_ANNOTATION
 from perennial.api.enums import ConcurrencyPolicy, PipelinePhase, RunPhase, TriggerType
+from perennial.api.object_names import PIPELINE_NAME_RULES, name_cel_rules, name_errors
 from perennial.api.training import TrainingSpec
 from perennial_runtime.contract import Task
 
@@ -125,7 +126,8 @@ class PerformanceDecayTrigger(SpecModel):
     )
     threshold: float = Field(
         ge=0,
-        description="Retrain when live accuracy falls below this, or live rmse rises above it.",
+        description="Retrain when live accuracy falls below this (0..1), or live rmse rises "
+        "above it (>= 0).",
     )
     min_feedback_samples: int = Field(
         default=100, ge=1, description="Feedback samples needed before any verdict."
@@ -166,6 +168,18 @@ DECAY_METRIC_SUITS_TASK = CelRule(
 )
 
 
+_DECAY = "self.triggers.performanceDecay"
+DECAY_THRESHOLD_IN_RANGE = CelRule(
+    rule=f"!has(self.triggers) || !has({_DECAY}) || "
+    f"(has({_DECAY}.metric) ? {_DECAY}.metric : "
+    "(self.model.task == 'classification' ? 'accuracy' : 'rmse')) != 'accuracy' || "
+    f"{_DECAY}.threshold <= 1.0",
+    message="triggers.performanceDecay.threshold must lie in 0..1 when the metric is accuracy "
+    "(the default for classification): live accuracy never exceeds 1",
+    field_path=".triggers.performanceDecay.threshold",
+)
+
+
 class TrainingPipelineSpec(TrainingSpec):
     """Desired state of a TrainingPipeline. Start a run now with
     kubectl annotate tp/NAME perennial.dev/retrain="$(date +%s)" --overwrite."""
@@ -190,7 +204,7 @@ class TrainingPipelineSpec(TrainingSpec):
         default=5, ge=0, le=1000, description="Failed runs kept."
     )
 
-    cel_rules: ClassVar[tuple[CelRule, ...]] = (DECAY_METRIC_SUITS_TASK,)
+    cel_rules: ClassVar[tuple[CelRule, ...]] = (DECAY_METRIC_SUITS_TASK, DECAY_THRESHOLD_IN_RANGE)
 
     @model_validator(mode="after")
     def _decay_metric_suits_task(self) -> Self:
@@ -199,6 +213,10 @@ class TrainingPipelineSpec(TrainingSpec):
             expected = "accuracy" if self.model.task is Task.CLASSIFICATION else "rmse"
             if decay.metric != expected:
                 raise DECAY_METRIC_SUITS_TASK.error()
+        if decay is not None:
+            default = "accuracy" if self.model.task is Task.CLASSIFICATION else "rmse"
+            if (decay.metric or default) == "accuracy" and decay.threshold > 1:
+                raise DECAY_THRESHOLD_IN_RANGE.error()
         return self
 
     def resolved_decay_metric(self) -> str | None:
@@ -236,6 +254,10 @@ class ChampionStatus(StatusModel):
     sha256: str | None = Field(default=None, description="sha256 of the model file.")
     metric: str | None = Field(default=None, description="The primary metric's name.")
     value: float | None = Field(default=None, description="The primary metric's value.")
+    value_display: str | None = Field(
+        default=None,
+        description="The value rounded to 4 decimals, as kubectl get tp prints it.",
+    )
     blessed_at: AwareDatetime | None = Field(
         default=None, description="When it became the champion."
     )
@@ -304,3 +326,12 @@ class TrainingPipeline(ApiModel):
     metadata: ObjectMeta = Field(default_factory=ObjectMeta)
     spec: TrainingPipelineSpec
     status: TrainingPipelineStatus = Field(default_factory=TrainingPipelineStatus)
+
+    cel_rules: ClassVar[tuple[CelRule, ...]] = name_cel_rules(PIPELINE_NAME_RULES)
+
+    @model_validator(mode="after")
+    def _name_fits(self) -> Self:
+        errors = name_errors(self.metadata.name, PIPELINE_NAME_RULES)
+        if errors:
+            raise ValueError(errors[0])
+        return self

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import ClassVar, Literal, Self
 
-from pydantic import AwareDatetime, Field, field_validator
+from pydantic import AwareDatetime, Field, field_validator, model_validator
 
 from perennial.api.base import ApiModel, CelRule, SpecModel, StatusModel
 from perennial.api.common import Condition, LocalObjectReference, ObjectMeta
 from perennial.api.enums import RunPhase, TriggerType
+from perennial.api.object_names import RUN_NAME_RULES, name_cel_rules, name_errors
 from perennial.api.training import TrainingSpec
 from perennial_runtime import contract
 
@@ -91,6 +92,15 @@ class PrimaryMetricStatus(StatusModel):
         default=None,
         json_schema_extra={"nullable": True},
         description="The champion's score on the same holdout; empty on the first run.",
+    )
+    candidate_display: str | None = Field(
+        default=None,
+        description="The candidate's score rounded to 4 decimals, as kubectl get tr prints it.",
+    )
+    champion_display: str | None = Field(
+        default=None,
+        json_schema_extra={"nullable": True},
+        description="The champion's score rounded to 4 decimals, as kubectl get tr prints it.",
     )
 
 
@@ -227,3 +237,12 @@ class TrainingRun(ApiModel):
     metadata: ObjectMeta = Field(default_factory=ObjectMeta)
     spec: TrainingRunSpec
     status: TrainingRunStatus = Field(default_factory=TrainingRunStatus)
+
+    cel_rules: ClassVar[tuple[CelRule, ...]] = name_cel_rules(RUN_NAME_RULES)
+
+    @model_validator(mode="after")
+    def _name_fits(self) -> Self:
+        errors = name_errors(self.metadata.name, RUN_NAME_RULES)
+        if errors:
+            raise ValueError(errors[0])
+        return self

@@ -10,8 +10,8 @@ Kubernetes accepts a subset of OpenAPI v3 in a CRD: no ``$ref``, every node type
 - ``Optional[X]`` becomes plain ``X`` (``nullable: true`` only where the field asks for it
   with ``json_schema_extra={"nullable": True}``).
 - ``dict[str, Any]`` becomes ``x-kubernetes-preserve-unknown-fields: true``.
-- A ``default_factory`` becomes a ``default`` (``{}`` for a sub-object made only of
-  defaults, so the API server fills in its fields).
+- A ``default_factory`` becomes a ``default``, spelled out in full: the API server checks
+  a default against the CEL rules as written, without nested defaulting.
 - Anything Kubernetes would reject raises :class:`SchemaError` at generation time.
 """
 
@@ -55,6 +55,13 @@ _KEPT_KEYS = frozenset(
     }
 )
 _DROPPED_KEYS = frozenset({"title", "examples", "$defs"})
+_TYPES = frozenset({"object", "array", "string", "integer", "number", "boolean"})
+_PYTHON_TYPES: dict[str, tuple[type, ...]] = {
+    "string": (str,),
+    "integer": (int,),
+    "number": (int, float),
+    "boolean": (bool,),
+}
 _INT_OR_STRING_BRANCHES = [{"type": "integer"}, {"type": "string"}]
 
 
@@ -75,9 +82,14 @@ class CrdJsonSchema(GenerateJsonSchema):
 
 
 def encode_default(value: Any) -> Any:
-    """A default as JSON; a model made only of defaults encodes as ``{}``."""
+    """A default as JSON, spelled out in full (unset optional fields left out).
+
+    kube-apiserver checks a default against its node's schema and CEL rules as written,
+    without applying the nested defaults first: ``{}`` under a rule such as
+    ``self.type != 'Canary' || has(self.canary)`` is refused ("no such key: type").
+    """
     if isinstance(value, BaseModel):
-        return value.model_dump(mode="json", by_alias=True, exclude_defaults=True)
+        return value.model_dump(mode="json", by_alias=True, exclude_none=True)
     return pydantic_core.to_jsonable_python(value, by_alias=True)
 
 
@@ -205,6 +217,22 @@ def structural_problems(schema: dict[str, Any], path: str = "") -> list[str]:
     """What a real API server would reject as non-structural (empty: fine)."""
     problems: list[str] = []
     here = path or "<root>"
+    if not path and schema.get("type") != "object":
+        problems.append("<root>: the root schema must be of type object")
+    kind = schema.get("type")
+    if kind is not None and kind not in _TYPES:
+        problems.append(f"{here}: unknown type {kind!r}")
+    if schema.get("additionalProperties") is False:
+        problems.append(f"{here}: additionalProperties: false is forbidden (fields are pruned)")
+    python_types = _PYTHON_TYPES.get(str(kind))
+    if python_types and "enum" in schema:
+        wrong = [
+            v
+            for v in schema["enum"]
+            if not isinstance(v, python_types) or (kind != "boolean" and isinstance(v, bool))
+        ]
+        if wrong:
+            problems.append(f"{here}: enum values {wrong!r} are not of type {kind}")
     for key in ("$ref", "allOf", "oneOf", "not", "uniqueItems", "title", "const"):
         if key in schema:
             problems.append(f"{here}: {key} is not allowed")
@@ -228,6 +256,13 @@ def structural_problems(schema: dict[str, Any], path: str = "") -> list[str]:
             problems.append(f"{here}: list-type map needs object items and map keys")
         for key in keys:
             prop = items.get("properties", {}).get(key)
+            if prop is not None and prop.get("type") not in (
+                "string",
+                "integer",
+                "number",
+                "boolean",
+            ):
+                problems.append(f"{here}: map key {key!r} must be a scalar")
             if prop is None or (key not in items.get("required", []) and "default" not in prop):
                 problems.append(f"{here}: map key {key!r} must be required or defaulted")
     if list_type == "set" and schema.get("items", {}).get("type") in ("object", "array"):

@@ -56,6 +56,41 @@ ARTIFACT_URI_PATTERN = r"^(file|s3|gs)://[^ ]+$"
 ABSOLUTE_PATH_PATTERN = r"^/[^ ]*$"
 
 
+# --- the range of each metric (gate thresholds and decay limits must lie in it) ---------
+
+UNIT_INTERVAL_METRICS: tuple[str, ...] = ("accuracy", "precision", "recall", "f1", "roc_auc")
+NON_NEGATIVE_METRICS: tuple[str, ...] = ("log_loss", "rmse", "mae")
+AT_MOST_ONE_METRICS: tuple[str, ...] = ("r2",)
+METRIC_RANGE_TEXT = (
+    f"0..1 for {', '.join(UNIT_INTERVAL_METRICS)}; >= 0 for {', '.join(NON_NEGATIVE_METRICS)}; "
+    f"<= 1 for {', '.join(AT_MOST_ONE_METRICS)}"
+)
+
+
+def metric_range(metric: str) -> tuple[float | None, float | None]:
+    """(lowest, highest) value ``metric`` can take; None: unbounded."""
+    if metric in UNIT_INTERVAL_METRICS:
+        return 0.0, 1.0
+    if metric in NON_NEGATIVE_METRICS:
+        return 0.0, None
+    if metric in AT_MOST_ONE_METRICS:
+        return None, 1.0
+    raise ValueError(f"metric {metric!r} has no known range")
+
+
+def in_metric_range_cel(metric: str, value: str) -> str:
+    """CEL: ``value`` lies in the range of the metric named by the CEL expression ``metric``."""
+    return (
+        f"({metric} in {cel_list(UNIT_INTERVAL_METRICS)} ? {value} >= 0.0 && {value} <= 1.0 "
+        f": {metric} in {cel_list(NON_NEGATIVE_METRICS)} ? {value} >= 0.0 : {value} <= 1.0)"
+    )
+
+
+def in_metric_range(metric: str, value: float) -> bool:
+    low, high = metric_range(metric)
+    return (low is None or value >= low) and (high is None or value <= high)
+
+
 def estimators_for(task: Task) -> tuple[str, ...]:
     return CLASSIFIERS if task is Task.CLASSIFICATION else REGRESSORS
 
@@ -229,6 +264,27 @@ class EvaluationSpec(SpecModel):
 # --- gates -----------------------------------------------------------------------------
 
 
+GATE_THRESHOLD_IN_RANGE = CelRule(
+    rule="!has(self.threshold) || " + in_metric_range_cel("self.metric", "self.threshold"),
+    message=f"threshold must lie in the metric's range: {METRIC_RANGE_TEXT}",
+    field_path=".threshold",
+)
+GATE_ABSOLUTE_CHANGE_POSSIBLE = CelRule(
+    rule="!has(self.minAbsoluteChange) || "
+    f"!(self.metric in {cel_list(UNIT_INTERVAL_METRICS)}) || self.minAbsoluteChange <= 1.0",
+    message="minAbsoluteChange must be at most 1 for a metric in 0..1 "
+    f"({', '.join(UNIT_INTERVAL_METRICS)}): no candidate could beat the champion by more",
+    field_path=".minAbsoluteChange",
+)
+GATE_RELATIVE_CHANGE_POSSIBLE = CelRule(
+    rule="!has(self.minRelativeChange) || "
+    f"!(self.metric in {cel_list(NON_NEGATIVE_METRICS)}) || self.minRelativeChange <= 1.0",
+    message="minRelativeChange must be at most 1 for a lower-is-better metric "
+    f"({', '.join(NON_NEGATIVE_METRICS)}): it would need an error below 0",
+    field_path=".minRelativeChange",
+)
+
+
 class MetricGateSpec(SpecModel):
     """A gate on one metric (MLflow MetricThreshold semantics)."""
 
@@ -263,6 +319,9 @@ class MetricGateSpec(SpecModel):
             "has(self.minRelativeChange)",
             message="a metric gate needs threshold, minAbsoluteChange or minRelativeChange",
         ),
+        GATE_THRESHOLD_IN_RANGE,
+        GATE_ABSOLUTE_CHANGE_POSSIBLE,
+        GATE_RELATIVE_CHANGE_POSSIBLE,
     )
 
     @model_validator(mode="after")
@@ -273,6 +332,14 @@ class MetricGateSpec(SpecModel):
             and self.min_relative_change is None
         ):
             raise self.cel_rules[0].error()
+        if self.threshold is not None and not in_metric_range(self.metric, self.threshold):
+            raise GATE_THRESHOLD_IN_RANGE.error()
+        change = self.min_absolute_change
+        if change is not None and self.metric in UNIT_INTERVAL_METRICS and change > 1:
+            raise GATE_ABSOLUTE_CHANGE_POSSIBLE.error()
+        relative = self.min_relative_change
+        if relative is not None and self.metric in NON_NEGATIVE_METRICS and relative > 1:
+            raise GATE_RELATIVE_CHANGE_POSSIBLE.error()
         return self
 
 

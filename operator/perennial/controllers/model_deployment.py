@@ -22,7 +22,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
+from datetime import timedelta
 from typing import Any, Final
 
 import kopf
@@ -41,29 +42,15 @@ from perennial.controllers.deployment_reconciler import (
     reconcile_deployment,
     tick_seconds,
 )
+from perennial.controllers.kit import guarded
 from perennial.controllers.settings import HANDLER_LIMITS
 from perennial.k8s import metrics
-from perennial.k8s.client import ApiError
 from perennial.k8s.serving import DEPLOYMENT_LABEL
 from perennial.k8s.serving_client import written_by_us
 
 KIND: Final = "ModelDeployment"
 logger = logging.getLogger("perennial.controllers.model_deployment")
 MANAGED_BY: Final = {"app.kubernetes.io/managed-by": "perennial-operator"}
-
-
-def guarded(handler: str, call: Callable[[], None]) -> None:
-    """Run ``call``; count a failure, and make a refused request (400/422) permanent."""
-    try:
-        call()
-    except ApiError as exc:
-        metrics.RECONCILE_ERRORS.labels(KIND, handler).inc()
-        if exc.status in (400, 422):
-            raise kopf.PermanentError(str(exc)) from exc
-        raise
-    except Exception:
-        metrics.RECONCILE_ERRORS.labels(KIND, handler).inc()
-        raise
 
 
 def quietly(handler: str, namespace: str, name: str) -> None:
@@ -76,8 +63,17 @@ def quietly(handler: str, namespace: str, name: str) -> None:
         logger.warning("reconcile of %s/%s after %s failed: %s", namespace, name, handler, exc)
 
 
-def reconcile(name: str, namespace: str | None, **_: Any) -> None:
-    guarded("reconcile", lambda: reconcile_deployment(namespace or "", name))
+def reconcile(name: str, namespace: str | None, retry: int, runtime: timedelta, **_: Any) -> None:
+    ns = namespace or ""
+    guarded(
+        KIND,
+        "reconcile",
+        lambda: reconcile_deployment(ns, name),
+        namespace=ns,
+        name=name,
+        retry=retry,
+        runtime=runtime,
+    )
 
 
 def rollback_pending(annotations: Mapping[str, str], status: Mapping[str, Any], **_: Any) -> bool:
@@ -87,20 +83,24 @@ def rollback_pending(annotations: Mapping[str, str], status: Mapping[str, Any], 
 
 
 def rollback_requested(name: str, namespace: str | None, **_: Any) -> None:
-    guarded("rollback", lambda: reconcile_deployment(namespace or "", name))
+    ns = namespace or ""
+    guarded(KIND, "rollback", lambda: reconcile_deployment(ns, name), namespace=ns, name=name)
 
 
 async def deployment_loop(name: str, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
     # asyncio.sleep, not stopped.wait(), and the operator's shutdown flag: see
     # perennial.controllers.shutdown. kopf cancels the loop when the object goes or the
     # operator stops (cancellation_timeout, no backoff).
+    ns = namespace or ""
     try:
         while not shutdown.requested(memo):
             try:
-                await asyncio.to_thread(loop_turn, namespace or "", name)
+                await asyncio.to_thread(
+                    guarded, KIND, "loop", lambda: loop_turn(ns, name), namespace=ns, name=name
+                )
             except Exception as exc:
-                # One failed turn is logged and counted; the next turn tries again.
-                metrics.RECONCILE_ERRORS.labels(KIND, "loop").inc()
+                # One failed turn is logged and counted (a refused request also marks the
+                # deployment Stalled); the next turn tries again.
                 logger.warning("loop of %s/%s failed: %s", namespace, name, exc)
             await asyncio.sleep(tick_seconds())
     except asyncio.CancelledError:

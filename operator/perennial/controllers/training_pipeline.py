@@ -17,41 +17,36 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
+from datetime import timedelta
 from typing import Any
 
 import kopf
 
 from perennial.api.constants import GROUP, RETRAIN_ANNOTATION, TRAINING_PIPELINES, VERSION
 from perennial.controllers import clock, pipeline_reconciler, shutdown
+from perennial.controllers.kit import guarded
 from perennial.controllers.settings import HANDLER_LIMITS
 from perennial.k8s import metrics
-from perennial.k8s.client import ApiError
 
 KIND = "TrainingPipeline"
 logger = logging.getLogger("perennial.controllers.training_pipeline")
 
 
-def guarded(handler: str, call: Callable[[], None]) -> None:
-    """Run ``call``; count a failure, and make a refused request (400/422) permanent
-    instead of retrying it."""
-    try:
-        call()
-    except ApiError as exc:
-        metrics.RECONCILE_ERRORS.labels(KIND, handler).inc()
-        if exc.status in (400, 422):
-            raise kopf.PermanentError(str(exc)) from exc
-        raise
-    except Exception:
-        metrics.RECONCILE_ERRORS.labels(KIND, handler).inc()
-        raise
-
-
 @kopf.on.create(GROUP, VERSION, TRAINING_PIPELINES, id="tp-create", **HANDLER_LIMITS)
 @kopf.on.update(GROUP, VERSION, TRAINING_PIPELINES, id="tp-update", **HANDLER_LIMITS)
 @kopf.on.resume(GROUP, VERSION, TRAINING_PIPELINES, id="tp-resume", **HANDLER_LIMITS)
-def reconcile(name: str, namespace: str | None, **_: Any) -> None:
-    guarded("reconcile", lambda: pipeline_reconciler.reconcile_pipeline(namespace or "", name))
+def reconcile(name: str, namespace: str | None, retry: int, runtime: timedelta, **_: Any) -> None:
+    ns = namespace or ""
+    guarded(
+        KIND,
+        "reconcile",
+        lambda: pipeline_reconciler.reconcile_pipeline(ns, name),
+        namespace=ns,
+        name=name,
+        retry=retry,
+        runtime=runtime,
+    )
 
 
 def retrain_pending(annotations: Mapping[str, str], status: Mapping[str, Any], **_: Any) -> bool:
@@ -65,7 +60,14 @@ def retrain_pending(annotations: Mapping[str, str], status: Mapping[str, Any], *
 # on.update: a watch-event handler catches it instead (only while a value is pending).
 @kopf.on.event(GROUP, VERSION, TRAINING_PIPELINES, id="tp-retrain", when=retrain_pending)
 def retrain(name: str, namespace: str | None, **_: Any) -> None:
-    guarded("retrain", lambda: pipeline_reconciler.reconcile_pipeline(namespace or "", name))
+    ns = namespace or ""
+    guarded(
+        KIND,
+        "retrain",
+        lambda: pipeline_reconciler.reconcile_pipeline(ns, name),
+        namespace=ns,
+        name=name,
+    )
 
 
 def has_timed_triggers(spec: Mapping[str, Any], **_: Any) -> bool:

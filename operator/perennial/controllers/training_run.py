@@ -14,6 +14,7 @@ import contextvars
 import logging
 import threading
 from collections.abc import Mapping
+from datetime import timedelta
 from typing import Any
 
 import kopf
@@ -21,11 +22,11 @@ import kopf
 from perennial.api.constants import GROUP, TRAINING_RUNS, VERSION
 from perennial.api.enums import RunPhase
 from perennial.controllers import pipeline_reconciler, run_reconciler
+from perennial.controllers.kit import guarded
 from perennial.controllers.settings import HANDLER_LIMITS
 from perennial.core.pipeline_plan import LABEL_RUN
 from perennial.core.run_status import RESULT_GRACE_SECONDS
 from perennial.k8s import metrics
-from perennial.k8s.client import ApiError
 
 KIND = "TrainingRun"
 logger = logging.getLogger("perennial.controllers.training_run")
@@ -68,17 +69,22 @@ def _recheck_later(namespace: str, name: str, delay: float) -> None:
     timer.start()
 
 
-def _guarded(handler: str, namespace: str, name: str) -> None:
-    try:
-        advance(namespace, name)
-    except ApiError as exc:
-        metrics.RECONCILE_ERRORS.labels(KIND, handler).inc()
-        if exc.status in (400, 422):
-            raise kopf.PermanentError(str(exc)) from exc
-        raise
-    except Exception:
-        metrics.RECONCILE_ERRORS.labels(KIND, handler).inc()
-        raise
+def _guarded(
+    handler: str,
+    namespace: str,
+    name: str,
+    retry: int | None = None,
+    runtime: timedelta | None = None,
+) -> None:
+    guarded(
+        KIND,
+        handler,
+        lambda: advance(namespace, name),
+        namespace=namespace,
+        name=name,
+        retry=retry,
+        runtime=runtime,
+    )
 
 
 FINAL_PHASES = frozenset({"Succeeded", "Rejected", "Failed"})
@@ -91,8 +97,8 @@ def unfinished(status: Mapping[str, Any], **_: Any) -> bool:
 
 @kopf.on.create(GROUP, VERSION, TRAINING_RUNS, id="tr-create", when=unfinished, **HANDLER_LIMITS)
 @kopf.on.resume(GROUP, VERSION, TRAINING_RUNS, id="tr-resume", when=unfinished, **HANDLER_LIMITS)
-def reconcile(name: str, namespace: str | None, **_: Any) -> None:
-    _guarded("reconcile", namespace or "", name)
+def reconcile(name: str, namespace: str | None, retry: int, runtime: timedelta, **_: Any) -> None:
+    _guarded("reconcile", namespace or "", name, retry, runtime)
 
 
 @kopf.on.event("batch", "v1", "jobs", id="tr-job", labels={LABEL_RUN: kopf.PRESENT})

@@ -148,3 +148,23 @@ def kstatus(
         now=now,
         generation=generation,
     )
+
+
+def stalled_status(
+    body: Mapping[str, Any], reason: str, message: str, *, now: datetime
+) -> dict[str, Any]:
+    """The status changes that mark an object ``Stalled=True`` (and not Ready) with
+    ``reason`` and ``message``: what a handler that gave up on it leaves behind."""
+    return {
+        "observedGeneration": body["metadata"].get("generation"),
+        "message": message,
+        "conditions": object_kstatus(
+            body,
+            ready=False,
+            reconciling=False,
+            stalled=True,
+            reason=reason,
+            message=message,
+            now=now,
+        ),
+    }

@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 import re
 
+from perennial.api.object_names import CANARY_SUFFIX, RUN_SEQUENCE_DIGITS, SERVING_SUFFIX
+
 MAX_NAME = 63  # DNS-1123 label: Job names end up in pod labels
 _INVALID = re.compile(r"[^a-z0-9-]+")
 
@@ -26,7 +28,7 @@ def run_name(pipeline: str, sequence: int) -> str:
     """``<pipeline>-<sequence>``, e.g. ``churn-00042``; always a valid DNS-1123 label."""
     if sequence < 1:
         raise ValueError("run sequence starts at 1")
-    return _fit(pipeline, f"-{sequence:05d}")
+    return _fit(pipeline, f"-{sequence:0{RUN_SEQUENCE_DIGITS}d}")
 
 
 def job_name(run: str) -> str:
@@ -36,8 +38,8 @@ def job_name(run: str) -> str:
 
 def serving_name(deployment: str) -> str:
     """The stable serving Deployment and its Service."""
-    return _fit(deployment, "-serving")
+    return _fit(deployment, SERVING_SUFFIX)
 
 
 def canary_name(deployment: str) -> str:
-    return _fit(deployment, "-canary")
+    return _fit(deployment, CANARY_SUFFIX)

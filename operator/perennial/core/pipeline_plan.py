@@ -27,6 +27,7 @@ from typing import Any
 
 from perennial.api.enums import ConcurrencyPolicy, RunPhase, TriggerType
 from perennial.api.pipeline import TrainingPipelineSpec
+from perennial.core.display import display_value
 from perennial.core.history import RunRecord, runs_to_prune
 from perennial.core.job_state import parse_time
 from perennial.core.naming import run_name
@@ -168,6 +169,7 @@ class ChampionRecord:
             ("sha256", self.sha256),
             ("metric", self.metric),
             ("value", self.value),
+            ("valueDisplay", None if self.value is None else display_value(self.value)),
             ("blessedAt", _iso(self.blessed_at)),
         ):
             if value is not None:

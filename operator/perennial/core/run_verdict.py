@@ -29,6 +29,7 @@ from perennial.api.enums import RunPhase
 from perennial.api.run import RunDataStatus
 from perennial.api.training import TrainingSpec
 from perennial.core.conditions import Condition, set_condition
+from perennial.core.display import display_value
 from perennial.core.gates import (
     DATA_VALIDATION_GATE,
     BeatChampion,
@@ -113,7 +114,7 @@ def gate_status(gate: GateResult) -> dict[str, Any]:
 
 
 def _fmt(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.4f}"
+    return "n/a" if value is None else display_value(value)
 
 
 def _cap(text: str) -> str:
@@ -141,9 +142,11 @@ def _result_status(result: TrainResult, config: GateConfig) -> dict[str, Any]:
         metric: dict[str, Any] = {"name": primary}
         if primary in result.metrics:
             metric["candidate"] = result.metrics[primary]
+            metric["candidateDisplay"] = display_value(result.metrics[primary])
         champion = (result.champion_metrics or {}).get(primary)
         if champion is not None:
             metric["champion"] = champion
+            metric["championDisplay"] = display_value(champion)
         out["primaryMetric"] = metric
     if result.artifact is not None:
         out["artifact"] = result.artifact.to_dict()

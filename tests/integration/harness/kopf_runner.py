@@ -136,6 +136,12 @@ class OperatorRunner:
         self.starts = 0
         # kopf's warnings about work cut short by stop() (see _STOP_WARNINGS).
         self.stop_records: list[logging.LogRecord] = []
+        self._expected: list[str] = []
+
+    def expect_problem(self, fragment: str) -> None:
+        """A test that provokes a failure: kopf messages containing ``fragment`` are not
+        problems."""
+        self._expected.append(fragment)
 
     @property
     def running(self) -> bool:
@@ -269,6 +275,7 @@ class OperatorRunner:
             _line(record)
             for record in self._collector.records
             if record.getMessage() not in _EXPECTED_WARNINGS
+            and not any(fragment in record.getMessage() for fragment in self._expected)
         ]
 
     def stop_messages(self) -> list[str]:

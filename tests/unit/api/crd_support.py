@@ -125,7 +125,13 @@ def _format_path(parts: Any) -> str:
 
 
 def schema_errors(schema: dict[str, Any], obj: Any) -> list[Error]:
-    validator = jsonschema.Draft202012Validator(to_jsonschema(schema))
+    translated = to_jsonschema(schema)
+    metadata = translated.get("properties", {}).get("metadata")
+    if isinstance(metadata, dict):
+        # ObjectMeta is validated by the API server itself, never pruned: the root schema
+        # only restricts name and generateName.
+        metadata.pop("additionalProperties", None)
+    validator = jsonschema.Draft202012Validator(translated)
     errors = [(_format_path(e.absolute_path), e.message) for e in validator.iter_errors(obj)]
     return sorted(errors) + _map_key_errors(schema, obj, "")
 
@@ -196,7 +202,7 @@ def cel_errors(schema: dict[str, Any], value: Any, old: Any = None, path: str = 
         activation = {"self": to_cel(schema, value)}
         if uses_old:
             activation["oldSelf"] = to_cel(schema, old)
-        where = path + rule.get("fieldPath", "")
+        where = (path + rule.get("fieldPath", "")).lstrip(".")
         try:
             ok = compile_rule(rule["rule"]).evaluate(activation)
         except CELEvalError as exc:

@@ -111,7 +111,7 @@ EXPECTED_COLUMNS = {
     "TrainingPipeline": [
         ("Champion", ".status.champion.run", 0),
         ("Metric", ".status.champion.metric", 0),
-        ("Value", ".status.champion.value", 0),
+        ("Value", ".status.champion.valueDisplay", 0),
         ("Last-Run", ".status.lastRun.name", 0),
         ("Phase", ".status.phase", 0),
         ("Next-Schedule", ".status.nextScheduleTime", 1),
@@ -122,8 +122,8 @@ EXPECTED_COLUMNS = {
         ("Trigger", ".spec.trigger.type", 0),
         ("Phase", ".status.phase", 0),
         ("Metric", ".status.primaryMetric.name", 0),
-        ("Candidate", ".status.primaryMetric.candidate", 0),
-        ("Champion", ".status.primaryMetric.champion", 0),
+        ("Candidate", ".status.primaryMetric.candidateDisplay", 0),
+        ("Champion", ".status.primaryMetric.championDisplay", 0),
         ("Age", ".metadata.creationTimestamp", 0),
     ],
     "ModelDeployment": [
@@ -229,10 +229,15 @@ def test_user_visible_defaults_are_in_the_schema() -> None:
         "requests": {"cpu": "500m", "memory": "512Mi"},
         "limits": {"memory": "2Gi"},
     }
-    assert nodes["spec.triggers"]["default"] == {}
+    # object defaults are spelled out (the API server checks them without nested defaulting)
+    assert nodes["spec.triggers"]["default"] == {
+        "onSpecChange": True,
+        "dataChange": {"enabled": False, "pollIntervalSeconds": 300},
+    }
     assert nodes["spec.concurrencyPolicy"]["default"] == "Forbid"
     md = dict(walk(openapi("ModelDeployment")))
     assert md["spec.strategy.type"]["default"] == "RollingUpdate"
+    assert md["spec.strategy"]["default"] == {"type": "RollingUpdate"}
     assert md["spec.port"]["default"] == 8080
 
 
@@ -249,6 +254,7 @@ def test_nullable_only_where_the_operator_clears_a_field() -> None:
         "TrainingPipeline:status.champion",
         "TrainingPipeline:status.nextScheduleTime",
         "TrainingRun:status.primaryMetric.champion",
+        "TrainingRun:status.primaryMetric.championDisplay",
     ]
 
 
@@ -287,16 +293,27 @@ def test_cel_rules_sit_where_expected() -> None:
         return sorted({path for path, _ in _rules(kind)})
 
     assert where("TrainingPipeline") == [
+        "",  # metadata.name limits
         "spec",
         "spec.artifacts",
         "spec.data.columns[]",
         "spec.gates.metrics[]",
         "spec.model",
+        "spec.runTemplate.tolerations[]",
         "spec.triggers.schedule.cron",
     ]
+    assert "" in where("TrainingRun")
     assert "spec" in where("TrainingRun")
     assert "spec.pipelineSpec.model" in where("TrainingRun")
-    assert where("ModelDeployment") == ["spec.source", "spec.strategy", "spec.strategy.canary"]
+    assert where("ModelDeployment") == [
+        "",
+        "spec",
+        "spec.monitoring",
+        "spec.source",
+        "spec.strategy",
+        "spec.strategy.canary",
+        "spec.tolerations[]",
+    ]
 
 
 def test_immutable_run_spec_rule() -> None:
@@ -350,6 +367,19 @@ def test_structural_checker_finds_problems() -> None:
             "b": {"type": "object", "properties": {}, "additionalProperties": {"type": "string"}},
             "c": {"type": "number", "exclusiveMinimum": 0},
             "d": {"type": "array", "items": {"type": "object"}, "x-kubernetes-list-type": "map"},
+            "e": {"type": "object", "additionalProperties": False},
+            "f": {"type": "string", "enum": ["a", 1]},
+            "g": {"type": "dict"},
+            "h": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {"k": {"type": "object"}},
+                    "required": ["k"],
+                },
+                "x-kubernetes-list-type": "map",
+                "x-kubernetes-list-map-keys": ["k"],
+            },
         },
     }
     problems = "\n".join(structural_problems(bad))
@@ -358,6 +388,13 @@ def test_structural_checker_finds_problems() -> None:
     assert ".b: properties and additionalProperties together" in problems
     assert ".c: exclusiveMinimum must be a boolean" in problems
     assert ".d: list-type map needs object items and map keys" in problems
+    assert ".e: additionalProperties: false is forbidden" in problems
+    assert ".f: enum values [1] are not of type string" in problems
+    assert ".g: unknown type 'dict'" in problems
+    assert ".h: map key 'k' must be a scalar" in problems
+    assert structural_problems({"type": "array", "items": {"type": "string"}}) == [
+        "<root>: the root schema must be of type object"
+    ]
 
 
 def test_crd_dicts_equal_rendered_files() -> None:

@@ -12,16 +12,35 @@ import pytest
 from pydantic import BaseModel, ValidationError
 
 from perennial import api
+from perennial.api.common import (
+    EMPTY_KEY_NEEDS_EXISTS,
+    EXISTS_TAKES_NO_VALUE,
+    TOLERATION_SECONDS_NEED_NO_EXECUTE,
+)
 from perennial.api.deployment import (
     CANARY_NEEDS_STEPS,
     EXACTLY_ONE_SOURCE,
     LAST_WEIGHT_IS_100,
+    MIN_SAMPLES_FIT_WINDOW,
+    PDB_ALLOWS_AN_EVICTION,
     WEIGHTS_INCREASE,
 )
-from perennial.api.pipeline import CRON_RULE, DECAY_METRIC_SUITS_TASK
+from perennial.api.object_names import (
+    DEPLOYMENT_NAME_RULES,
+    MAX_DEPLOYMENT_NAME,
+    MAX_PIPELINE_NAME,
+    MAX_RUN_NAME,
+    PIPELINE_NAME_RULES,
+    RUN_NAME_RULES,
+)
+from perennial.api.pipeline import CRON_RULE, DECAY_METRIC_SUITS_TASK, DECAY_THRESHOLD_IN_RANGE
 from perennial.api.training import (
+    BEAT_CHAMPION_METRIC_SUITS_TASK,
     ESTIMATOR_SUITS_TASK,
+    GATE_ABSOLUTE_CHANGE_POSSIBLE,
     GATE_METRICS_SUIT_TASK,
+    GATE_RELATIVE_CHANGE_POSSIBLE,
+    GATE_THRESHOLD_IN_RANGE,
     PRIMARY_METRIC_SUITS_TASK,
     URI_UNDER_MOUNT_PATH,
     VOLUME_NEEDS_FILE_URI,
@@ -114,6 +133,41 @@ class Case:
 
 
 CASES = [
+    Case(
+        "pipeline-name-too-long-for-its-run-names",
+        "TrainingPipeline",
+        {"metadata.name": "p" * (MAX_PIPELINE_NAME + 1)},
+        "metadata.name",
+        PIPELINE_NAME_RULES[0].rule.message,
+    ),
+    Case(
+        "run-name-too-long-for-a-label",
+        "TrainingRun",
+        {"metadata.name": "r" * (MAX_RUN_NAME + 1)},
+        "metadata.name",
+        RUN_NAME_RULES[0].rule.message,
+    ),
+    Case(
+        "deployment-name-too-long-for-its-service",
+        "ModelDeployment",
+        {"metadata.name": "d" * (MAX_DEPLOYMENT_NAME + 1)},
+        "metadata.name",
+        DEPLOYMENT_NAME_RULES[0].rule.message,
+    ),
+    Case(
+        "deployment-name-starting-with-a-digit",
+        "ModelDeployment",
+        {"metadata.name": "1iris"},
+        "metadata.name",
+        DEPLOYMENT_NAME_RULES[1].rule.message,
+    ),
+    Case(
+        "deployment-name-with-a-dot",
+        "ModelDeployment",
+        {"metadata.name": "iris.v2"},
+        "metadata.name",
+        DEPLOYMENT_NAME_RULES[1].rule.message,
+    ),
     Case(
         "wrong-type",
         "TrainingPipeline",
@@ -254,6 +308,7 @@ CASES = [
         "TrainingPipeline",
         {"spec.gates.metrics": [{"metric": "f1"}]},
         "spec.gates.metrics[0]",
+        api.MetricGateSpec.cel_rules[0].message,
     ),
     Case(
         "decay-metric-of-the-wrong-task",
@@ -311,6 +366,7 @@ CASES = [
         "TrainingPipeline",
         {"spec.data.columns[0].min": 20},
         "spec.data.columns[0].min",
+        api.ColumnSpec.cel_rules[0].message,
     ),
     Case(
         "bad-object-name",
@@ -340,6 +396,243 @@ CASES = [
         ESTIMATOR_SUITS_TASK.message,
     ),
 ]
+
+
+REGRESSION = {
+    "spec.model": {"task": "regression", "estimator": "Ridge"},
+    "spec.evaluation.primaryMetric": "rmse",
+    "spec.gates.metrics": [],
+}
+
+
+def _tolerations(prefix: str) -> list[Case]:
+    """The Pod API's toleration rules, on the Pod template of a pipeline or deployment."""
+    kind = "TrainingPipeline" if prefix == "spec.runTemplate" else "ModelDeployment"
+    field = f"{prefix}.tolerations[0]"
+    return [
+        Case(
+            f"{kind}-toleration-seconds-without-no-execute",
+            kind,
+            {
+                f"{prefix}.tolerations": [
+                    {"key": "gpu", "effect": "NoSchedule", "tolerationSeconds": 60}
+                ]
+            },
+            f"{field}.tolerationSeconds",
+            TOLERATION_SECONDS_NEED_NO_EXECUTE.message,
+        ),
+        Case(
+            f"{kind}-toleration-exists-with-a-value",
+            kind,
+            {f"{prefix}.tolerations": [{"key": "gpu", "operator": "Exists", "value": "yes"}]},
+            f"{field}.value",
+            EXISTS_TAKES_NO_VALUE.message,
+        ),
+        Case(
+            f"{kind}-toleration-without-key-or-exists",
+            kind,
+            {f"{prefix}.tolerations": [{"operator": "Equal", "value": "yes"}]},
+            f"{field}.operator",
+            EMPTY_KEY_NEEDS_EXISTS.message,
+        ),
+    ]
+
+
+CROSS_FIELD_CASES = [
+    Case(
+        "decay-threshold-7-for-accuracy-by-default",
+        "TrainingPipeline",
+        {"spec.triggers.performanceDecay.threshold": 7},
+        "spec.triggers.performanceDecay.threshold",
+        DECAY_THRESHOLD_IN_RANGE.message,
+    ),
+    Case(
+        "decay-threshold-1.5-for-accuracy",
+        "TrainingPipeline",
+        {
+            "spec.triggers.performanceDecay.metric": "accuracy",
+            "spec.triggers.performanceDecay.threshold": 1.5,
+        },
+        "spec.triggers.performanceDecay.threshold",
+        DECAY_THRESHOLD_IN_RANGE.message,
+    ),
+    Case(
+        "gate-accuracy-threshold-above-1",
+        "TrainingPipeline",
+        {"spec.gates.metrics": [{"metric": "accuracy", "threshold": 1.2}]},
+        "spec.gates.metrics[0].threshold",
+        GATE_THRESHOLD_IN_RANGE.message,
+    ),
+    Case(
+        "gate-roc-auc-threshold-below-0",
+        "TrainingPipeline",
+        {"spec.gates.metrics": [{"metric": "roc_auc", "threshold": -0.1}]},
+        "spec.gates.metrics[0].threshold",
+        GATE_THRESHOLD_IN_RANGE.message,
+    ),
+    Case(
+        "gate-log-loss-threshold-below-0",
+        "TrainingPipeline",
+        {"spec.gates.metrics": [{"metric": "log_loss", "threshold": -0.5}]},
+        "spec.gates.metrics[0].threshold",
+        GATE_THRESHOLD_IN_RANGE.message,
+    ),
+    Case(
+        "gate-r2-threshold-above-1",
+        "TrainingPipeline",
+        {**REGRESSION, "spec.gates.metrics": [{"metric": "r2", "threshold": 1.5}]},
+        "spec.gates.metrics[0].threshold",
+        GATE_THRESHOLD_IN_RANGE.message,
+    ),
+    Case(
+        "gate-rmse-threshold-below-0",
+        "TrainingPipeline",
+        {**REGRESSION, "spec.gates.metrics": [{"metric": "rmse", "threshold": -1}]},
+        "spec.gates.metrics[0].threshold",
+        GATE_THRESHOLD_IN_RANGE.message,
+    ),
+    Case(
+        "gate-f1-absolute-change-above-1",
+        "TrainingPipeline",
+        {"spec.gates.metrics": [{"metric": "f1", "minAbsoluteChange": 1.5}]},
+        "spec.gates.metrics[0].minAbsoluteChange",
+        GATE_ABSOLUTE_CHANGE_POSSIBLE.message,
+    ),
+    Case(
+        "gate-rmse-relative-change-above-1",
+        "TrainingPipeline",
+        {**REGRESSION, "spec.gates.metrics": [{"metric": "rmse", "minRelativeChange": 1.5}]},
+        "spec.gates.metrics[0].minRelativeChange",
+        GATE_RELATIVE_CHANGE_POSSIBLE.message,
+    ),
+    Case(
+        "beat-champion-metric-of-the-wrong-task",
+        "TrainingPipeline",
+        {"spec.gates.beatChampion": {"metric": "rmse"}},
+        "spec.gates.beatChampion.metric",
+        BEAT_CHAMPION_METRIC_SUITS_TASK.message,
+    ),
+    Case(
+        "pdb-min-available-5-of-2-replicas",
+        "ModelDeployment",
+        {"spec.replicas": 2, "spec.podDisruptionBudget": {"minAvailable": 5}},
+        "spec.podDisruptionBudget.minAvailable",
+        PDB_ALLOWS_AN_EVICTION.message,
+    ),
+    Case(
+        "pdb-keeps-every-replica",
+        "ModelDeployment",
+        {"spec.replicas": 2, "spec.podDisruptionBudget": {"minAvailable": 2}},
+        "spec.podDisruptionBudget.minAvailable",
+        PDB_ALLOWS_AN_EVICTION.message,
+    ),
+    Case(
+        "pdb-default-min-available-with-one-replica",
+        "ModelDeployment",
+        {"spec.podDisruptionBudget": {}},
+        "spec.podDisruptionBudget.minAvailable",
+        PDB_ALLOWS_AN_EVICTION.message,
+    ),
+    Case(
+        "pdb-100-percent",
+        "ModelDeployment",
+        {"spec.replicas": 3, "spec.podDisruptionBudget": {"minAvailable": "100%"}},
+        "spec.podDisruptionBudget.minAvailable",
+        PDB_ALLOWS_AN_EVICTION.message,
+    ),
+    Case(
+        "pdb-150-percent",
+        "ModelDeployment",
+        {"spec.replicas": 3, "spec.podDisruptionBudget": {"minAvailable": "150%"}},
+        "spec.podDisruptionBudget.minAvailable",
+    ),
+    Case(
+        "pdb-count-as-a-string",
+        "ModelDeployment",
+        {"spec.replicas": 3, "spec.podDisruptionBudget": {"minAvailable": "1"}},
+        "spec.podDisruptionBudget.minAvailable",
+    ),
+    Case(
+        "monitoring-min-samples-above-the-window",
+        "ModelDeployment",
+        {"spec.monitoring": {"driftWindow": 500, "minSamples": 600}},
+        "spec.monitoring.minSamples",
+        MIN_SAMPLES_FIT_WINDOW.message,
+    ),
+    *_tolerations("spec.runTemplate"),
+    *_tolerations("spec"),
+]
+CASES += CROSS_FIELD_CASES
+
+_TRAINING_KEYS = ("data", "model", "evaluation", "gates", "runTemplate", "artifacts")
+
+
+def _in_run_snapshot(case: Case) -> Case | None:
+    """A pipeline case on the training spec, replayed on a run's pipelineSpec snapshot."""
+    prefixes = tuple(f"spec.{key}" for key in _TRAINING_KEYS)
+    if case.kind != "TrainingPipeline" or not all(
+        path.startswith(prefixes) for path in case.changes
+    ):
+        return None
+    if not case.field.startswith(prefixes):
+        return None
+    return Case(
+        f"in-run-snapshot-{case.id}",
+        "TrainingRun",
+        {path.replace("spec.", "spec.pipelineSpec.", 1): v for path, v in case.changes.items()},
+        case.field.replace("spec.", "spec.pipelineSpec.", 1),
+        case.message,
+    )
+
+
+CASES += [c for c in map(_in_run_snapshot, CASES) if c is not None and c.message]
+
+ADMITTED = [
+    ("ModelDeployment", {"spec.replicas": 2, "spec.podDisruptionBudget": {"minAvailable": 1}}),
+    ("ModelDeployment", {"spec.replicas": 2, "spec.podDisruptionBudget": {"minAvailable": "50%"}}),
+    ("ModelDeployment", {"spec.replicas": 1, "spec.podDisruptionBudget": {"minAvailable": 0}}),
+    ("ModelDeployment", {"spec.monitoring": {"driftWindow": 500, "minSamples": 500}}),
+    ("ModelDeployment", {"spec.tolerations": [{"operator": "Exists"}]}),
+    (
+        "ModelDeployment",
+        {"spec.tolerations": [{"key": "a", "effect": "NoExecute", "tolerationSeconds": 30}]},
+    ),
+    ("TrainingPipeline", {"spec.triggers.performanceDecay.threshold": 1}),
+    ("TrainingPipeline", {**REGRESSION, "spec.triggers.performanceDecay.threshold": 7}),
+    (
+        "TrainingPipeline",
+        {**REGRESSION, "spec.gates.metrics": [{"metric": "r2", "threshold": -0.5}]},
+    ),
+    (
+        "TrainingPipeline",
+        {**REGRESSION, "spec.gates.metrics": [{"metric": "mae", "threshold": 30}]},
+    ),
+    ("TrainingPipeline", {"spec.gates.metrics": [{"metric": "f1", "minAbsoluteChange": 1}]}),
+]
+
+
+@pytest.mark.parametrize(("kind", "changes"), ADMITTED, ids=lambda v: str(v)[:60])
+def test_values_at_the_edge_of_a_range_are_admitted(kind: str, changes: dict[str, Any]) -> None:
+    obj = mutate(BASES[kind], changes)
+    assert api_server_errors(obj) == []
+    MODELS[kind].model_validate(obj)
+
+
+def test_every_cel_rule_of_every_crd_is_exercised_by_the_catalogue() -> None:
+    """Each rule (but the transition rule, tested on updates) refuses at least one case of
+    its own kind, at the field the case names."""
+    from .crd_support import openapi, walk
+
+    for kind, base in BASES.items():
+        rules = {
+            rule["message"]
+            for _, node in walk(openapi(kind))
+            for rule in node.get("x-kubernetes-validations", [])
+            if "oldSelf" not in rule["rule"]
+        }
+        refused = {case.message for case in CASES if case.kind == kind and case.message is not None}
+        assert rules - refused == set(), kind
+        assert base  # each kind has a valid base object
 
 
 def _names(path: str, text: str, target: str) -> bool:
@@ -467,3 +760,35 @@ def test_invalid_cron(cron: str) -> None:
         api.ScheduleTrigger(cron=cron)
     errors = api_server_errors(mutate(PIPELINE, {"spec.triggers.schedule.cron": cron}))
     assert errors and all(p == "spec.triggers.schedule.cron" for p, _ in errors), errors
+
+
+@pytest.mark.parametrize(
+    ("kind", "limit"),
+    [
+        ("TrainingPipeline", MAX_PIPELINE_NAME),
+        ("TrainingRun", MAX_RUN_NAME),
+        ("ModelDeployment", MAX_DEPLOYMENT_NAME),
+    ],
+)
+def test_names_at_the_limit_are_admitted_one_past_refused(kind: str, limit: int) -> None:
+    at = mutate(BASES[kind], {"metadata.name": "a" * (limit - 2) + "-1"})
+    past = mutate(BASES[kind], {"metadata.name": "a" * (limit - 1) + "-1"})
+    assert api_server_errors(at) == []
+    MODELS[kind].model_validate(at)
+    assert [path for path, _ in api_server_errors(past)] == ["metadata.name"]
+    with pytest.raises(ValidationError, match=f"at most {limit} characters"):
+        MODELS[kind].model_validate(past)
+
+
+def test_limits_leave_room_for_every_derived_name() -> None:
+    """The limits follow from the names the operator derives (core.naming)."""
+    from perennial.core.naming import canary_name, job_name, run_name, serving_name
+
+    longest_pipeline = "p" * MAX_PIPELINE_NAME
+    assert run_name(longest_pipeline, 1) == f"{longest_pipeline}-00001"  # no digest needed
+    assert len(run_name(longest_pipeline, 1)) == MAX_RUN_NAME == 63
+    assert job_name("r" * MAX_RUN_NAME) == "r" * MAX_RUN_NAME
+    longest_deployment = "d" * MAX_DEPLOYMENT_NAME
+    assert serving_name(longest_deployment) == f"{longest_deployment}-serving"
+    assert canary_name(longest_deployment) == f"{longest_deployment}-canary"
+    assert len(serving_name(longest_deployment)) == 63

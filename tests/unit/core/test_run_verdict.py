@@ -70,7 +70,11 @@ def test_first_model_is_blessed_with_change_gates_skipped() -> None:
     skipped = [g.name for g in verdict.gates if g.skipped]
     assert skipped == ["f1.minAbsoluteChange", "beatChampion"]
     assert "first model" in verdict.message
-    assert verdict.status["primaryMetric"] == {"name": "accuracy", "candidate": 0.95}
+    assert verdict.status["primaryMetric"] == {
+        "name": "accuracy",
+        "candidate": 0.95,
+        "candidateDisplay": "0.9500",
+    }
     assert verdict.status["artifact"]["sha256"] == "a" * 64
 
 

@@ -185,7 +185,7 @@ def test_owner_references_on_every_object() -> None:
         build_deployment(MD, spec(), PVC_MODEL, track=STABLE, replicas=1),
         build_deployment(MD, spec(), PVC_MODEL, track=CANARY, replicas=1),
         build_service(MD, spec()),
-        build_pdb(MD, spec(podDisruptionBudget={"minAvailable": 1})),
+        build_pdb(MD, spec(replicas=2, podDisruptionBudget={"minAvailable": 1})),
     ]
     for obj in objects:
         assert obj is not None
@@ -219,7 +219,7 @@ def test_service_selects_both_tracks() -> None:
 
 @pytest.mark.parametrize("min_available", [1, "50%"])
 def test_pdb_is_valid_policy_v1(min_available: int | str) -> None:
-    pdb = build_pdb(MD, spec(podDisruptionBudget={"minAvailable": min_available}))
+    pdb = build_pdb(MD, spec(replicas=2, podDisruptionBudget={"minAvailable": min_available}))
     assert pdb is not None
     valid(pdb)
     assert pdb["spec"]["minAvailable"] == min_available
