@@ -36,6 +36,7 @@ from perennial.api.constants import (
     TRAINING_RUNS,
     VERSION,
 )
+from perennial.controllers import shutdown
 from perennial.controllers.deployment_reconciler import (
     loop_turn,
     reconcile_deployment,
@@ -86,28 +87,13 @@ def rollback_requested(name: str, namespace: str | None, **_: Any) -> None:
     guarded(KIND, "rollback", lambda: reconcile_deployment(ns, name), namespace=ns, name=name)
 
 
-# A daemon spawned by an event that arrives while the operator stops is never told to stop
-# (kopf then waits 5 s for it): every loop also ends when the operator's cleanup runs.
-SHUTDOWN: Final = "perennial_md_shutdown"
-
-
-def operator_started(memo: kopf.Memo, **_: Any) -> None:
-    memo[SHUTDOWN] = threading.Event()
-
-
-def operator_stopping(memo: kopf.Memo, **_: Any) -> None:
-    shutdown = memo.get(SHUTDOWN)
-    if isinstance(shutdown, threading.Event):
-        shutdown.set()
-
-
-async def deployment_loop(
-    name: str, namespace: str | None, stopped: kopf.DaemonStopped, memo: kopf.Memo, **_: Any
-) -> None:
-    shutdown = memo.get(SHUTDOWN)
+async def deployment_loop(name: str, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
+    # asyncio.sleep, not stopped.wait(), and the operator's shutdown flag: see
+    # perennial.controllers.shutdown. kopf cancels the loop when the object goes or the
+    # operator stops (cancellation_timeout, no backoff).
     ns = namespace or ""
     try:
-        while not stopped and not (isinstance(shutdown, threading.Event) and shutdown.is_set()):
+        while not shutdown.requested(memo):
             try:
                 await asyncio.to_thread(
                     guarded, KIND, "loop", lambda: loop_turn(ns, name), namespace=ns, name=name
@@ -116,7 +102,7 @@ async def deployment_loop(
                 # One failed turn is logged and counted (a refused request also marks the
                 # deployment Stalled); the next turn tries again.
                 logger.warning("loop of %s/%s failed: %s", namespace, name, exc)
-            await stopped.wait(tick_seconds())
+            await asyncio.sleep(tick_seconds())
     except asyncio.CancelledError:
         # The operator exits (kopf cancels daemons at once): nothing is left half-done, every
         # turn is idempotent and the next operator resumes from the status.
@@ -211,8 +197,7 @@ def register(registry: kopf.OperatorRegistry) -> None:
     """Register every ModelDeployment handler in ``registry`` (the default registry on
     import; tests may build a registry with only these)."""
     md = (GROUP, VERSION, MODEL_DEPLOYMENTS)
-    kopf.on.startup(id="md-startup", registry=registry)(operator_started)
-    kopf.on.cleanup(id="md-cleanup", registry=registry)(operator_stopping)
+    shutdown.register(registry)
     kopf.on.create(*md, id="md-create", registry=registry, **HANDLER_LIMITS)(reconcile)
     kopf.on.update(*md, id="md-update", registry=registry, **HANDLER_LIMITS)(reconcile)
     kopf.on.resume(*md, id="md-resume", registry=registry, **HANDLER_LIMITS)(reconcile)

@@ -24,7 +24,7 @@ from typing import Any
 import kopf
 
 from perennial.api.constants import GROUP, RETRAIN_ANNOTATION, TRAINING_PIPELINES, VERSION
-from perennial.controllers import clock, pipeline_reconciler
+from perennial.controllers import clock, pipeline_reconciler, shutdown
 from perennial.controllers.kit import guarded
 from perennial.controllers.settings import HANDLER_LIMITS
 from perennial.k8s import metrics
@@ -93,14 +93,22 @@ def has_timed_triggers(spec: Mapping[str, Any], **_: Any) -> bool:
     retries=HANDLER_LIMITS["retries"],
     backoff=HANDLER_LIMITS["backoff"],
 )
-async def trigger_loop(
-    name: str, namespace: str | None, stopped: kopf.DaemonStopped, **_: Any
-) -> None:
-    while not stopped:
-        try:
-            await asyncio.to_thread(pipeline_reconciler.tick, namespace or "", name)
-        except Exception as exc:
-            # One failed tick is logged and counted; the next tick tries again.
-            metrics.RECONCILE_ERRORS.labels(KIND, "trigger-loop").inc()
-            logger.warning("trigger check of %s/%s failed: %s", namespace, name, exc)
-        await stopped.wait(clock.tick_seconds())
+async def trigger_loop(name: str, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
+    # asyncio.sleep, not stopped.wait(), and the operator's shutdown flag: see
+    # perennial.controllers.shutdown. kopf cancels the loop when the object goes, its
+    # triggers go, or the operator stops (cancellation_timeout, no backoff).
+    try:
+        while not shutdown.requested(memo):
+            try:
+                await asyncio.to_thread(pipeline_reconciler.tick, namespace or "", name)
+            except Exception as exc:
+                # One failed tick is logged and counted; the next tick tries again.
+                metrics.RECONCILE_ERRORS.labels(KIND, "trigger-loop").inc()
+                logger.warning("trigger check of %s/%s failed: %s", namespace, name, exc)
+            await asyncio.sleep(clock.tick_seconds())
+    except asyncio.CancelledError:
+        # Stopped by kopf: every tick is idempotent, the next loop resumes from the status.
+        logger.debug("trigger loop of %s/%s cancelled", namespace, name)
+
+
+shutdown.register(kopf.get_default_registry())
