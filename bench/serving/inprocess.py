@@ -41,8 +41,8 @@ def measure(run_dir: Path) -> dict[str, float]:
     import numpy as np
 
     from perennial_runtime import artifacts
-    from perennial_runtime.onnx_layout import ARGMAX_CLASSIFIERS
-    from perennial_runtime.onnx_model import OnnxModel
+    from perennial_runtime.compiled.onnx_layout import ARGMAX_CLASSIFIERS
+    from perennial_runtime.compiled.onnx_model import OnnxModel
     from perennial_runtime.serve.fastpath import compile_pipeline
     from perennial_runtime.serve.predictors import PipelinePredictor
     from perennial_runtime.serve.schema import FeatureSchema

@@ -43,7 +43,7 @@ class BenchModel:
 
 def train_all(root: Path) -> list[BenchModel]:
     from perennial_runtime.contract import TrainConfig
-    from perennial_runtime.trainer import train
+    from perennial_runtime.training.trainer import train
 
     out = []
     for key, (estimator, params) in MODELS.items():

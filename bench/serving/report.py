@@ -140,7 +140,7 @@ def render(results: dict[str, Any]) -> str:
         "one core; its default is measured separately below).",
         "",
         "Models: breast_cancer (569 rows, 30 numeric features), trained by our trainer "
-        "(`perennial_runtime.trainer`), each a pipeline of median imputation + standard "
+        "(`perennial_runtime.training.trainer`), each a pipeline of median imputation + standard "
         "scaling + the estimator. Request: V2 infer, one FP64 tensor `[rows, 30]`, output "
         "`predict` only; the same bytes go to both servers, and both return the same labels "
         "for them (checked before measuring).",

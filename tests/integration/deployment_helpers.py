@@ -38,7 +38,13 @@ from perennial_runtime.serve.config import ServeConfig
 from perennial_runtime.serve.embedded import EmbeddedServer
 
 from .harness import ApiServerEmulator, KubeApi, OperatorRunner, StandInControllers, wait_for
-from .training_helpers import Training, operator_clock_start, pipeline_body, result_json
+from .training_helpers import (
+    CountingClock,
+    Training,
+    operator_clock_start,
+    pipeline_body,
+    result_json,
+)
 
 assert "perennial.controllers.model_deployment" in perennial.controllers.handlers.LOADED
 
@@ -97,7 +103,7 @@ class TrainedModel:
 
 def train_iris(root: Path, run: str) -> TrainedModel:
     """Train for real (LogisticRegression on iris, as the pipelines of these tests say)."""
-    from perennial_runtime.trainer import train
+    from perennial_runtime.training.trainer import train
 
     config = TrainConfig.model_validate(
         {
@@ -201,7 +207,7 @@ class Serving:
         return self.training.controllers
 
     @property
-    def clock(self) -> clock.ManualClock:
+    def clock(self) -> CountingClock:
         return self.training.clock
 
     # --- training side: blessed runs through the real training controllers --------------
@@ -310,7 +316,7 @@ class Serving:
             body = await self.api.get(TP, pipeline, self.namespace)
             return bool(((body.get("status") or {}).get("champion") or {}).get("run") == run)
 
-        await wait_for(blessed, timeout=10, interval=POLL, what=f"{run} champion of {pipeline}")
+        await wait_for(blessed, interval=POLL, what=f"{run} champion of {pipeline}")
 
     # --- serving side ----------------------------------------------------------------------
 
@@ -323,18 +329,18 @@ class Serving:
         return body
 
     async def wait_md(
-        self, name: str, check: Callable[[dict[str, Any]], bool], what: str, timeout: float = 10
+        self, name: str, check: Callable[[dict[str, Any]], bool], what: str
     ) -> dict[str, Any]:
         async def reached() -> dict[str, Any] | None:
             body = await self.md(name)
             return body if check(body.get("status") or {}) else None
 
-        found: dict[str, Any] = await wait_for(reached, timeout=timeout, interval=POLL, what=what)
+        found: dict[str, Any] = await wait_for(reached, interval=POLL, what=what)
         return found
 
-    async def wait_phase(self, name: str, phase: str, timeout: float = 10) -> dict[str, Any]:
+    async def wait_phase(self, name: str, phase: str) -> dict[str, Any]:
         return await self.wait_md(
-            name, lambda s: s.get("phase") == phase, f"md {name} in phase {phase}", timeout
+            name, lambda s: s.get("phase") == phase, f"md {name} in phase {phase}"
         )
 
     async def deployment(self, name: str) -> dict[str, Any] | None:
@@ -342,7 +348,7 @@ class Serving:
         return found
 
     async def wait_serving(
-        self, deployment: str, run: str, replicas: int | None = None, timeout: float = 10
+        self, deployment: str, run: str, replicas: int | None = None
     ) -> dict[str, Any]:
         """Wait until Deployment ``deployment`` runs ``run`` (with ``replicas``)."""
 
@@ -356,7 +362,7 @@ class Serving:
             return body
 
         found: dict[str, Any] = await wait_for(
-            runs, interval=POLL, timeout=timeout, what=f"{deployment} serving {run} x{replicas}"
+            runs, interval=POLL, what=f"{deployment} serving {run} x{replicas}"
         )
         return found
 
@@ -406,7 +412,7 @@ async def _operator(
     controllers: StandInControllers,
 ) -> AsyncIterator[Serving]:
     emulator.answer_selectors_unfiltered()
-    manual = clock.ManualClock(operator_clock_start())
+    manual = CountingClock(operator_clock_start())
     clock.set_clock(manual)
     resolver = LoopbackResolver()
     serving_client.set_resolver(resolver)

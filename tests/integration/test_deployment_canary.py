@@ -18,6 +18,7 @@ from .deployment_helpers import (
     serving,
     validate,
 )
+from .harness import deadline
 
 __all__ = ["iris_model", "serving"]
 
@@ -37,7 +38,7 @@ def canary_spec(**analysis: Any) -> dict[str, Any]:
 
 
 async def predict(url: str, requests: int) -> None:
-    async with httpx.AsyncClient(base_url=url, timeout=10) as http:
+    async with httpx.AsyncClient(base_url=url, timeout=deadline()) as http:
         for rows in range(requests):
             answer = await http.post("/predict", json={"instances": iris_rows(3 + rows % 3)})
             assert answer.status_code == 200, answer.text

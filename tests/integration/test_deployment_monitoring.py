@@ -24,7 +24,7 @@ from .deployment_helpers import (
     serving,
     train_iris,
 )
-from .harness import Kubectl
+from .harness import Kubectl, deadline
 
 __all__ = ["full_operator", "iris_model", "serving"]
 
@@ -68,7 +68,7 @@ async def test_drift_seen_by_the_server_reaches_status_and_triggers_retraining(
         env["PERENNIAL_MODEL_URI"], env["PERENNIAL_MODEL_SHA256"], env["PERENNIAL_MODEL_NAME"]
     ) as server:
         serving.resolver.service = server.url
-        async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+        async with httpx.AsyncClient(base_url=server.url, timeout=deadline()) as http:
             # Live inputs far from the training data, and some ground truth.
             answer = await http.post(
                 "/predict", json={"instances": iris_rows(300, scale=2.5, shift=3.0)}
@@ -103,7 +103,7 @@ async def test_drift_seen_by_the_server_reaches_status_and_triggers_retraining(
         ) == pytest.approx(monitoring["maxDriftScore"], abs=1e-5)
 
         # The pipeline's drift trigger reads exactly these fields: a retraining run starts.
-        run = await serving.training.wait_run("iris-00002", timeout=10)
+        run = await serving.training.wait_run("iris-00002")
     assert run["spec"]["trigger"]["type"] == "Drift"
     assert "drift score" in run["spec"]["trigger"]["reason"]
     assert scraped["status"]["phase"] == "Available"
@@ -132,7 +132,7 @@ async def test_unreachable_server_is_a_condition_not_a_crash(
 
     with model_server(iris_model.model_uri, iris_model.sha256) as server:
         serving.resolver.service = server.url
-        async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+        async with httpx.AsyncClient(base_url=server.url, timeout=deadline()) as http:
             answer = await http.post("/predict", json={"instances": iris_rows(150)})
             assert answer.status_code == 200, answer.text
         serving.clock.advance(30)  # the next scrape is due

@@ -34,7 +34,7 @@ from .deployment_helpers import (
     model_server,
     train_iris,
 )
-from .harness import wait_for
+from .harness import deadline, wait_for
 
 __all__ = ["full_operator"]
 
@@ -95,7 +95,9 @@ async def sinks(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Sinks]:
         monkeypatch.setenv("PERENNIAL_NOTIFY_SINKS", f"{good.url},{down},{slow.url}")
         monkeypatch.setenv("PERENNIAL_NOTIFY_MODE", "structured")
         monkeypatch.setenv("PERENNIAL_NOTIFY_RETRIES", "0")
-        monkeypatch.setenv("PERENNIAL_NOTIFY_TIMEOUT", "60")
+        # The slow sink holds its first request for the whole test; the longest timeout the
+        # notifier accepts, so that it rarely gives up on it meanwhile (see the test).
+        monkeypatch.setenv("PERENNIAL_NOTIFY_TIMEOUT", "120")
         yield Sinks(good, slow, down)
 
 
@@ -122,13 +124,13 @@ async def test_the_loop_notifies_and_bad_sinks_block_nothing(
         env["PERENNIAL_MODEL_URI"], env["PERENNIAL_MODEL_SHA256"], env["PERENNIAL_MODEL_NAME"]
     ) as server:
         serving.resolver.service = server.url
-        async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+        async with httpx.AsyncClient(base_url=server.url, timeout=deadline()) as http:
             answer = await http.post(
                 "/predict", json={"instances": iris_rows(300, scale=2.5, shift=3.0)}
             )
             assert answer.status_code == 200, answer.text
         await serving.ready("iris-serving")
-        drift_run = await serving.training.wait_run("iris-00002", timeout=10)
+        drift_run = await serving.training.wait_run("iris-00002")
     assert drift_run["spec"]["trigger"]["type"] == "Drift"
     failed = await serving.training.finish(
         "iris-00002", None, succeeded=False, reason="BackoffLimitExceeded"
@@ -148,8 +150,10 @@ async def test_the_loop_notifies_and_bad_sinks_block_nothing(
         return {(e.get_type(), e.get_subject()) for e in sink.events}
 
     await wait_for(lambda: expected <= received(sinks.good), what=f"notifications {expected}")
-    # All of that happened while the slow sink held its first request unanswered.
-    assert sinks.slow.requests == 1 and sinks.slow.events == []
+    # All of that happened while the slow sink answered nothing. (It was sent one request,
+    # or, on a machine so busy that the test outlasts the 120 s timeout, one more after
+    # the notifier gave up on the first: wall-clock time, not a property of the notifier.)
+    assert sinks.slow.requests >= 1 and sinks.slow.events == []
 
     # Nothing is notified twice. (The failed drift run leaves the drift in place: the
     # trigger may fire again, for the next run.)

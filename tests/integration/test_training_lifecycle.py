@@ -235,8 +235,7 @@ async def test_rerun_reproduces_a_run_without_touching_the_champion(
         result_json("iris-00001-rerun-1", accuracy=0.96),
     )
     assert done["status"]["phase"] == "Succeeded"
-    await asyncio.sleep(0.3)
-    tp = await training.pipeline("iris")
+    tp = await training.handled("iris")
     assert tp["status"]["champion"]["run"] == "iris-00001"
     assert tp["status"]["runSequence"] == 1
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,8 +25,6 @@ from .training_helpers import (
 
 __all__ = ["training"]
 
-SETTLE = 0.4
-
 
 async def _retrain(training: Training, pipeline: str, token: str) -> None:
     await training.api.patch(
@@ -42,7 +39,8 @@ async def test_operator_restarted_mid_run_launches_no_duplicate(training: Traini
     await training.wait_phase("iris-00001", "Training")
 
     await training.runner.restart()
-    await asyncio.sleep(SETTLE)
+    await training.handled("iris")
+    await training.decided()
     assert [r["metadata"]["name"] for r in await training.runs()] == ["iris-00001"]
     assert [j["metadata"]["name"] for j in await training.jobs()] == ["iris-00001"]
     assert (await training.run("iris-00001") or {})["status"]["phase"] == "Training"
@@ -57,7 +55,8 @@ async def test_operator_restarted_mid_run_launches_no_duplicate(training: Traini
     await training.wait_pipeline(
         "iris", lambda s: (s.get("champion") or {}).get("run") == "iris-00001", "champion"
     )
-    await asyncio.sleep(SETTLE)
+    await training.handled("iris")
+    await training.decided()
     assert len(await training.runs()) == 1
     assert len(await training.jobs()) == 1
 
@@ -86,7 +85,7 @@ async def test_a_run_created_just_before_a_crash_is_adopted_not_duplicated(
     assert tp["status"]["specHash"] == spec_hash
     job = await training.wait_job("iris-00001")
     validate_job(job)
-    await asyncio.sleep(SETTLE)
+    await training.handled("iris")
     assert [r["metadata"]["name"] for r in await training.runs()] == ["iris-00001"]
 
 
@@ -101,7 +100,7 @@ async def test_an_invalid_spec_stalls_the_pipeline_until_fixed(training: Trainin
     assert "spec.model.estimator" in stalled["message"]
     assert "DeepMagicClassifier" in stalled["message"]
     await training.wait_events(tp, "InvalidSpec")
-    await asyncio.sleep(SETTLE)
+    await training.handled("broken")
     assert await training.runs("broken") == []
     assert (await training.events(tp)).count("InvalidSpec") == 1
 

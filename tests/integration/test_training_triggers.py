@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -11,8 +10,6 @@ from .harness import wait_for
 from .training_helpers import MD, TP, Training, result_json, training
 
 __all__ = ["training"]
-
-SETTLE = 0.4  # real seconds for the woken timers to look again: nothing more happens
 
 
 def _time(value: str) -> datetime:
@@ -34,7 +31,7 @@ async def test_cron_schedule_fires_and_collapses_missed_times_into_one_run(
     )
     next_time = _time(tp["status"]["nextScheduleTime"])
     assert next_time > training.clock()
-    await asyncio.sleep(SETTLE)
+    await training.decided()
     assert len(await training.runs("nightly")) == 1  # not due yet
 
     training.clock.set(next_time)
@@ -48,7 +45,7 @@ async def test_cron_schedule_fires_and_collapses_missed_times_into_one_run(
     third = await training.wait_run("nightly-00003")
     assert "catch-up" in third["spec"]["trigger"]["reason"]
     await training.finish("nightly-00003", result_json("nightly-00003", accuracy=0.93))
-    await asyncio.sleep(SETTLE)
+    await training.decided()
     assert [r["metadata"]["name"] for r in await training.runs("nightly")] == [
         "nightly-00001",
         "nightly-00002",
@@ -74,7 +71,7 @@ async def test_new_data_is_noticed_at_the_poll_interval(training: Training, tmp_
     first = tp["status"]["lastDataFingerprint"]
 
     data.write_text("a,b,target\n1,2,0\n3,4,1\n")
-    await asyncio.sleep(SETTLE)
+    await training.decided()
     assert len(await training.runs("fresh")) == 1  # the poll interval has not passed
 
     training.clock.advance(61)
@@ -88,8 +85,13 @@ async def test_new_data_is_noticed_at_the_poll_interval(training: Training, tmp_
 
     # Unchanged data: polled again, nothing starts.
     await training.finish("fresh-00002", result_json("fresh-00002", accuracy=0.95))
-    training.clock.advance(61)
-    await asyncio.sleep(SETTLE)
+    polled = training.clock.advance(61)
+    await training.wait_pipeline(
+        "fresh",
+        lambda s: s.get("lastDataCheckTime") and _time(s["lastDataCheckTime"]) >= polled,
+        "the data polled again",
+    )
+    await training.decided()
     assert len(await training.runs("fresh")) == 2
 
 
@@ -119,7 +121,7 @@ async def test_manual_annotation_waits_for_the_active_run_under_forbid(
     )
     # The same value again is not a new request.
     await training.api.patch(TP, "manual", "ml", {"metadata": {"labels": {"touched": "yes"}}})
-    await asyncio.sleep(SETTLE)
+    await training.handled("manual")
     assert len(await training.runs("manual")) == 2
 
 
@@ -154,7 +156,7 @@ async def test_spec_change_retrains(training: Training) -> None:
     # Only the run template changed: not a training-relevant change.
     await training.finish("spec-00002", result_json("spec-00002", accuracy=0.91))
     await training.api.patch(TP, "spec", "ml", {"spec": {"suspend": False}})
-    await asyncio.sleep(SETTLE)
+    await training.handled("spec")
     assert len(await training.runs("spec")) == 2
 
 
@@ -223,9 +225,9 @@ async def test_drift_on_the_served_model_starts_one_run_per_cooldown(
             return await training.run(run) if run else None
 
         if run is None:
-            for _ in range(4):
+            for _ in range(3):
                 await scrape_then_look()
-                await asyncio.sleep(SETTLE / 4)
+                await training.decided(rounds=2)  # two trigger checks see it
             return None
         return await wait_for(scrape_then_look, what=f"run {run}")
 

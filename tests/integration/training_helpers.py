@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import itertools
+import json
+import threading
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -35,6 +38,35 @@ JOBS: Final = "batch/v1/jobs"
 PODS: Final = "v1/pods"
 WATCHING: Final = (TP, TR, JOBS, PODS)
 K8S_VERSION: Final = "1.30"
+# kopf's record of the last spec/labels/annotations its update handlers ran on.
+DIFFBASE: Final = "perennial.dev/last-handled-configuration"
+BARRIER_LABEL: Final = "test.perennial.dev/barrier"
+_barriers = itertools.count(1)
+
+
+class CountingClock(clock.ManualClock):
+    """The operator's manual clock, counting how often it is read.
+
+    The operator reads the time for every decision (each trigger check, each reconcile):
+    :meth:`Training.decided` moves the clock by zero (every sleeping timer wakes) and waits
+    for reads, so that a test asserting that *nothing* happens first sees the operator judge
+    the state as it is now.
+    """
+
+    def __init__(self, start: datetime) -> None:
+        super().__init__(start)
+        self._reads = 0
+        self._reads_lock = threading.Lock()
+
+    def __call__(self) -> datetime:
+        with self._reads_lock:
+            self._reads += 1
+        return super().__call__()
+
+    @property
+    def reads(self) -> int:
+        with self._reads_lock:
+            return self._reads
 
 
 def pipeline_body(name: str, namespace: str, **spec: Any) -> dict[str, Any]:
@@ -127,7 +159,7 @@ class Training:
     emulator: ApiServerEmulator
     runner: OperatorRunner
     controllers: StandInControllers
-    clock: clock.ManualClock
+    clock: CountingClock
     namespace: str = "ml"
 
     async def create_pipeline(self, name: str, **spec: Any) -> dict[str, Any]:
@@ -153,44 +185,40 @@ class Training:
     async def jobs(self) -> list[dict[str, Any]]:
         return await self.api.list(JOBS, self.namespace)
 
-    async def wait_run(self, name: str, timeout: float = 5.0) -> dict[str, Any]:
+    async def wait_run(self, name: str) -> dict[str, Any]:
         async def exists() -> dict[str, Any] | None:
             return await self.run(name)
 
-        found: dict[str, Any] | None = await wait_for(exists, timeout=timeout, what=f"run {name}")
+        found: dict[str, Any] | None = await wait_for(exists, what=f"run {name}")
         assert found is not None
         return found
 
-    async def wait_job(self, name: str, timeout: float = 5.0) -> dict[str, Any]:
+    async def wait_job(self, name: str) -> dict[str, Any]:
         async def exists() -> dict[str, Any] | None:
             job: dict[str, Any] | None = await self.api.get_or_none(JOBS, name, self.namespace)
             return job
 
-        found: dict[str, Any] | None = await wait_for(exists, timeout=timeout, what=f"job {name}")
+        found: dict[str, Any] | None = await wait_for(exists, what=f"job {name}")
         assert found is not None
         return found
 
-    async def wait_phase(self, run: str, phase: str, timeout: float = 5.0) -> dict[str, Any]:
+    async def wait_phase(self, run: str, phase: str) -> dict[str, Any]:
         async def reached() -> dict[str, Any] | None:
             body = await self.run(run)
             if body is not None and (body.get("status") or {}).get("phase") == phase:
                 return body
             return None
 
-        found: dict[str, Any] | None = await wait_for(
-            reached, timeout=timeout, what=f"run {run} in phase {phase}"
-        )
+        found: dict[str, Any] | None = await wait_for(reached, what=f"run {run} in phase {phase}")
         assert found is not None
         return found
 
-    async def wait_pipeline(
-        self, name: str, check: Any, what: str, timeout: float = 5.0
-    ) -> dict[str, Any]:
+    async def wait_pipeline(self, name: str, check: Any, what: str) -> dict[str, Any]:
         async def reached() -> dict[str, Any] | None:
             body = await self.pipeline(name)
             return body if check(body.get("status") or {}) else None
 
-        found: dict[str, Any] | None = await wait_for(reached, timeout=timeout, what=what)
+        found: dict[str, Any] | None = await wait_for(reached, what=what)
         assert found is not None
         return found
 
@@ -208,10 +236,41 @@ class Training:
             phase = (body or {}).get("status", {}).get("phase")
             return body if phase in ("Succeeded", "Rejected", "Failed") else None
 
-        found: dict[str, Any] | None = await wait_for(
-            final, timeout=5.0, what=f"run {run} finished"
-        )
+        found: dict[str, Any] | None = await wait_for(final, what=f"run {run} finished")
         assert found is not None
+        return found
+
+    async def decided(self, rounds: int = 3) -> None:
+        """Wait until the operator's timers have judged the state as it is now, ``rounds``
+        times: each round moves the clock by zero seconds (a jump wakes every sleeping
+        timer, which then checks its triggers and reads the clock) and waits for the read.
+        A test asserting that nothing happens (no run is due yet) calls this first."""
+        for round_ in range(1, rounds + 1):
+            start = self.clock.reads
+            self.clock.advance(0)
+            await wait_for(
+                lambda start=start: self.clock.reads > start,
+                what=f"the operator's timers checking their triggers (round {round_})",
+            )
+
+    async def handled(self, pipeline: str) -> dict[str, Any]:
+        """Wait until the operator has handled every change of ``pipeline`` made so far.
+
+        A barrier: a new value of a test label (kopf handles an object's events in order;
+        its update handler reconciles the pipeline; kopf then records the labels it handled
+        in its last-handled-configuration annotation). Returns the pipeline."""
+        token = str(next(_barriers))
+        await self.api.patch(
+            TP, pipeline, self.namespace, {"metadata": {"labels": {BARRIER_LABEL: token}}}
+        )
+
+        async def seen() -> dict[str, Any] | None:
+            body = await self.pipeline(pipeline)
+            handled = json.loads(body["metadata"].get("annotations", {}).get(DIFFBASE, "{}"))
+            labels = (handled.get("metadata") or {}).get("labels") or {}
+            return body if labels.get(BARRIER_LABEL) == token else None
+
+        found: dict[str, Any] = await wait_for(seen, what=f"tp/{pipeline} handled")
         return found
 
     async def events(self, obj: Mapping[str, Any]) -> list[str]:
@@ -245,7 +304,7 @@ async def training(
 ) -> AsyncIterator[Training]:
     """The operator running against the emulator with a manual clock."""
     emulator.answer_selectors_unfiltered()
-    manual = clock.ManualClock(operator_clock_start())
+    manual = CountingClock(operator_clock_start())
     clock.set_clock(manual)
     client.configure(None, retry=client.RetryPolicy(attempts=4, base=0.01, cap=0.05))
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -72,12 +73,33 @@ def read_object(state: Path, plural: str, name: str, namespace: str = "default")
         return None
 
 
-def wait_for(what: str, done: Callable[[], Any], timeout: float = 60.0, step: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout
+# One generous deadline for every wait, scaled by the factor the integration harness uses
+# too (tests/integration/harness/deadlines.py): real training runs in subprocesses here.
+DEADLINE_SECONDS = 90.0
+FACTOR_VARIABLE = "PERENNIAL_TEST_TIMEOUT_FACTOR"
+
+
+def deadline() -> float:
+    """:data:`DEADLINE_SECONDS` times ``$PERENNIAL_TEST_TIMEOUT_FACTOR`` (default 1)."""
+    raw = os.environ.get(FACTOR_VARIABLE, "").strip() or "1"
+    try:
+        factor = float(raw)
+    except ValueError:
+        factor = 0.0
+    if not 0 < factor < float("inf"):
+        raise ValueError(f"{FACTOR_VARIABLE}={raw!r}: give a positive number, or unset it for 1")
+    return DEADLINE_SECONDS * factor
+
+
+def wait_for(what: str, done: Callable[[], Any], step: float = 0.2) -> Any:
+    """Call ``done`` every ``step`` seconds until it returns something truthy; fail after
+    the :func:`deadline`."""
+    limit = deadline()
+    ends = time.monotonic() + limit
     while True:
         value = done()
         if value:
             return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        if time.monotonic() > ends:
+            raise AssertionError(f"timed out after {limit:g} s waiting for {what}")
         time.sleep(step)

@@ -13,6 +13,8 @@ from perennial.api.constants import TRAINING_PIPELINE
 from perennial.local.manifests import ManifestError, load_manifests
 from perennial.local.store import Event, StateError, StateStore
 
+from .helpers import deadline
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -106,7 +108,7 @@ def _hold(path: str, ready: Any, done: Any) -> None:
     store = StateStore(Path(path))
     store.lock()
     ready.set()
-    done.wait(10)
+    done.wait(deadline())
 
 
 def test_one_runner_per_state_dir(tmp_path: Path) -> None:
@@ -115,12 +117,12 @@ def test_one_runner_per_state_dir(tmp_path: Path) -> None:
     holder = context.Process(target=_hold, args=(str(tmp_path), ready, done))
     holder.start()
     try:
-        assert ready.wait(10)
+        assert ready.wait(deadline())
         with pytest.raises(StateError, match=f"in use by perennial local \\(pid {holder.pid}\\)"):
             StateStore(tmp_path).lock()
     finally:
         done.set()
-        holder.join(10)
+        holder.join(deadline())
     store = StateStore(tmp_path)
     store.lock()  # free again once the holder is gone
     store.unlock()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import http.client
 import json
 import threading
-import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -14,11 +13,13 @@ import pytest
 
 from perennial.local.proxy import BACKEND_HEADER, Backend, StableEndpoint
 
+from .helpers import deadline, wait_for
+
 
 class _Echo(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     name = "?"
-    delay = 0.0
+    gate: threading.Event | None = None  # set: answer (the test holds the answer until then)
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
@@ -26,7 +27,8 @@ class _Echo(BaseHTTPRequestHandler):
     def _answer(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
-        time.sleep(self.delay)
+        if self.gate is not None:
+            self.gate.wait(deadline())
         status = 500 if self.path == "/boom" else 200
         payload = json.dumps({"server": self.name, "path": self.path, "body": body.decode()})
         data = payload.encode()
@@ -40,8 +42,8 @@ class _Echo(BaseHTTPRequestHandler):
     do_POST = _answer  # noqa: N815
 
 
-def _server(name: str, delay: float = 0.0) -> tuple[ThreadingHTTPServer, Backend]:
-    handler = type(f"Echo{name}", (_Echo,), {"name": name, "delay": delay})
+def _server(name: str, gate: threading.Event | None = None) -> tuple[ThreadingHTTPServer, Backend]:
+    handler = type(f"Echo{name}", (_Echo,), {"name": name, "gate": gate})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -58,7 +60,7 @@ def endpoint() -> Iterator[StableEndpoint]:
 def _call(
     proxy: StableEndpoint, path: str = "/predict", headers: dict[str, str] | None = None
 ) -> tuple[int, Any, str | None]:
-    conn = http.client.HTTPConnection(proxy.host, proxy.port, timeout=10)
+    conn = http.client.HTTPConnection(proxy.host, proxy.port, timeout=deadline())
     try:
         conn.request("POST", path, body=b'{"x": 1}', headers=headers or {})
         response = conn.getresponse()
@@ -127,14 +129,16 @@ def test_upstream_errors_count_as_failures(endpoint: StableEndpoint) -> None:
 
 
 def test_inflight_requests_are_counted_until_answered(endpoint: StableEndpoint) -> None:
-    slow, a = _server("slow", delay=0.5)
+    answer = threading.Event()
+    slow, a = _server("slow", gate=answer)
     try:
         endpoint.set_routes(a)
         worker = threading.Thread(target=_call, args=(endpoint,))
         worker.start()
-        time.sleep(0.2)
-        assert endpoint.inflight("slow") == 1
-        worker.join()
+        wait_for("the request in flight", lambda: endpoint.inflight("slow") == 1, step=0.01)
+        answer.set()
+        worker.join(deadline())
         assert endpoint.inflight("slow") == 0
     finally:
+        answer.set()
         slow.shutdown()

@@ -16,7 +16,7 @@ import pytest
 
 from perennial.local import processes
 
-from .helpers import read_object, wait_for, write_manifests
+from .helpers import deadline, read_object, wait_for, write_manifests
 
 
 def _start(manifest: Path, state: Path) -> subprocess.Popen[bytes]:
@@ -62,7 +62,7 @@ def _predict(url: str) -> Any:
         data=json.dumps({"instances": [[0.0] * 30]}).encode(),
         headers={"Content-Type": "application/json"},
     )
-    with urllib.request.urlopen(request, timeout=10) as response:
+    with urllib.request.urlopen(request, timeout=deadline()) as response:
         return json.loads(response.read())
 
 
@@ -78,7 +78,7 @@ def test_killed_runner_resumes_without_a_duplicate_run(tmp_path: Path, manifests
         )
         job = json.loads((state / "jobs" / "default" / "bc-00001" / "job.json").read_text())
         runner.kill()
-        runner.wait(10)
+        runner.wait(deadline())
         assert processes.alive(job["pid"]), "the trainer outlives the runner (own session)"
 
         # 2. Started again: it waits for the same trainer, blesses the run, serves it.
@@ -93,7 +93,7 @@ def test_killed_runner_resumes_without_a_duplicate_run(tmp_path: Path, manifests
         # 3. Killed while serving: the restarted runner stops the orphaned server and
         # serves again on the same endpoint.
         runner.kill()
-        runner.wait(10)
+        runner.wait(deadline())
         assert processes.alive(old_server["pid"])
         runner = _start(manifest, state)
         wait_for(
@@ -110,12 +110,12 @@ def test_killed_runner_resumes_without_a_duplicate_run(tmp_path: Path, manifests
         # 4. A clean stop (SIGTERM) stops every child process.
         servers = _workloads(state)["servers"]
         runner.send_signal(signal.SIGTERM)
-        assert runner.wait(20) == 0
+        assert runner.wait(deadline()) == 0
         assert not any(processes.alive(s["pid"]) for s in servers)
     finally:
         if runner.poll() is None:
             runner.kill()
-            runner.wait(10)
+            runner.wait(deadline())
 
     runs = sorted(p.name for p in (state / "objects" / "trainingruns" / "default").iterdir())
     assert runs == ["bc-00001.json"]

@@ -50,7 +50,7 @@ def test_schedule_edits_and_a_lost_status_write(tmp_path: Path, manifests_dir: P
             runner.tick()
             return _status(runner, "sched-00001").get("phase") in ("Succeeded", "Rejected")
 
-        wait_for("sched-00001 to finish", finished, timeout=90, step=0.3)
+        wait_for("sched-00001 to finish", finished, step=0.3)
         assert _status(runner, "sched-00001")["phase"] == "Succeeded"
         status = runner.store.get(TRAINING_PIPELINE, "default", "sched")["status"]
         assert status["champion"]["run"] == "sched-00001"

@@ -112,7 +112,7 @@ def model_server_page(tmp_path_factory: pytest.TempPathFactory) -> str:
 
     from perennial_runtime.serve.config import ServeConfig
     from perennial_runtime.serve.embedded import EmbeddedServer
-    from perennial_runtime.trainer import train
+    from perennial_runtime.training.trainer import train
 
     root = tmp_path_factory.mktemp("promql-model")
     config = TrainConfig.model_validate(

@@ -139,7 +139,7 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TrainedRun
     folder and fails the test if training fails. Do not modify the returned files; copy
     the run folder first if a test tampers with it.
     """
-    from perennial_runtime.trainer import train
+    from perennial_runtime.training.trainer import train
 
     root = tmp_path_factory.mktemp("trained-runs")
     cache: dict[str, TrainedRun] = {}
@@ -207,7 +207,7 @@ MIXED_COLUMNS: list[dict[str, Any]] = [
 @pytest.fixture(scope="session")
 def mixed_run(tmp_path_factory: pytest.TempPathFactory) -> TrainedRun:
     """A real training run on :func:`mixed_frame` (LogisticRegression, run name ``mixed``)."""
-    from perennial_runtime.trainer import train
+    from perennial_runtime.training.trainer import train
 
     root = tmp_path_factory.mktemp("mixed")
     mixed_frame().to_csv(root / "mixed.csv", index=False)

@@ -13,8 +13,8 @@ import pytest
 
 from perennial_runtime import artifacts
 from perennial_runtime.contract import ExitCode, FailureReason
-from perennial_runtime.preprocessing import coerce_features
-from perennial_runtime.trainer import exit_code, train
+from perennial_runtime.training.preprocessing import coerce_features
+from perennial_runtime.training.trainer import exit_code, train
 
 
 def test_round_trip_with_sha256(trained_run: Any) -> None:

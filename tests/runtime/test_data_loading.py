@@ -15,8 +15,8 @@ import pandas as pd
 import pytest
 
 from perennial_runtime.contract import DataSource
-from perennial_runtime.data import SKLEARN_DATASETS, frame_sha256, load
 from perennial_runtime.failures import DataUnavailableError, InvalidConfigError
+from perennial_runtime.training.data import SKLEARN_DATASETS, frame_sha256, load
 
 
 @pytest.fixture

@@ -54,7 +54,7 @@ def test_trained_model_is_served(trained_run: Any, dataset: str, estimator: str)
 def test_svc_probability_param_is_refused_with_the_reason(
     make_train_config: Any, tmp_path: Any
 ) -> None:
-    from perennial_runtime.trainer import train
+    from perennial_runtime.training.trainer import train
 
     config = make_train_config(
         run_name="svc-no-proba",

@@ -19,9 +19,9 @@ import pandas as pd
 import pytest
 
 from perennial_runtime.contract import FailureReason, TrainConfig, TrainResult
-from perennial_runtime.data import load
 from perennial_runtime.failures import DataUnavailableError, InvalidConfigError
-from perennial_runtime.trainer import load_config, train
+from perennial_runtime.training.data import load
+from perennial_runtime.training.trainer import load_config, train
 
 
 def frame_of(rows: int = 120, seed: int = 0) -> pd.DataFrame:

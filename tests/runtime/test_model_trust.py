@@ -36,9 +36,9 @@ from perennial_runtime.contract import (
     ModelConfig,
     Task,
 )
-from perennial_runtime.estimators import build_estimator
-from perennial_runtime.preprocessing import build_pipeline, coerce_features
-from perennial_runtime.trainer import train
+from perennial_runtime.training.estimators import build_estimator
+from perennial_runtime.training.preprocessing import build_pipeline, coerce_features
+from perennial_runtime.training.trainer import train
 
 # Parameters that put other objects into the fitted model (losses and their links,
 # neighbour search structures, distance metrics). Everything else is plain values.

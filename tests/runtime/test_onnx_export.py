@@ -14,13 +14,13 @@ from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 
 from perennial_runtime import artifacts
+from perennial_runtime.compiled.onnx_export import export, precisions_for
+from perennial_runtime.compiled.onnx_layout import label_names, numeric_names
+from perennial_runtime.compiled.onnx_model import OnnxModel, blocks
+from perennial_runtime.compiled.parity import measure, verdict
 from perennial_runtime.contract import ColumnSchema, OnnxConfig
-from perennial_runtime.onnx_export import export, precisions_for
-from perennial_runtime.onnx_layout import label_names, numeric_names
-from perennial_runtime.onnx_model import OnnxModel, blocks
-from perennial_runtime.parity import measure, verdict
-from perennial_runtime.preprocessing import build_pipeline, coerce_features
-from perennial_runtime.trainer import train
+from perennial_runtime.training.preprocessing import build_pipeline, coerce_features
+from perennial_runtime.training.trainer import train
 
 
 def _fitted(frame: pd.DataFrame, target: str, columns: list[ColumnSchema], estimator: Any) -> Any:

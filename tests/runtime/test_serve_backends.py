@@ -19,7 +19,7 @@ import pytest
 from sklearn.datasets import load_breast_cancer, load_diabetes
 
 from perennial_runtime import artifacts
-from perennial_runtime.onnx_layout import EMBEDDED_SHA256_ATTRIBUTE
+from perennial_runtime.compiled.onnx_layout import EMBEDDED_SHA256_ATTRIBUTE
 from perennial_runtime.serve.config import ServeConfig
 from perennial_runtime.serve.embedded import EmbeddedServer
 

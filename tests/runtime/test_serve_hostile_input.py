@@ -202,7 +202,7 @@ def test_a_row_gets_the_same_answer_alone_and_in_a_batch(cancer_run: Any, traine
 def tiny_scale_run(tmp_path_factory: pytest.TempPathFactory, make_train_config: Any) -> Any:
     """Ridge on a target of magnitude ~1e300: its coefficients are ~1e300, so an input of
     1e30 (well inside single precision) overflows the prediction."""
-    from perennial_runtime.trainer import train
+    from perennial_runtime.training.trainer import train
 
     root = tmp_path_factory.mktemp("tiny")
     rng = np.random.default_rng(3)

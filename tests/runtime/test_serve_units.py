@@ -15,7 +15,6 @@ from sklearn.preprocessing import RobustScaler
 
 from perennial_runtime import drift
 from perennial_runtime.contract import ColumnSchema, ColumnType, FeatureInfo
-from perennial_runtime.preprocessing import build_pipeline, coerce_features
 from perennial_runtime.serve.errors import RequestError
 from perennial_runtime.serve.fastpath import compile_pipeline, verify
 from perennial_runtime.serve.model import choose_backend
@@ -27,6 +26,7 @@ from perennial_runtime.serve.windows import (
     NumericBinner,
     PredictionCache,
 )
+from perennial_runtime.training.preprocessing import build_pipeline, coerce_features
 
 # --- windows ------------------------------------------------------------------------------------
 
@@ -156,7 +156,7 @@ def _fitted(dataset: Any, estimator: Any) -> tuple[Any, FeatureSchema, list[Feat
     ],
 )
 def test_compiled_predictor_equals_the_pipeline(estimator: str) -> None:
-    from perennial_runtime.estimators import estimator_classes
+    from perennial_runtime.training.estimators import estimator_classes
 
     cls = estimator_classes()[estimator]
     forest = estimator == "RandomForestClassifier"

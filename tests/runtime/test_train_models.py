@@ -26,11 +26,11 @@ from perennial_runtime.contract import (
     TrainConfig,
     TrainResult,
 )
-from perennial_runtime.data import load
-from perennial_runtime.estimators import estimator_classes
-from perennial_runtime.evaluate import holdout_sha256, split
-from perennial_runtime.preprocessing import coerce_features
-from perennial_runtime.trainer import exit_code, train
+from perennial_runtime.training.data import load
+from perennial_runtime.training.estimators import estimator_classes
+from perennial_runtime.training.evaluate import holdout_sha256, split
+from perennial_runtime.training.preprocessing import coerce_features
+from perennial_runtime.training.trainer import exit_code, train
 
 ConfigFactory = Callable[..., TrainConfig]
 
@@ -396,7 +396,7 @@ def test_numeric_fast_path_gives_the_same_importances(trained_run: Any) -> None:
     """Scoring the estimator on transformed numeric columns equals permuting raw columns."""
     from sklearn.inspection import permutation_importance
 
-    from perennial_runtime.importance import numeric_view, top_features
+    from perennial_runtime.training.importance import numeric_view, top_features
 
     run = trained_run("wine")
     model = artifacts.load_model(artifacts.fetch_verified(run.model_uri, run.sha256))

@@ -17,8 +17,8 @@ from perennial_runtime.contract import (
     TrainResult,
     Violation,
 )
-from perennial_runtime.report import compact, size_of, summary
-from perennial_runtime.trainer import train, write_result
+from perennial_runtime.training.report import compact, size_of, summary
+from perennial_runtime.training.trainer import train, write_result
 
 LIMIT = TERMINATION_MESSAGE_LIMIT
 

@@ -12,7 +12,7 @@ from sklearn.datasets import load_wine
 
 from perennial_runtime import artifacts
 from perennial_runtime.contract import ExitCode
-from perennial_runtime.trainer import exit_code, train
+from perennial_runtime.training.trainer import exit_code, train
 
 
 def test_train_from_and_to_s3(

@@ -155,7 +155,7 @@ def test_unknown_param_exits_2(tmp_path: Path, make_train_config: Callable[..., 
 
 def test_config_sources_in_order(tmp_path: Path, make_train_config: Callable[..., Any]) -> None:
     from perennial_runtime.failures import InvalidConfigError
-    from perennial_runtime.trainer import load_config
+    from perennial_runtime.training.trainer import load_config
 
     def config_json(run_name: str) -> str:
         return json.dumps(

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from perennial_runtime.contract import ExitCode, FailureReason, TrainResult
-from perennial_runtime.trainer import exit_code, train
+from perennial_runtime.training.trainer import exit_code, train
 
 SCHEMA: list[dict[str, Any]] = [
     {"name": "age", "type": "integer", "min": 0, "max": 120, "nullable": False},

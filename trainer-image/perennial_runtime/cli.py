@@ -15,7 +15,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0 if args else 2
     command, rest = args[0], args[1:]
     if command == "train":
-        from perennial_runtime.trainer import main as train_main
+        from perennial_runtime.training.trainer import main as train_main
 
         return train_main(rest)
     if command == "serve":

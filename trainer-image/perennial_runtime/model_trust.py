@@ -9,8 +9,8 @@ callables that scikit-learn's private modules import (``sklearn.datasets._base.m
 is ``os.makedirs``). Neither is what we want.
 
 :data:`ALLOWED_NODES` is the explicit list of ``(loader, module.name)`` pairs that a
-pipeline built by :mod:`perennial_runtime.preprocessing` around an allow-listed estimator
-(:mod:`perennial_runtime.estimators`) contains, with every preprocessing option and the
+pipeline built by :mod:`perennial_runtime.training.preprocessing` around an allow-listed estimator
+(:mod:`perennial_runtime.training.estimators`) contains, with every preprocessing option and the
 parameters that change the fitted objects (losses, neighbour search, distance metrics).
 :func:`disallowed_nodes` walks the raw ``schema.json`` (no skops tree, no import, nothing
 constructed) and names every node outside the list; the loader refuses the file when that

@@ -38,7 +38,7 @@ from perennial.api.constants import (
     TRAINING_RUNS,
     VERSION,
 )
-from perennial.controllers import indexes
+from perennial.controllers import indexes, shutdown
 from perennial.controllers.deployment_reconciler import (
     DeploymentMemory,
     loop_turn,
@@ -108,16 +108,12 @@ def rollback_requested(name: str, namespace: str | None, memo: kopf.Memo, **_: A
     guarded(KIND, "rollback", lambda: _reconcile_and_wake(memo, ns, name), namespace=ns, name=name)
 
 
-# A daemon spawned by an event that arrives while the operator stops is never told to stop
-# (kopf then waits 5 s for it): every loop also ends when the operator's cleanup runs.
-SHUTDOWN: Final = "perennial_md_shutdown"
 MEMORY: Final = "perennial_md_memory"
 TICK: Final = "perennial_md_rollout_tick"  # seconds; a test may put its own in the memo
 SEEN: Final = "perennial_md_seen"
 
 
 def operator_started(memo: kopf.Memo, **_: Any) -> None:
-    memo[SHUTDOWN] = threading.Event()
     memo[MEMORY] = DeploymentMemory()
     if not isinstance(memo.get(TICK), float):
         memo[TICK] = rollout_tick_seconds(os.environ)
@@ -138,16 +134,11 @@ def _seen(memo: kopf.Memo) -> SeenSources:
     return seen
 
 
-def operator_stopping(memo: kopf.Memo, **_: Any) -> None:
-    shutdown = memo.get(SHUTDOWN)
-    if isinstance(shutdown, threading.Event):
-        shutdown.set()
-
-
 async def deployment_loop(
     name: str, namespace: str | None, stopped: kopf.DaemonStopped, memo: kopf.Memo, **_: Any
 ) -> None:
-    shutdown = memo.get(SHUTDOWN)
+    # The loop also ends when the operator's cleanup has run (perennial.controllers.shutdown):
+    # kopf may respawn a daemon while it drains its queues at exit and never stop it.
     state, wakeups, ns = state_of(memo), wakeups_of(memo), namespace or ""
     memory, tick = _memory(memo), float(memo[TICK])
 
@@ -163,7 +154,7 @@ async def deployment_loop(
         return delays[0]
 
     try:
-        while not stopped and not (isinstance(shutdown, threading.Event) and shutdown.is_set()):
+        while not stopped and not shutdown.requested(memo):
             try:
                 delay = await asyncio.to_thread(turn)
             except Exception as exc:
@@ -276,8 +267,8 @@ def register(registry: kopf.OperatorRegistry) -> None:
     import; tests may build a registry with only these)."""
     md = (GROUP, VERSION, MODEL_DEPLOYMENTS)
     indexes.register(registry)
+    shutdown.register(registry)
     kopf.on.startup(id="md-startup", registry=registry)(operator_started)
-    kopf.on.cleanup(id="md-cleanup", registry=registry)(operator_stopping)
     kopf.on.create(*md, id="md-create", registry=registry, **HANDLER_LIMITS)(reconcile)
     kopf.on.update(*md, id="md-update", registry=registry, **HANDLER_LIMITS)(reconcile)
     kopf.on.resume(*md, id="md-resume", registry=registry, **HANDLER_LIMITS)(reconcile)

@@ -33,7 +33,7 @@ from perennial.api.constants import (
     TRAINING_PIPELINES,
     VERSION,
 )
-from perennial.controllers import clock, indexes, pipeline_reconciler
+from perennial.controllers import clock, indexes, pipeline_reconciler, shutdown
 from perennial.controllers.indexes import state_of, wakeups_of
 from perennial.controllers.kit import guarded
 from perennial.controllers.settings import HANDLER_LIMITS
@@ -117,9 +117,11 @@ def has_timed_triggers(spec: Mapping[str, Any], **_: Any) -> bool:
 async def trigger_timer(
     name: str, namespace: str | None, stopped: kopf.DaemonStopped, memo: kopf.Memo, **_: Any
 ) -> None:
+    # The timer also ends when the operator's cleanup has run (perennial.controllers.shutdown):
+    # kopf may respawn a daemon while it drains its queues at exit and never stop it.
     state, wakeups, ns = state_of(memo), wakeups_of(memo), namespace or ""
     try:
-        while not stopped:
+        while not stopped and not shutdown.requested(memo):
             try:
                 due = await asyncio.to_thread(pipeline_reconciler.check_triggers, state, ns, name)
                 delay = None if due is None else clock.seconds_until(due)
@@ -144,3 +146,4 @@ def deployment_changed(name: str, namespace: str | None, memo: kopf.Memo, **_: A
 
 kopf.on.event(GROUP, VERSION, MODEL_DEPLOYMENTS, id="tp-watch-deployment")(deployment_changed)
 indexes.register(kopf.get_default_registry())
+shutdown.register(kopf.get_default_registry())

@@ -72,7 +72,7 @@ class JobRecord:
 
 
 def exit_code_of(result: TrainResult) -> int:
-    """The trainer's exit code for ``result`` (``perennial_runtime.trainer.exit_code``)."""
+    """The trainer's exit code for ``result`` (``perennial_runtime.training.trainer.exit_code``)."""
     if result.status == "Succeeded":
         return int(ExitCode.OK)
     try:

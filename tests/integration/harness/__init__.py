@@ -10,7 +10,8 @@ import the helpers from here (``from .harness import wait_for``).
 - ``controllers`` (``stand_in_*``): :class:`StandInControllers`, the Job/Deployment
   controllers, kubelet and garbage collector played by the test;
 - ``clients``: kubeconfig, kubectl, the ``kubernetes`` client's configuration;
-- ``waiting``: :func:`wait_for`.
+- ``waiting``: :func:`wait_for`; ``deadlines``: the one deadline of every wait, scaled by
+  ``$PERENNIAL_TEST_TIMEOUT_FACTOR``.
 """
 
 from .api_errors import api_error
@@ -22,6 +23,7 @@ from .clients import (
     write_kubeconfig,
 )
 from .controllers import TERMINATION_MESSAGE_LIMIT, StandInControllers
+from .deadlines import FACTOR_VARIABLE, deadline, scaled, timeout_factor
 from .discovery import CrdError, crd_resources, read_crd_documents
 from .emulator import ApiServerEmulator, IgnoredWrite
 from .kopf_runner import HARNESS_LOGIN_ID, OperatorError, OperatorRunner, harness_settings
@@ -30,6 +32,7 @@ from .waiting import WaitTimeoutError, wait_for
 
 __all__ = [
     "DUMMY_TOKEN",
+    "FACTOR_VARIABLE",
     "HARNESS_LOGIN_ID",
     "TERMINATION_MESSAGE_LIMIT",
     "ApiError",
@@ -46,9 +49,12 @@ __all__ = [
     "WaitTimeoutError",
     "api_error",
     "crd_resources",
+    "deadline",
     "harness_settings",
     "read_crd_documents",
     "resource_path",
+    "scaled",
+    "timeout_factor",
     "use_emulator_for_kubernetes_client",
     "wait_for",
     "write_kubeconfig",

@@ -20,6 +20,8 @@ from typing import Final
 import kubernetes.client
 import yaml
 
+from .deadlines import deadline
+
 __all__ = [
     "DUMMY_TOKEN",
     "Kubectl",
@@ -85,8 +87,9 @@ class Kubectl:
         self.kubeconfig = kubeconfig
         self.cache_dir = cache_dir
 
-    async def __call__(self, *args: str, timeout: float = 20.0) -> str:
-        """Run ``kubectl ARGS``; return stdout, raise :class:`KubectlError` on failure."""
+    async def __call__(self, *args: str) -> str:
+        """Run ``kubectl ARGS``; return stdout, raise :class:`KubectlError` on failure (or
+        when it does not answer within the deadline)."""
         command = [
             self.executable,
             f"--kubeconfig={self.kubeconfig}",
@@ -100,12 +103,13 @@ class Kubectl:
             stderr=asyncio.subprocess.PIPE,
             env=env,
         )
+        timeout = deadline()
         try:
             stdout, stderr = await asyncio.wait_for(process.communicate(), timeout)
         except TimeoutError:
             process.kill()
             await process.wait()
-            raise KubectlError(f"kubectl {' '.join(args)}: no answer in {timeout} s") from None
+            raise KubectlError(f"kubectl {' '.join(args)}: no answer in {timeout:g} s") from None
         if process.returncode != 0:
             raise KubectlError(
                 f"kubectl {' '.join(args)} exited with {process.returncode}: "

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Sequence
@@ -27,13 +28,26 @@ import kmock
 import kopf
 
 from .clients import DUMMY_TOKEN
+from .deadlines import deadline
 from .emulator import ApiServerEmulator
+from .waiting import WaitTimeoutError, wait_for
 
 __all__ = ["HARNESS_LOGIN_ID", "OperatorError", "OperatorRunner", "harness_settings"]
 
 HARNESS_LOGIN_ID: Final = "perennial-test-harness-login"
 # Expected in every run of kopf outside the main thread; not a problem of the operator.
 _EXPECTED_WARNINGS: Final = ("OS signals are ignored: running not in the main thread.",)
+# What kopf says when the harness stops it in the middle of work (a stop is a crash: the
+# queues are not drained, running handlers are cancelled). Said during stop(), they are
+# kept in OperatorRunner.stop_records, not reported as problems; said otherwise, they are.
+_STOP_WARNINGS: Final = (
+    re.compile(r"^Unprocessed streams left for "),
+    re.compile(r"^Handler '[^']+' is cancelled\. Will escalate\.$"),
+)
+
+
+def _line(record: logging.LogRecord) -> str:
+    return f"{record.levelname} {record.name}: {record.getMessage()}"
 
 
 class OperatorError(RuntimeError):
@@ -108,7 +122,6 @@ class _StartArgs:
     configure: Callable[[kopf.OperatorSettings], None] | None
     namespaces: tuple[str, ...]
     memo: object | None
-    timeout: float
 
 
 class OperatorRunner:
@@ -121,6 +134,8 @@ class OperatorRunner:
         self._collector = _ProblemCollector()
         logging.getLogger("kopf").addHandler(self._collector)
         self.starts = 0
+        # kopf's warnings about work cut short by stop() (see _STOP_WARNINGS).
+        self.stop_records: list[logging.LogRecord] = []
         self._expected: list[str] = []
 
     def expect_problem(self, fragment: str) -> None:
@@ -140,7 +155,6 @@ class OperatorRunner:
         configure: Callable[[kopf.OperatorSettings], None] | None = None,
         namespaces: Sequence[str] = (),
         memo: object | None = None,
-        timeout: float = 10.0,
     ) -> None:
         """Start kopf with ``registry``; return when it watches every resource in
         ``watching`` (``"group/version/plural"``, e.g. ``"batch/v1/jobs"``).
@@ -163,7 +177,6 @@ class OperatorRunner:
             configure=configure,
             namespaces=tuple(namespaces),
             memo=memo,
-            timeout=timeout,
         )
         await self._start(self._args)
 
@@ -193,25 +206,28 @@ class OperatorRunner:
         self._run = run
         run.thread.start()
 
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + args.timeout
-        while True:
+        def started() -> bool:
             if run.error is not None or not run.thread.is_alive():
-                self._run = None
                 raise OperatorError(f"kopf exited while starting: {run.error!r}") from run.error
+            return run.ready_flag.is_set() and not missing()
+
+        def missing() -> list[str]:
             requests = list(self._emulator)[first_request:]
             watched = {r.resource for r in requests if r.action == kmock.action.WATCH}
-            missing = [res for res in args.watching if res not in watched]
-            if run.ready_flag.is_set() and not missing:
-                return
-            if loop.time() >= deadline:
-                await self.stop()
-                raise OperatorError(
-                    f"kopf did not start watching {[str(m.plural) for m in missing]} within "
-                    f"{args.timeout} s (ready: {run.ready_flag.is_set()}); are the resources "
-                    "declared in the emulator and handled by the registry?"
-                )
-            await asyncio.sleep(0.01)
+            return [str(res.plural) for res in args.watching if res not in watched]
+
+        try:
+            await wait_for(started, interval=0.01, what="kopf ready and watching")
+        except OperatorError:
+            self._run = None
+            raise
+        except WaitTimeoutError:
+            await self.stop()
+            raise OperatorError(
+                f"kopf did not start watching {missing()} within {deadline():g} s (ready: "
+                f"{run.ready_flag.is_set()}); are the resources declared in the emulator and "
+                "handled by the registry?"
+            ) from None
 
     @staticmethod
     def _main(run: _Run, kwargs: dict[str, Any]) -> None:
@@ -220,19 +236,30 @@ class OperatorRunner:
         except BaseException as exc:  # reported by start()/stop() in the test's thread
             run.error = exc
 
-    async def stop(self, *, timeout: float = 10.0) -> None:
+    async def stop(self) -> None:
         """Stop kopf and join its thread; handlers still running are cancelled (after
-        ``settings.queueing.exit_timeout``), as in a crash. Raises if kopf had crashed."""
+        ``settings.queueing.exit_timeout``), as in a crash. Raises if kopf had crashed, or
+        if it does not stop within the deadline."""
         run, self._run = self._run, None
         if run is None:
             return
+        first_record = len(self._collector.records)
         run.stop_flag.set()
-        await asyncio.to_thread(run.thread.join, timeout)
+        limit = deadline()
+        await asyncio.to_thread(run.thread.join, limit)
+        self._set_aside_stop_noise(first_record)
         if run.thread.is_alive():
-            raise OperatorError(f"kopf did not stop within {timeout} s")
+            raise OperatorError(f"kopf did not stop within {limit:g} s")
         run.settings.execution.executor.shutdown(wait=False, cancel_futures=True)
         if run.error is not None:
             raise OperatorError(f"kopf failed: {run.error!r}") from run.error
+
+    def _set_aside_stop_noise(self, first_record: int) -> None:
+        records = self._collector.records
+        during_stop = records[first_record:]
+        noise = [r for r in during_stop if any(p.match(r.getMessage()) for p in _STOP_WARNINGS)]
+        self.stop_records.extend(noise)
+        records[first_record:] = [r for r in during_stop if r not in noise]
 
     async def restart(self) -> None:
         """Stop, then start again with the same arguments (an operator pod restart)."""
@@ -242,13 +269,18 @@ class OperatorRunner:
         await self._start(self._args)
 
     def problems(self) -> list[str]:
-        """kopf's warnings and errors so far (``level logger: message``), in order."""
+        """kopf's warnings and errors so far (``level logger: message``), in order; without
+        what it said about work cut short by :meth:`stop` (:meth:`stop_messages`)."""
         return [
-            f"{record.levelname} {record.name}: {record.getMessage()}"
+            _line(record)
             for record in self._collector.records
             if record.getMessage() not in _EXPECTED_WARNINGS
             and not any(fragment in record.getMessage() for fragment in self._expected)
         ]
+
+    def stop_messages(self) -> list[str]:
+        """What kopf said, during :meth:`stop`, about work the stop cut short."""
+        return [_line(record) for record in self.stop_records]
 
     async def close(self) -> None:
         """Stop the operator (if running) and detach the log collector."""

@@ -15,6 +15,8 @@ import attrs
 import httpx
 import kmock
 
+from .deadlines import deadline
+
 __all__ = ["ApiError", "KubeApi", "PostedEvent", "resource_path"]
 
 
@@ -58,7 +60,7 @@ class KubeApi:
 
     def __init__(self, base_url: str, resolve: Callable[[str, str], str]) -> None:
         """``resolve(apiVersion, kind)`` returns the resource name (used by :meth:`create`)."""
-        self._client = httpx.AsyncClient(base_url=base_url, timeout=10.0)
+        self._client = httpx.AsyncClient(base_url=base_url, timeout=deadline())
         self._resolve = resolve
 
     async def aclose(self) -> None:

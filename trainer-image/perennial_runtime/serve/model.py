@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from perennial_runtime import artifacts
+from perennial_runtime.compiled.onnx_layout import ARGMAX_CLASSIFIERS, EMBEDDED_SHA256_ATTRIBUTE
 from perennial_runtime.contract import (
     METADATA_FILE,
     ONNX_FILE,
@@ -32,7 +33,6 @@ from perennial_runtime.contract import (
     OnnxConfig,
     Task,
 )
-from perennial_runtime.onnx_layout import ARGMAX_CLASSIFIERS, EMBEDDED_SHA256_ATTRIBUTE
 from perennial_runtime.serve.config import ServeConfig
 from perennial_runtime.serve.errors import RequestError
 from perennial_runtime.serve.fastpath import (
@@ -441,7 +441,7 @@ def _onnx_predictor(
     tolerance: OnnxConfig,
 ) -> tuple[str, OnnxPredictor | None]:
     """(why, predictor): the predictor only when it matches the pipeline on probe rows."""
-    from perennial_runtime.onnx_model import OnnxModel, OnnxModelError
+    from perennial_runtime.compiled.onnx_model import OnnxModel, OnnxModelError
 
     try:
         argmax = (

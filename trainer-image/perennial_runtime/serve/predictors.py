@@ -18,9 +18,9 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from perennial_runtime.compiled.onnx_model import OnnxModel
+from perennial_runtime.compiled.parity import measure, verdict
 from perennial_runtime.contract import FeatureReference, OnnxConfig
-from perennial_runtime.onnx_model import OnnxModel
-from perennial_runtime.parity import measure, verdict
 from perennial_runtime.serve.schema import Batch, FeatureSchema, FloatMatrix
 
 AnyArray = npt.NDArray[Any]

@@ -25,8 +25,8 @@ import numpy.typing as npt
 import pandas as pd
 
 from perennial_runtime.contract import ColumnType, FeatureInfo, FeatureReference
-from perennial_runtime.preprocessing import boolean_label, category_label
 from perennial_runtime.serve.errors import RequestError, describe, names_hint
+from perennial_runtime.training.preprocessing import boolean_label, category_label
 
 NUMERIC_KINDS = frozenset({ColumnType.NUMERIC, ColumnType.INTEGER})
 _NUMBER_KINDS = frozenset("fiub")  # numpy dtype kinds a numeric feature accepts

@@ -21,7 +21,7 @@ import numpy.typing as npt
 
 from perennial_runtime import drift
 from perennial_runtime.contract import FeatureReference
-from perennial_runtime.preprocessing import category_label
+from perennial_runtime.training.preprocessing import category_label
 
 IntMatrix = npt.NDArray[np.int32]
 MISSING = -1

@@ -361,7 +361,7 @@ class Demo:
         import pandas as pd
 
         from perennial_runtime import artifacts
-        from perennial_runtime.preprocessing import coerce_features
+        from perennial_runtime.training.preprocessing import coerce_features
 
         body = self.run(int(run.rsplit("-", 1)[1])) or {}
         artifact = (body.get("status") or {}).get("artifact") or {}

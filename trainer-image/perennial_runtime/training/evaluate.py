@@ -20,9 +20,9 @@ import numpy.typing as npt
 import pandas as pd
 
 from perennial_runtime.contract import Task, Violation
-from perennial_runtime.data import frame_sha256
 from perennial_runtime.failures import DataValidationError
-from perennial_runtime.preprocessing import category_label
+from perennial_runtime.training.data import frame_sha256
+from perennial_runtime.training.preprocessing import category_label
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from perennial_runtime.preprocessing import NUMERIC_TYPES, ColumnSpec
+from perennial_runtime.training.preprocessing import NUMERIC_TYPES, ColumnSpec
 
 NUMERIC_INPUT = "numeric"
 LABEL_INPUT = "labels"

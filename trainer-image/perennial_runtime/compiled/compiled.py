@@ -17,17 +17,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from perennial_runtime.contract import ColumnSchema, OnnxConfig, OnnxExport
-from perennial_runtime.onnx_layout import (
+from perennial_runtime.compiled.onnx_layout import (
     ARGMAX_CLASSIFIERS,
     MISSING_LABEL,
     input_columns,
     label_names,
     numeric_names,
 )
-from perennial_runtime.parity import measure, verdict
+from perennial_runtime.compiled.parity import measure, verdict
+from perennial_runtime.contract import ColumnSchema, OnnxConfig, OnnxExport
 
-log = logging.getLogger("perennial_runtime.trainer")
+log = logging.getLogger("perennial_runtime.training.trainer")
 
 MAX_REASON = 300
 
@@ -72,8 +72,12 @@ def _compile(
     config: OnnxConfig,
     started: float,
 ) -> CompiledOutcome:
-    from perennial_runtime.onnx_export import ExportUnsupportedError, export, precisions_for
-    from perennial_runtime.onnx_model import OnnxModel, OnnxModelError, blocks
+    from perennial_runtime.compiled.onnx_export import (
+        ExportUnsupportedError,
+        export,
+        precisions_for,
+    )
+    from perennial_runtime.compiled.onnx_model import OnnxModel, OnnxModelError, blocks
 
     numeric, labels = numeric_names(features), label_names(features)
     x_numeric, x_labels = blocks(x_holdout, numeric, labels)

@@ -58,7 +58,7 @@ from perennial_runtime.contract import (
     Violation,
 )
 from perennial_runtime.drift import MIN_DRIFT_SAMPLES, psi_band, psi_for
-from perennial_runtime.preprocessing import (
+from perennial_runtime.training.preprocessing import (
     NUMERIC_TYPES,
     boolean_label,
     category_label,

@@ -15,7 +15,12 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from perennial_runtime.onnx_layout import LABEL_INPUT, LABEL_TIE, NUMERIC_INPUT, label_block
+from perennial_runtime.compiled.onnx_layout import (
+    LABEL_INPUT,
+    LABEL_TIE,
+    NUMERIC_INPUT,
+    label_block,
+)
 
 AnyArray = npt.NDArray[Any]
 FloatMatrix = npt.NDArray[np.float64]

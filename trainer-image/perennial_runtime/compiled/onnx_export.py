@@ -34,8 +34,8 @@ import warnings
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from perennial_runtime.onnx_layout import LABEL_INPUT, MISSING_LABEL, NUMERIC_INPUT
-from perennial_runtime.preprocessing import NUMERIC_TYPES, ColumnSpec
+from perennial_runtime.compiled.onnx_layout import LABEL_INPUT, MISSING_LABEL, NUMERIC_INPUT
+from perennial_runtime.training.preprocessing import NUMERIC_TYPES, ColumnSpec
 
 # ONNX operator sets: the default domain and ai.onnx.ml (v3 stores tree thresholds in
 # float64). onnxruntime >= 1.17 runs both.

@@ -4,7 +4,7 @@ Steps: check the config (estimator and params), load the data, fetch the champio
 verified by sha256, and its metadata), validate the data (blocking), split a seeded
 holdout, fit the pipeline, score candidate and champion on the same holdout, compute
 permutation importance and reference statistics, export ``model.onnx`` when onnxruntime
-reproduces the pipeline on the holdout (best effort, ``compiled.py``), write
+reproduces the pipeline on the holdout (best effort, ``compiled/compiled.py``), write
 ``model.skops``, ``model.onnx``, ``metadata.json`` and ``MODEL_CARD.md`` to
 ``<artifactUri>/<run>/`` (overwriting: a retried Job writes the same folder), read the
 models back to check they load and re-predict their sample, and report. :func:`train`
@@ -30,8 +30,9 @@ import numpy as np
 import pandas as pd
 from pydantic import ValidationError
 
-from perennial_runtime import artifacts, data, drift, model_card, report
-from perennial_runtime.compiled import CompiledOutcome, compile_checked, result_summary
+from perennial_runtime import artifacts, drift
+from perennial_runtime.compiled.compiled import CompiledOutcome, compile_checked, result_summary
+from perennial_runtime.compiled.onnx_layout import EMBEDDED_SHA256_ATTRIBUTE
 from perennial_runtime.contract import (
     DEFAULT_PRIMARY_METRIC,
     EXIT_CODE_FOR,
@@ -57,19 +58,6 @@ from perennial_runtime.contract import (
     TrainResult,
     metrics_for,
 )
-from perennial_runtime.estimators import (
-    build_estimator,
-    effective_params,
-    invalid_param_error,
-    json_value,
-)
-from perennial_runtime.evaluate import (
-    class_labels,
-    holdout_sha256,
-    prepare_target,
-    score,
-    split,
-)
 from perennial_runtime.failures import (
     ArtifactWriteError,
     ChampionUnavailableError,
@@ -78,19 +66,32 @@ from perennial_runtime.failures import (
     RunFailedError,
     TrainingError,
 )
-from perennial_runtime.importance import top_features
-from perennial_runtime.onnx_layout import EMBEDDED_SHA256_ATTRIBUTE
-from perennial_runtime.preprocessing import (
+from perennial_runtime.training import data, model_card, report
+from perennial_runtime.training.estimators import (
+    build_estimator,
+    effective_params,
+    invalid_param_error,
+    json_value,
+)
+from perennial_runtime.training.evaluate import (
+    class_labels,
+    holdout_sha256,
+    prepare_target,
+    score,
+    split,
+)
+from perennial_runtime.training.importance import top_features
+from perennial_runtime.training.preprocessing import (
     NUMERIC_TYPES,
     category_label,
     coerce_features,
     feature_infos,
     feature_schema,
 )
-from perennial_runtime.validation import holdout_warnings, validate
+from perennial_runtime.training.validation import holdout_warnings, validate
 from perennial_runtime.versions import library_versions
 
-log = logging.getLogger("perennial_runtime.trainer")
+log = logging.getLogger("perennial_runtime.training.trainer")
 
 SAMPLE_ROWS = 20
 IMAGE_ENV = "PERENNIAL_IMAGE"
@@ -515,7 +516,7 @@ def _fit(
 ) -> Any:
     from sklearn.utils._param_validation import InvalidParameterError
 
-    from perennial_runtime.preprocessing import build_pipeline
+    from perennial_runtime.training.preprocessing import build_pipeline
 
     pipeline = build_pipeline(features, estimator)
     try:

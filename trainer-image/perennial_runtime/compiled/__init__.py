@@ -1,0 +1,1 @@
+"""Compiled (ONNX) form of a trained model: export, layout, runtime and parity."""

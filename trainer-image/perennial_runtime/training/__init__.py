@@ -1,0 +1,1 @@
+"""Training: load data, validate it, fit, evaluate, explain and report a candidate."""
