@@ -14,7 +14,10 @@ strategy comes from the operator's own ``strategy_of``.
 Monitoring: every ``scrapeIntervalSeconds`` (on the runner's clock) the endpoint's
 ``/v2/models/{name}/monitoring`` goes into ``status.monitoring``
 (:func:`~perennial.core.analysis.monitoring_status`, :func:`~perennial.core.
-deployment_status.with_monitoring`), where the pipeline's drift and decay triggers read it.
+deployment_status.with_monitoring`), where the pipeline's drift and decay triggers read it,
+with the run and sha256 the server says it measured. A rollout drops the replaced model's
+numbers (``next_status``), so the next tick scrapes the new server at once. The servers
+get the spec's ``driftWindow`` and ``feedbackWindow``.
 """
 
 from __future__ import annotations
@@ -92,6 +95,10 @@ def serving_of(
     key = (namespace, name)
     serving = ctx.servings.get(key)
     if serving is not None:
+        # An edited monitoring spec applies to the servers started from now on (in a
+        # cluster the changed Pod template rolls the Pods).
+        serving.drift_window = spec.monitoring.drift_window
+        serving.feedback_window = spec.monitoring.feedback_window
         return serving
     folder = ctx.store.serving_dir(namespace, name)
     recorded = read_json(folder / ENDPOINT_FILE)
@@ -110,6 +117,7 @@ def serving_of(
         namespace=namespace,
         name=name,
         drift_window=spec.monitoring.drift_window,
+        feedback_window=spec.monitoring.feedback_window,
         env=ctx.server_env,
     )
     ctx.endpoints[key] = endpoint

@@ -296,7 +296,12 @@ def test_cel_rules_sit_where_expected() -> None:
     ]
     assert "spec" in where("TrainingRun")
     assert "spec.pipelineSpec.model" in where("TrainingRun")
-    assert where("ModelDeployment") == ["spec.source", "spec.strategy", "spec.strategy.canary"]
+    assert where("ModelDeployment") == [
+        "spec.monitoring",
+        "spec.source",
+        "spec.strategy",
+        "spec.strategy.canary",
+    ]
 
 
 def test_immutable_run_spec_rule() -> None:

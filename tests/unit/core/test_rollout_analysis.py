@@ -97,10 +97,14 @@ def test_monitoring_status_has_the_fields_the_pipeline_triggers_read() -> None:
             feedback_samples=120,
             live_accuracy=0.875,
             latency_p99_ms=4.2,
+            run="iris-00002",
+            sha256="c" * 64,
         ),
         scraped_at="2026-06-01T12:00:00Z",
     )
     assert out == {
+        "run": "iris-00002",
+        "sha256": "c" * 64,
         "driftScores": {"petal length (cm)": 0.412346, "sepal width (cm)": 0.02},
         "driftSamples": 200,
         "maxDriftScore": 0.412346,
