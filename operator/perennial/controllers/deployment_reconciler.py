@@ -13,7 +13,10 @@ interleave; it is idempotent, so any of them may call it at any time.
 :func:`scrape_deployment` reads ``/v2/models/{name}/monitoring`` through the Service
 (:func:`perennial.k8s.serving_client.get_resolver` says where) every
 ``spec.monitoring.scrapeIntervalSeconds`` of the operator's clock; an unreachable server
-keeps the last numbers, sets ``reachable: false`` and ``MetricsAvailable=False``.
+keeps the last numbers, sets ``reachable: false`` and ``MetricsAvailable=False``. The
+numbers name the run and sha256 the server measured; when another model becomes current
+the status drops the old numbers (:func:`~perennial.core.deployment_status.next_status`),
+so the next scrape is due at once.
 
 An invalid spec (one that slipped past the CRD schema) marks the deployment ``Stalled``
 with a message naming the field; nothing is raised, so there is no retry loop.
