@@ -222,6 +222,9 @@ async def test_a_rollout_is_not_judged_on_the_replaced_models_numbers(
         )
         monitoring = scraped["status"]["monitoring"]
         assert (monitoring["run"], monitoring["sha256"]) == ("iris-00001", v1.sha256)
+        assert condition(scraped["status"], "MetricsAvailable")["message"].startswith(
+            "iris-00001: 1 requests"
+        )
         assert monitoring["liveAccuracy"] < 0.8
         # The decay of the model serving counts: the first retrain.
         run = await serving.training.wait_run("iris-00002", timeout=WAIT)

@@ -40,7 +40,7 @@ from perennial.api.deployment import ModelDeploymentSpec
 from perennial.controllers import clock
 from perennial.controllers.keyed_locks import KeyedLocks
 from perennial.core import conditions as cond
-from perennial.core.analysis import analysis_sample, monitoring_status
+from perennial.core.analysis import analysis_sample, monitoring_status, scrape_message
 from perennial.core.deployment_status import (
     METRICS_AVAILABLE,
     next_status,
@@ -409,10 +409,7 @@ def scrape_deployment(namespace: str, name: str) -> None:
         monitoring = monitoring_status(snapshot, scraped_at=cond.timestamp(now))
         reachable = True
         drift = snapshot.max_drift_score
-        message = (
-            f"{snapshot.requests} requests, max drift "
-            f"{'n/a' if drift is None else f'{drift:.3f}'} over {snapshot.drift_samples} rows"
-        )
+        message = scrape_message(snapshot)
         if drift is not None:
             metrics.DEPLOYMENT_DRIFT_SCORE.labels(namespace, name).set(drift)
         if snapshot.live_accuracy is not None:

@@ -117,6 +117,16 @@ def analysis_sample(
     )
 
 
+def scrape_message(snapshot: MonitoringSnapshot) -> str:
+    """The ``MetricsAvailable`` message of a successful scrape: which model, how much."""
+    drift = "n/a" if snapshot.max_drift_score is None else f"{snapshot.max_drift_score:.3f}"
+    model = snapshot.run or "a model that does not name its run"
+    return (
+        f"{model}: {snapshot.requests} requests, max drift {drift} over "
+        f"{snapshot.drift_samples} rows, {snapshot.feedback_samples} feedback rows"
+    )
+
+
 def monitoring_status(snapshot: MonitoringSnapshot, *, scraped_at: str) -> dict[str, Any]:
     """``status.monitoring`` (wire shape) from one snapshot. The pipeline's drift and
     decay triggers read maxDriftScore/driftSamples and liveAccuracy/liveRmse/

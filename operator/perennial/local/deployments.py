@@ -44,6 +44,7 @@ from perennial.core.analysis import (
     analysis_sample,
     monitoring_status,
     parse_snapshot,
+    scrape_message,
 )
 from perennial.core.deployment_status import (
     METRICS_AVAILABLE,
@@ -263,11 +264,7 @@ def scrape_deployment(ctx: Context, namespace: str, name: str, *, force: bool = 
     else:
         monitoring = monitoring_status(snapshot, scraped_at=cond.timestamp(now))
         reachable = True
-        drift = snapshot.max_drift_score
-        message = (
-            f"{snapshot.requests} requests, max drift "
-            f"{'n/a' if drift is None else f'{drift:.3f}'} over {snapshot.drift_samples} rows"
-        )
+        message = scrape_message(snapshot)
     old = dict(md.get("status") or {})
     before = cond.get(old.get("conditions"), METRICS_AVAILABLE)
     status = with_monitoring(
