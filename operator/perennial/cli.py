@@ -44,6 +44,20 @@ def _build_parser() -> argparse.ArgumentParser:
         help="kopf peering object name for a standby (default: standalone)",
     )
     run.add_argument("--priority", type=int, default=0, help="kopf peering priority")
+    run.add_argument(
+        "--notify-sink",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="send CloudEvents to this HTTP(S) sink (repeatable); default: "
+        "$PERENNIAL_NOTIFY_SINKS (comma-separated), else none",
+    )
+    run.add_argument(
+        "--notify-mode",
+        choices=("binary", "structured"),
+        default=None,
+        help="CloudEvents HTTP content mode; default: $PERENNIAL_NOTIFY_MODE, else binary",
+    )
     run.add_argument("--verbose", action="store_true", help="debug logging")
 
     crds = sub.add_parser("crds", help="render the CRDs from the API models")
@@ -175,6 +189,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             peering=args.peering,
             priority=args.priority,
             verbose=args.verbose,
+            notify_sinks=args.notify_sink,
+            notify_mode=args.notify_mode,
         )
     if args.command == "rerun":
         from perennial.rerun import rerun

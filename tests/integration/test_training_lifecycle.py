@@ -108,6 +108,8 @@ async def test_blessed_run_becomes_champion_and_a_failing_gate_keeps_it(
         _sample("perennial_runs_started_total", namespace="ml", pipeline="iris", trigger="Initial")
         == started + 1
     )
+    champion_gauge = {"namespace": "ml", "pipeline": "iris", "metric": "accuracy"}
+    await wait_for(lambda: _sample("perennial_champion_metric", **champion_gauge) == 0.95)
 
     await training.wait_events(
         run,
@@ -147,6 +149,7 @@ async def test_blessed_run_becomes_champion_and_a_failing_gate_keeps_it(
     )
     assert tp["status"]["champion"]["run"] == "iris-00001"
     assert tp["status"]["phase"] == "Idle"
+    assert _sample("perennial_champion_metric", **champion_gauge) == 0.95  # still the champion
 
 
 async def test_failed_job_and_data_validation(training: Training) -> None:

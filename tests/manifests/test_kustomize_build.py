@@ -29,6 +29,7 @@ BUILT_IN = {
 CUSTOM = {
     ("kopf.dev/v1", "ClusterKopfPeering"),
     ("monitoring.coreos.com/v1", "ServiceMonitor"),
+    ("monitoring.coreos.com/v1", "PodMonitor"),
     ("monitoring.coreos.com/v1", "PrometheusRule"),
 }
 

@@ -1,4 +1,7 @@
-"""The ServiceMonitor scrapes the metrics Service; the alerts use metrics that exist."""
+"""The ServiceMonitor scrapes the metrics Service; the alerts use metrics that exist.
+
+test_promql.py parses every alert and dashboard expression and checks metrics and labels
+against what the operator and a real model server export."""
 
 from __future__ import annotations
 

@@ -153,7 +153,7 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TrainedRun
         task = DATASET_TASKS[dataset]
         key = json.dumps([dataset, estimator, params, seed], sort_keys=True)
         if key not in cache:
-            run_name = f"{dataset}-{len(cache) + 1}"
+            run_name = f"{dataset.replace('_', '-')}-{len(cache) + 1}"
             config = make_config(
                 run_name=run_name,
                 artifact_uri=root.as_uri(),

@@ -102,6 +102,18 @@ def test_run_operator_refuses_bad_arguments_with_exit_code_2(
     assert "--namespace" in capsys.readouterr().err
 
 
+def test_run_refuses_a_bad_notification_sink_with_exit_code_2(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from perennial.cli import main
+
+    assert main(["run", "--notify-sink", "event-display:8080"]) == 2
+    assert "--notify-sink: 'event-display:8080' is not an http" in capsys.readouterr().err
+    monkeypatch.setenv("PERENNIAL_NOTIFY_MODE", "xml")
+    assert main(["run"]) == 2
+    assert "PERENNIAL_NOTIFY_MODE: 'xml' is not a mode" in capsys.readouterr().err
+
+
 def test_core_modules_load_and_missing_optional_modules_are_skipped() -> None:
     loaded = load_handler_modules(optional=("perennial.controllers.no_such_module",))
     assert loaded == list(CORE_MODULES)
@@ -121,4 +133,5 @@ def test_registered_handlers() -> None:
     load_handler_modules()
     registry = kopf.get_default_registry()
     ids = {handler.id for handler in registry._activities.get_all_handlers()}
-    assert {"perennial-settings", "api"} <= ids
+    assert {"perennial-settings", "api", "perennial-notifications"} <= ids
+    assert "perennial-notifications-stop" in ids

@@ -16,6 +16,7 @@ EXPECTED = {
     "perennial_gate_failures": ("counter", {"namespace", "pipeline", "gate"}),
     "perennial_training_duration_seconds": ("histogram", {"namespace", "pipeline"}),
     "perennial_trigger_to_verdict_seconds": ("histogram", {"namespace", "pipeline"}),
+    "perennial_champion_metric": ("gauge", {"namespace", "pipeline", "metric"}),
     "perennial_reconcile_errors": ("counter", {"kind", "handler"}),
     "perennial_rollouts": ("counter", {"namespace", "deployment", "result"}),
     "perennial_rollbacks": ("counter", {"namespace", "deployment", "reason"}),
@@ -37,6 +38,7 @@ def _touch_every_metric() -> None:
     metrics.GATE_FAILURES.labels(namespace="ml", pipeline="iris", gate="accuracy").inc()
     metrics.TRAINING_DURATION.labels(namespace="ml", pipeline="iris").observe(42.0)
     metrics.TRIGGER_TO_VERDICT.labels(namespace="ml", pipeline="iris").observe(90.0)
+    metrics.CHAMPION_METRIC.labels(namespace="ml", pipeline="iris", metric="f1").set(0.93)
     metrics.RECONCILE_ERRORS.labels(kind="TrainingRun", handler="reconcile").inc()
     metrics.ROLLOUTS.labels(namespace="ml", deployment="iris", result="Succeeded").inc()
     metrics.ROLLBACKS.labels(namespace="ml", deployment="iris", reason="AnalysisFailed").inc()

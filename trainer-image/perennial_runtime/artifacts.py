@@ -1,10 +1,10 @@
 """Artifact storage through fsspec: read, write, verify sha256, load skops safely.
 
 Every URI fsspec understands works (``file://``, ``s3://``, ``gs://``, plain paths).
-Models are stored in skops format and loaded with an explicit trust policy: skops'
-default trusted types plus the scikit-learn internals our allow-listed estimators
-need, nothing else. A file whose sha256 differs from the expected one is refused
-before it is parsed.
+Models are stored in skops format and loaded under an explicit allow-list
+(:mod:`perennial_runtime.model_trust`): every object in the file must be one our trainer
+produces, checked on the file's schema before skops builds anything. A file whose sha256
+differs from the expected one is refused before it is parsed.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any
 
 import fsspec
 
+from perennial_runtime import model_trust
 from perennial_runtime.contract import METADATA_FILE, ModelMetadata
 
 
@@ -28,12 +29,7 @@ class ArtifactIntegrityError(ArtifactError):
 
 
 class UntrustedModelError(ArtifactError):
-    """A model file references types outside the trust policy."""
-
-
-# Types outside skops' defaults that fitted allow-listed estimators contain.
-_EXTRA_TRUSTED_EXACT = frozenset({"numpy.dtype"})
-_EXTRA_TRUSTED_PREFIXES = ("sklearn.",)
+    """A model file references types outside the allow-list (or is not a skops file)."""
 
 
 # Endpoint of an S3-compatible store (MinIO, Ceph, moto); the standard AWS variable
@@ -111,34 +107,49 @@ def fetch_verified(uri: str, expected_sha256: str | None, **storage_options: Any
 
 
 def untrusted_types(data: bytes) -> list[str]:
-    """Types in a skops file that our trust policy does not accept."""
-    import skops.io as sio
-
-    found: list[str] = sio.get_untrusted_types(data=data)
-    return [
-        t
-        for t in found
-        if t not in _EXTRA_TRUSTED_EXACT and not t.startswith(_EXTRA_TRUSTED_PREFIXES)
-    ]
+    """Objects in a skops file outside the allow-list, as ``module.name (loader)``."""
+    try:
+        return model_trust.disallowed_nodes(data)
+    except model_trust.ModelFileError as exc:
+        raise UntrustedModelError(f"cannot check the model file: {exc}") from exc
 
 
 def load_model(data: bytes) -> Any:
-    """Load a skops model, trusting skops' defaults plus scikit-learn internals only."""
+    """Load a skops model holding only allow-listed objects; refuse anything else.
+
+    The check reads the file's schema only: nothing in a refused file is imported or
+    constructed. skops' own audit then runs over the same list as a second check.
+    """
     import skops.io as sio
+    from skops.io.exceptions import UntrustedTypesFoundException
 
     rejected = untrusted_types(data)
     if rejected:
         raise UntrustedModelError(
-            "model file references types outside the trust policy: " + ", ".join(rejected)
+            "model file holds objects outside the allow-list of what the trainer produces "
+            f"(refused before loading): {', '.join(rejected)}"
         )
-    trusted = sio.get_untrusted_types(data=data)
-    return sio.loads(data, trusted=trusted)
+    try:
+        return sio.loads(data, trusted=list(model_trust.ALLOWED_TYPE_NAMES))
+    except UntrustedTypesFoundException as exc:
+        raise UntrustedModelError(f"model file refused by skops' audit: {exc}") from exc
 
 
 def dump_model(model: Any) -> bytes:
+    """The model as skops bytes; refused when it holds objects :func:`load_model` refuses.
+
+    A model the server could not load is never written (e.g. parameters that make an
+    estimator hold an object outside the allow-list).
+    """
     import skops.io as sio
 
     data: bytes = sio.dumps(model)
+    rejected = untrusted_types(data)
+    if rejected:
+        raise UntrustedModelError(
+            "the trained model holds objects outside the allow-list of loadable types: "
+            + ", ".join(rejected)
+        )
     return data
 
 

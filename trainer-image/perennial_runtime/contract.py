@@ -11,6 +11,7 @@ operator can import it. Field names are camelCase on the wire (JSON), snake_case
 
 from __future__ import annotations
 
+import re
 from enum import IntEnum, StrEnum
 from typing import Any, Literal
 
@@ -177,6 +178,8 @@ class DataValidationLimits(Wire):
     min_class_fraction: float | None = Field(default=None, ge=0, le=1)
     enforce_schema: bool = True
     max_drift_psi: float | None = Field(default=None, ge=0)
+    # A feature that is the target (or a one-to-one copy of it): a warning, or a violation.
+    fail_on_target_leakage: bool = False
 
 
 class ChampionRef(Wire):
@@ -205,6 +208,11 @@ class OnnxConfig(Wire):
     value_rel_diff: float = Field(default=1e-5, ge=0)
 
 
+# A Kubernetes object name (DNS-1123 subdomain): the run's folder under artifactUri.
+RUN_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+RUN_NAME_MAX_LENGTH = 253
+
+
 class TrainConfig(Wire):
     version: int = CONTRACT_VERSION
     run_name: str = Field(min_length=1)
@@ -219,6 +227,18 @@ class TrainConfig(Wire):
     image: str | None = None
     result_path: str = DEFAULT_RESULT_PATH
     onnx: OnnxConfig = Field(default_factory=OnnxConfig)
+
+    @field_validator("run_name")
+    @classmethod
+    def _kubernetes_name(cls, value: str) -> str:
+        if len(value) > RUN_NAME_MAX_LENGTH or not re.fullmatch(RUN_NAME_PATTERN, value):
+            raise ValueError(
+                f"runName {value!r} is not a Kubernetes object name (lowercase letters, "
+                f"digits, '-' and '.', starting and ending with a letter or digit, at most "
+                f"{RUN_NAME_MAX_LENGTH} characters); it names the run's folder under "
+                "artifactUri, so '/' and '..' are refused"
+            )
+        return value
 
 
 class ExitCode(IntEnum):

@@ -8,6 +8,12 @@ the extension unless ``data.format`` says otherwise.
 
 The fingerprint is the sha256 of the bytes read (files) or of a canonical CSV rendering
 of the frame (``sklearn://``).
+
+Refused while reading, as data-validation violations naming the columns: duplicate column
+names (``duplicateColumns``: pandas would silently rename the second ``label`` to
+``label.1`` and make it a feature) and nested Parquet columns (``nestedColumn``: list,
+struct, map). Parquet pages are read with their checksums verified: a corrupted page is
+an error, never silently wrong values.
 """
 
 from __future__ import annotations
@@ -15,13 +21,17 @@ from __future__ import annotations
 import hashlib
 import io
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import pandas as pd
 
 from perennial_runtime.artifacts import storage_options_for
-from perennial_runtime.contract import DataSource
-from perennial_runtime.failures import DataUnavailableError, InvalidConfigError
+from perennial_runtime.contract import DataSource, Violation
+from perennial_runtime.failures import (
+    DataUnavailableError,
+    DataValidationError,
+    InvalidConfigError,
+)
 
 SKLEARN_SCHEME = "sklearn://"
 SKLEARN_TARGET = "target"
@@ -77,6 +87,7 @@ def load(source: DataSource) -> LoadedData:
     raw = _read_bytes(source.uri)
     frame = _parse(raw, fmt, source.uri)
     frame.columns = [str(c) for c in frame.columns]
+    _refuse_duplicate_columns([str(c) for c in frame.columns])
     return LoadedData(uri=source.uri, frame=frame, fingerprint=hashlib.sha256(raw).hexdigest())
 
 
@@ -107,16 +118,91 @@ def _read_bytes(uri: str) -> bytes:
 
 
 def _parse(raw: bytes, fmt: str, uri: str) -> pd.DataFrame:
+    if fmt == "parquet":
+        return _parse_parquet(raw, uri)
+    compression: Literal["gzip"] | None = (
+        "gzip" if raw[:2] == b"\x1f\x8b" else None
+    )  # gzip magic, any extension
     try:
-        if fmt == "parquet":
-            return pd.read_parquet(io.BytesIO(raw))
-        if raw[:2] == b"\x1f\x8b":  # gzip magic, whatever the extension says
-            return pd.read_csv(io.BytesIO(raw), compression="gzip")
-        return pd.read_csv(io.BytesIO(raw))
+        header = pd.read_csv(io.BytesIO(raw), compression=compression, header=None, nrows=1)
+    except pd.errors.EmptyDataError:
+        header = pd.DataFrame()
     except Exception as exc:
         raise DataUnavailableError(
-            f"cannot parse {uri} as {fmt}: {type(exc).__name__}: {exc}"
+            f"cannot parse {uri} as csv: {type(exc).__name__}: {exc}"
         ) from exc
+    # pandas renames a repeated header ("label", "label.1"): check the header as written.
+    _refuse_duplicate_columns(
+        ["" if pd.isna(v) else str(v) for v in header.iloc[0]] if len(header) else []
+    )
+    try:
+        return pd.read_csv(io.BytesIO(raw), compression=compression)
+    except Exception as exc:
+        raise DataUnavailableError(
+            f"cannot parse {uri} as csv: {type(exc).__name__}: {exc}"
+        ) from exc
+
+
+def _parse_parquet(raw: bytes, uri: str) -> pd.DataFrame:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        parquet = pq.ParquetFile(pa.BufferReader(raw), page_checksum_verification=True)
+        schema = parquet.schema_arrow
+    except Exception as exc:
+        raise DataUnavailableError(
+            f"cannot parse {uri} as parquet: {type(exc).__name__}: {exc}"
+        ) from exc
+    _refuse_duplicate_columns([str(name) for name in schema.names])
+    nested = [
+        Violation(
+            rule="nestedColumn",
+            column=str(f.name),
+            observed=str(f.type),
+            limit="a flat column (number, string, boolean)",
+            message=(
+                f"nested column of type {f.type}: only flat columns can be features; "
+                "flatten it into one column per value, or drop it"
+            ),
+        )
+        for f in schema
+        if pa.types.is_nested(f.type)
+    ]
+    if nested:
+        raise DataValidationError(_summary(nested), nested)
+    try:
+        frame: pd.DataFrame = parquet.read().to_pandas()
+    except Exception as exc:
+        raise DataUnavailableError(
+            f"cannot parse {uri} as parquet (page checksums verified): {type(exc).__name__}: {exc}"
+        ) from exc
+    return frame
+
+
+def _refuse_duplicate_columns(names: list[str]) -> None:
+    """Every column name at most once (a repeated target would become a feature)."""
+    counts: dict[str, int] = {}
+    for name in names:
+        counts[name] = counts.get(name, 0) + 1
+    repeated = [
+        Violation(
+            rule="duplicateColumns",
+            column=name,
+            observed=float(n),
+            limit=1.0,
+            message=f"the column name appears {n} times; give every column a distinct name",
+        )
+        for name, n in counts.items()
+        if n > 1
+    ]
+    if repeated:
+        raise DataValidationError(_summary(repeated), repeated)
+
+
+def _summary(violations: list[Violation]) -> str:
+    parts = [f"{v.column}: {v.message} [{v.rule}]" for v in violations]
+    return f"data validation failed ({len(parts)} violation(s)): " + "; ".join(parts)
 
 
 def _load_sklearn(uri: str) -> LoadedData:

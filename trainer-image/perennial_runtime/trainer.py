@@ -31,7 +31,7 @@ import pandas as pd
 from pydantic import ValidationError
 
 from perennial_runtime import artifacts, data, drift, model_card, report
-from perennial_runtime.compiled import compile_checked, result_summary
+from perennial_runtime.compiled import CompiledOutcome, compile_checked, result_summary
 from perennial_runtime.contract import (
     DEFAULT_PRIMARY_METRIC,
     EXIT_CODE_FOR,
@@ -47,6 +47,7 @@ from perennial_runtime.contract import (
     DataReport,
     ExitCode,
     FailureReason,
+    FeatureImportance,
     FeatureReference,
     ModelFile,
     ModelMetadata,
@@ -86,7 +87,7 @@ from perennial_runtime.preprocessing import (
     feature_infos,
     feature_schema,
 )
-from perennial_runtime.validation import validate
+from perennial_runtime.validation import holdout_warnings, validate
 from perennial_runtime.versions import library_versions
 
 log = logging.getLogger("perennial_runtime.trainer")
@@ -145,14 +146,71 @@ def train(config: TrainConfig) -> TrainResult:
     return result
 
 
-def _train(config: TrainConfig, progress: _Progress) -> TrainResult:
-    task = config.model.task
-    seed = config.evaluation.seed
-    primary = _primary_metric(config)
-    estimator = build_estimator(config.model, seed)
+@dataclass(frozen=True)
+class _Prepared:
+    """The validated data, split: model inputs and the raw holdout (for the champion)."""
 
+    features: list[ColumnSchema]
+    x_train: pd.DataFrame
+    y_train: pd.Series[Any]
+    x_test: pd.DataFrame
+    y_test: pd.Series[Any]
+    holdout_raw: pd.DataFrame
+    holdout_sha256: str
+    classes: list[Any]
+
+
+@dataclass(frozen=True)
+class _Evaluation:
+    metrics: dict[str, float]
+    champion_metrics: dict[str, float] | None
+    importance: list[FeatureImportance]
+    predictions: Any
+
+
+@dataclass(frozen=True)
+class _Stored:
+    run_uri: str
+    model_uri: str
+    model_sha256: str
+    model_size: int
+    onnx_uri: str | None
+    onnx: ModelFile | None
+
+
+def _train(config: TrainConfig, progress: _Progress) -> TrainResult:
+    """The stages of a run, in order; each raises a RunFailedError naming what failed."""
+    primary = _primary_metric(config)
+    estimator = build_estimator(config.model, config.evaluation.seed)
+    loaded = _load_data(config, progress)
+    champion = _load_champion(config.champion, config.model.task) if config.champion else None
+    if champion is not None:
+        progress.champion_run = champion.ref.run
+    assert progress.data is not None
+    data_report = progress.data
+    features = _validate(config, loaded.frame, champion, data_report)
+    prepared = _prepare(config, loaded.frame, features, data_report)
+    pipeline = _fit(
+        config,
+        features=features,
+        estimator=estimator,
+        x_train=prepared.x_train,
+        y_train=prepared.y_train,
+        data_report=data_report,
+    )
+    evaluation = _evaluate(config, pipeline, prepared, champion, data_report)
+    compiled = compile_checked(
+        pipeline, features, config.model.task is Task.CLASSIFICATION, prepared.x_test, config.onnx
+    )
+    meta_inputs = _MetaInputs(primary, estimator, prepared, evaluation, champion, data_report)
+    stored = _store(config, pipeline, compiled, meta_inputs)
+    return _succeeded(config, loaded.rows, meta_inputs, stored, compiled)
+
+
+def _load_data(config: TrainConfig, progress: _Progress) -> data.LoadedData:
+    """Read the table; the data report exists from here on (load violations land in it)."""
+    progress.data = DataReport(uri=config.data.uri)
     loaded = data.load(config.data)
-    frame = loaded.frame
     log.info(
         "loaded %d rows x %d columns from %s (sha256 %s)",
         loaded.rows,
@@ -160,80 +218,133 @@ def _train(config: TrainConfig, progress: _Progress) -> TrainResult:
         loaded.uri,
         loaded.fingerprint,
     )
-    progress.data = data_report = DataReport(
+    progress.data = DataReport(
         uri=loaded.uri,
         fingerprint=loaded.fingerprint,
         rows=loaded.rows,
         columns=loaded.columns,
     )
+    return loaded
 
-    champion = _load_champion(config.champion, task) if config.champion else None
-    if champion is not None:
-        progress.champion_run = champion.ref.run
 
+def _validate(
+    config: TrainConfig, frame: pd.DataFrame, champion: _Champion | None, report: DataReport
+) -> list[ColumnSchema]:
+    """The feature schema, once the data passed every rule (else DataValidationError)."""
     features, schema_warnings = feature_schema(frame, config.data.target, config.data.columns)
     checked = validate(
         frame,
         target=config.data.target,
-        task=task,
+        task=config.model.task,
         features=features,
         limits=config.validation,
         declared=config.data.columns,
         reference=champion.meta.reference if champion else None,
+        champion_features=champion.meta.features if champion else None,
     )
-    data_report.warnings = schema_warnings + checked.warnings
-    data_report.drift_scores = checked.drift_scores
-    data_report.max_drift = checked.max_drift
-    data_report.violations = checked.violations
-    data_report.validation_passed = checked.passed
+    report.warnings = schema_warnings + checked.warnings
+    report.drift_scores = checked.drift_scores
+    report.max_drift = checked.max_drift
+    report.violations = checked.violations
+    report.validation_passed = checked.passed
     if not checked.passed:
         raise DataValidationError(checked.summary(), checked.violations)
     log.info("data validation passed (%d features)", len(features))
+    return features
 
+
+def _prepare(
+    config: TrainConfig, frame: pd.DataFrame, features: list[ColumnSchema], report: DataReport
+) -> _Prepared:
+    """Coerce, split with the run's seed, hash the holdout, warn about the split."""
+    task = config.model.task
+    target = config.data.target
     x = coerce_features(frame, features)
-    y = prepare_target(frame[config.data.target], task)
-    parts = split(y, task, config.evaluation.test_size, seed)
-    x_train, y_train = x.iloc[parts.train], y.iloc[parts.train]
-    x_test, y_test = x.iloc[parts.test], y.iloc[parts.test]
+    y = prepare_target(frame[target], task)
+    parts = split(y, task, config.evaluation.test_size, config.evaluation.seed)
     holdout_raw = frame.iloc[parts.test]
-    holdout_hash = holdout_sha256(holdout_raw)
-
-    pipeline = _fit(
-        config,
-        features=features,
-        estimator=estimator,
-        x_train=x_train,
-        y_train=y_train,
-        data_report=data_report,
+    split_warnings = holdout_warnings(
+        frame.iloc[parts.train], holdout_raw, target, task, [f.name for f in features] + [target]
     )
-    classes = class_labels(y_train) if task is Task.CLASSIFICATION else []
+    for warning in split_warnings:
+        log.warning("%s", warning)
+    report.warnings += split_warnings
+    y_train = y.iloc[parts.train]
+    return _Prepared(
+        features=features,
+        x_train=x.iloc[parts.train],
+        y_train=y_train,
+        x_test=x.iloc[parts.test],
+        y_test=y.iloc[parts.test],
+        holdout_raw=holdout_raw,
+        holdout_sha256=holdout_sha256(holdout_raw),
+        classes=class_labels(y_train) if task is Task.CLASSIFICATION else [],
+    )
+
+
+def _evaluate(
+    config: TrainConfig,
+    pipeline: Any,
+    prepared: _Prepared,
+    champion: _Champion | None,
+    report: DataReport,
+) -> _Evaluation:
+    """Candidate and champion on the same holdout; feature importance (best effort)."""
+    task = config.model.task
     try:
-        metrics, metric_warnings = score(pipeline, x_test, y_test, task, classes)
+        metrics, metric_warnings = score(
+            pipeline, prepared.x_test, prepared.y_test, task, prepared.classes
+        )
     except Exception as exc:
         raise TrainingError(
             f"the trained {config.model.estimator} could not be evaluated on the holdout: "
             f"{type(exc).__name__}: {exc}"
         ) from exc
-    data_report.warnings += metric_warnings
-    log.info("candidate metrics on %d holdout rows: %s", len(x_test), metrics)
+    report.warnings += metric_warnings
+    log.info("candidate metrics on %d holdout rows: %s", len(prepared.x_test), metrics)
 
     champion_metrics: dict[str, float] | None = None
     if champion is not None:
-        champion_metrics = _score_champion(champion, holdout_raw, y_test, task, classes)
+        champion_metrics = _score_champion(
+            champion, prepared.holdout_raw, prepared.y_test, task, prepared.classes
+        )
         log.info("champion %s metrics on the same holdout: %s", champion.ref.run, champion_metrics)
 
     try:
         importance = top_features(
-            pipeline, x_test, y_test, task, seed=seed, top_n=config.evaluation.top_features
+            pipeline,
+            prepared.x_test,
+            prepared.y_test,
+            task,
+            seed=config.evaluation.seed,
+            top_n=config.evaluation.top_features,
         )
     except Exception as exc:  # optional output: never fails a run that trained
         log.warning("feature importance not computed: %s", exc)
-        data_report.warnings.append(f"feature importance not computed: {exc}")
+        report.warnings.append(f"feature importance not computed: {exc}")
         importance = []
-    predictions = pipeline.predict(x_test)
-    sample = _sample(x_test, predictions)
-    compiled = compile_checked(pipeline, features, task is Task.CLASSIFICATION, x_test, config.onnx)
+    return _Evaluation(
+        metrics=metrics,
+        champion_metrics=champion_metrics,
+        importance=importance,
+        predictions=pipeline.predict(prepared.x_test),
+    )
 
+
+@dataclass(frozen=True)
+class _MetaInputs:
+    primary: str
+    estimator: Any
+    prepared: _Prepared
+    evaluation: _Evaluation
+    champion: _Champion | None
+    data_report: DataReport
+
+
+def _store(
+    config: TrainConfig, pipeline: Any, compiled: CompiledOutcome, inputs: _MetaInputs
+) -> _Stored:
+    """Write model.skops (+ model.onnx), the card and metadata.json; read them back."""
     run_uri = artifacts.run_dir(config.artifact_uri, config.run_name)
     model_uri = artifacts.join_uri(run_uri, MODEL_FILE)
     onnx_file: ModelFile | None = None
@@ -245,36 +356,19 @@ def _train(config: TrainConfig, progress: _Progress) -> TrainResult:
         )
         # model.skops carries model.onnx's sha256: verifying one file pins both.
         setattr(pipeline, EMBEDDED_SHA256_ATTRIBUTE, onnx_file.sha256)
-    model_bytes = artifacts.dump_model(pipeline)
+    try:
+        model_bytes = artifacts.dump_model(pipeline)
+    except artifacts.UntrustedModelError as exc:
+        raise TrainingError(
+            f"{config.model.estimator} with these model.params cannot be stored: {exc}"
+        ) from exc
     model_sha = artifacts.sha256_hex(model_bytes)
-    meta = ModelMetadata(
-        run=config.run_name,
-        pipeline=config.pipeline_name,
-        namespace=config.namespace,
-        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
-        task=task,
-        target=config.data.target,
-        features=feature_infos(features),
-        classes=[json_value(c) for c in classes] if task is Task.CLASSIFICATION else None,
-        estimator=config.model.estimator,
-        params=effective_params(estimator),
-        seed=seed,
-        test_size=config.evaluation.test_size,
-        primary_metric=primary,
-        data=data_report,
-        metrics=metrics,
-        champion_run=champion.ref.run if champion else None,
-        champion_metrics=champion_metrics,
-        holdout_sha256=holdout_hash,
-        reference=_references(x_train, features),
-        prediction_reference=_prediction_reference(predictions, task),
-        feature_importance=importance,
-        libraries=library_versions(),
-        image=config.image or os.environ.get(IMAGE_ENV),
-        model=ModelFile(file=MODEL_FILE, sha256=model_sha, size=len(model_bytes)),
-        onnx=onnx_file,
-        onnx_export=compiled.report,
-        sample=sample,
+    meta = _metadata(
+        config,
+        inputs,
+        compiled,
+        ModelFile(file=MODEL_FILE, sha256=model_sha, size=len(model_bytes)),
+        onnx_file,
     )
     onnx_uri = artifacts.join_uri(run_uri, ONNX_FILE)
     _write_artifacts(run_uri, model_uri, model_bytes, meta, (onnx_uri, compiled.data))
@@ -283,12 +377,66 @@ def _train(config: TrainConfig, progress: _Progress) -> TrainResult:
         _check_onnx_round_trip(onnx_uri, onnx_file.sha256)
         log.info("wrote %s (sha256 %s, %d bytes)", onnx_uri, onnx_file.sha256, onnx_file.size)
     log.info("wrote %s (sha256 %s, %d bytes)", model_uri, model_sha, len(model_bytes))
+    return _Stored(
+        run_uri=run_uri,
+        model_uri=model_uri,
+        model_sha256=model_sha,
+        model_size=len(model_bytes),
+        onnx_uri=onnx_uri if onnx_file is not None else None,
+        onnx=onnx_file,
+    )
 
+
+def _metadata(
+    config: TrainConfig,
+    inputs: _MetaInputs,
+    compiled: CompiledOutcome,
+    model_file: ModelFile,
+    onnx_file: ModelFile | None,
+) -> ModelMetadata:
+    task = config.model.task
+    prepared, evaluation, champion = inputs.prepared, inputs.evaluation, inputs.champion
+    return ModelMetadata(
+        run=config.run_name,
+        pipeline=config.pipeline_name,
+        namespace=config.namespace,
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        task=task,
+        target=config.data.target,
+        features=feature_infos(prepared.features),
+        classes=[json_value(c) for c in prepared.classes] if task is Task.CLASSIFICATION else None,
+        estimator=config.model.estimator,
+        params=effective_params(inputs.estimator),
+        seed=config.evaluation.seed,
+        test_size=config.evaluation.test_size,
+        primary_metric=inputs.primary,
+        data=inputs.data_report,
+        metrics=evaluation.metrics,
+        champion_run=champion.ref.run if champion else None,
+        champion_metrics=evaluation.champion_metrics,
+        holdout_sha256=prepared.holdout_sha256,
+        reference=_references(prepared.x_train, prepared.features),
+        prediction_reference=_prediction_reference(evaluation.predictions, task),
+        feature_importance=evaluation.importance,
+        libraries=library_versions(),
+        image=config.image or os.environ.get(IMAGE_ENV),
+        model=model_file,
+        onnx=onnx_file,
+        onnx_export=compiled.report,
+        sample=_sample(prepared.x_test, evaluation.predictions),
+    )
+
+
+def _succeeded(
+    config: TrainConfig, rows: int, inputs: _MetaInputs, stored: _Stored, compiled: CompiledOutcome
+) -> TrainResult:
+    primary, evaluation, champion = inputs.primary, inputs.evaluation, inputs.champion
+    metrics, champion_metrics = evaluation.metrics, evaluation.champion_metrics
     return TrainResult(
         status="Succeeded",
         reason="Trained",
         message=(
-            f"trained {config.model.estimator} on {loaded.rows} rows; "
+            f"trained {config.model.estimator} on {rows} rows; "
             f"{primary}={metrics.get(primary, float('nan')):.4f}"
             + (
                 f" (champion {champion.ref.run}: {champion_metrics.get(primary, float('nan')):.4f})"
@@ -299,18 +447,18 @@ def _train(config: TrainConfig, progress: _Progress) -> TrainResult:
         metrics=metrics,
         champion_metrics=champion_metrics,
         champion_run=champion.ref.run if champion else None,
-        holdout_sha256=holdout_hash,
-        holdout_rows=len(x_test),
+        holdout_sha256=inputs.prepared.holdout_sha256,
+        holdout_rows=len(inputs.prepared.x_test),
         artifact=ArtifactRef(
-            uri=run_uri,
-            model_uri=model_uri,
-            sha256=model_sha,
-            size=len(model_bytes),
-            onnx_uri=onnx_uri if onnx_file is not None else None,
-            onnx_sha256=onnx_file.sha256 if onnx_file is not None else None,
+            uri=stored.run_uri,
+            model_uri=stored.model_uri,
+            sha256=stored.model_sha256,
+            size=stored.model_size,
+            onnx_uri=stored.onnx_uri,
+            onnx_sha256=stored.onnx.sha256 if stored.onnx is not None else None,
         ),
-        data=data_report,
-        feature_importance=importance,
+        data=inputs.data_report,
+        feature_importance=evaluation.importance,
         onnx_export=result_summary(compiled.report),
     )
 
@@ -397,6 +545,12 @@ def _score_champion(
     task: Task,
     classes: list[Any],
 ) -> dict[str, float]:
+    absent = [f.name for f in champion.meta.features if f.name not in holdout_raw.columns]
+    if absent:  # validation refuses this first (championSchema); never impute them
+        raise ChampionUnavailableError(
+            f"champion {champion.ref.run} cannot be scored: the holdout lacks its feature(s) "
+            f"{', '.join(absent)}"
+        )
     try:
         x_champion = coerce_features(holdout_raw, champion.meta.features)
         metrics, _ = score(champion.model, x_champion, y_test, task, classes)

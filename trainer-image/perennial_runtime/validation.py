@@ -12,16 +12,39 @@ that sets the limit (``minRows``, ``maxMissingFraction``, ``maxDuplicateFraction
   ``schemaAllowedValues``, ``schemaNullable``: the declared ``data.columns``
   (warnings instead of violations when ``enforceSchema`` is false).
 
+Numbers that would silently change meaning, per numeric feature (declared or inferred):
+
+- ``numericCells``: an inferred column whose values are numbers but for a few cells
+  (at least 90% numbers) would become categorical: the count and examples are reported.
+- ``finiteValues``: ``inf`` / ``-inf`` cells (they would reach the estimator).
+- ``numericOverflow``: finite values so large that the scaler's variance overflows and
+  turns the column into NaN (beyond sqrt(float max / rows) / 2).
+
+Against the champion (``championSchema``): every feature the champion was trained on must
+be a feature of the candidate, with the same kind (numbers, categories, booleans), and the
+candidate may not add features the champion lacks; a renamed column is both. The
+champion is only ever scored on the columns it was trained on.
+
+Target leakage (``targetLeakage``): a feature identical to the target, or a one-to-one
+relabelling of it (classification), or perfectly correlated with it (regression) is a
+warning naming the column, a violation with ``failOnTargetLeakage``.
+
 Drift scores (PSI per feature vs the champion's training reference) are always recorded;
 they fail the run only when ``maxDriftPsi`` is set and enough rows exist for a verdict.
+
+After the split, :func:`holdout_warnings` warns (never blocks) when the holdout's
+smallest class has fewer than :data:`MIN_HOLDOUT_CLASS_ROWS` rows or when holdout rows
+also appear in the training split.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from perennial_runtime.contract import (
@@ -29,6 +52,7 @@ from perennial_runtime.contract import (
     ColumnSchema,
     ColumnType,
     DataValidationLimits,
+    FeatureInfo,
     FeatureReference,
     Task,
     Violation,
@@ -43,6 +67,10 @@ from perennial_runtime.preprocessing import (
 )
 
 _EXAMPLES = 3
+# An inferred text column is "numbers with a few bad cells" when this share parses.
+NUMERIC_CELLS_FRACTION = 0.9
+# Fewer rows than this of a class in the holdout make its metrics noise (a warning).
+MIN_HOLDOUT_CLASS_ROWS = 5
 
 
 @dataclass
@@ -77,11 +105,14 @@ def validate(
     limits: DataValidationLimits,
     declared: Sequence[ColumnSchema] | None = None,
     reference: Mapping[str, FeatureReference] | None = None,
+    champion_features: Sequence[FeatureInfo] | None = None,
 ) -> ValidationReport:
-    """Check ``frame`` against the limits, the declared schema and the champion's reference.
+    """Check ``frame`` against the limits, the declared schema and the champion.
 
     ``features`` is the schema the model will use (declared or inferred); ``declared`` is
-    ``data.columns`` as given (``None`` when the schema was inferred).
+    ``data.columns`` as given (``None`` when the schema was inferred);
+    ``champion_features`` and ``reference`` are the champion's schema and training
+    distributions.
     """
     report = ValidationReport()
     rows = len(frame)
@@ -123,6 +154,15 @@ def validate(
         report.violations.extend(_check_target(frame[target], target, task, limits))
     report.violations.extend(_check_missing(frame, features, limits))
     report.violations.extend(_check_duplicates(frame, features, target, limits))
+    report.violations.extend(_check_numbers(frame, features, declared))
+    if has_target:
+        leaks = _check_leakage(frame, features, target, task)
+        if limits.fail_on_target_leakage:
+            report.violations.extend(leaks)
+        else:
+            report.warnings.extend(f"{v.column}: {v.message} [{v.rule}]" for v in leaks)
+    if champion_features is not None:
+        report.violations.extend(_check_champion_schema(features, champion_features))
     if reference:
         _check_drift(frame, features, reference, limits, report)
     return report
@@ -281,6 +321,17 @@ def _check_target(
                     ),
                 )
             )
+        infinite = int(np.isinf(parsed.to_numpy(dtype=float)).sum())
+        if infinite:
+            found.append(
+                Violation(
+                    rule="finiteValues",
+                    column=target,
+                    observed=float(infinite),
+                    limit=0.0,
+                    message=f"{infinite} infinite target value(s) (inf/-inf)",
+                )
+            )
         return found
     counts = present.map(category_label).value_counts()
     if len(counts) < 2:
@@ -423,6 +474,221 @@ def _check_drift(
                     message=f"PSI {score:.3f} ({psi_band(score)}) above maxDriftPsi {limit:g}",
                 )
             )
+
+
+def _check_numbers(
+    frame: pd.DataFrame,
+    features: Sequence[ColumnSchema],
+    declared: Sequence[ColumnSchema] | None,
+) -> list[Violation]:
+    """Non-numeric cells in numeric-looking columns, infinities, scaler overflow."""
+    found: list[Violation] = []
+    declared_names = {c.name for c in declared} if declared is not None else set()
+    rows = max(len(frame), 1)
+    bound = math.sqrt(float(np.finfo(np.float64).max) / rows) / 2
+    for col in features:
+        if col.name not in frame.columns:
+            continue
+        series = frame[col.name]
+        if col.type not in NUMERIC_TYPES:
+            if col.type is ColumnType.CATEGORICAL and col.name not in declared_names:
+                found.extend(_numeric_cells(series, col.name))
+            continue
+        values = coerce_column(series, col.type).to_numpy(dtype=float)
+        infinite = int(np.isinf(values).sum())
+        if infinite:
+            found.append(
+                Violation(
+                    rule="finiteValues",
+                    column=col.name,
+                    observed=float(infinite),
+                    limit=0.0,
+                    message=(
+                        f"{infinite} infinite value(s) (inf/-inf); replace them with numbers "
+                        "or leave the cells empty (missing values are imputed)"
+                    ),
+                )
+            )
+        finite = values[np.isfinite(values)]
+        huge = int((np.abs(finite) > bound).sum())
+        if huge:
+            found.append(
+                Violation(
+                    rule="numericOverflow",
+                    column=col.name,
+                    observed=float(np.abs(finite).max()),
+                    limit=float(f"{bound:.6g}"),
+                    message=(
+                        f"{huge} value(s) beyond ±{bound:.3g}: the scaler's variance would "
+                        "overflow and turn the column into NaN; rescale the column"
+                    ),
+                )
+            )
+    return found
+
+
+def _numeric_cells(series: pd.Series[Any], name: str) -> list[Violation]:
+    present = series.dropna()
+    if not len(present):
+        return []
+    parsed = pd.to_numeric(present, errors="coerce")
+    bad = present[parsed.isna()]
+    if not len(bad) or len(bad) > (1 - NUMERIC_CELLS_FRACTION) * len(present):
+        return []
+    examples = _shown(sorted({repr(v) for v in bad.tolist()}), _EXAMPLES)
+    return [
+        Violation(
+            rule="numericCells",
+            column=name,
+            observed=float(len(bad)),
+            limit=0.0,
+            message=(
+                f"{len(bad)} of {len(present)} value(s) are not numbers (e.g. {examples}) in "
+                "an otherwise numeric column, which would make it categorical; fix the "
+                "cells, or declare the column in data.columns (numeric, or categorical to "
+                "keep it as text)"
+            ),
+        )
+    ]
+
+
+def _check_leakage(
+    frame: pd.DataFrame, features: Sequence[ColumnSchema], target: str, task: Task
+) -> list[Violation]:
+    """Features that are the target under another name (or a one-to-one copy of it)."""
+    found: list[Violation] = []
+    y = frame[target]
+    y_labels = y.map(category_label)
+    for col in features:
+        if col.name not in frame.columns or col.name == target:
+            continue
+        x = frame[col.name]
+        how = _copy_of_target(x, y, y_labels, task)
+        if how:
+            found.append(
+                Violation(
+                    rule="targetLeakage",
+                    column=col.name,
+                    observed=how,
+                    limit=target,
+                    message=(
+                        f"target leakage: the feature is {how} the target {target!r}; "
+                        "a model trained on it learns nothing usable at prediction time. "
+                        "Drop the column (or leave it out of data.columns)"
+                    ),
+                )
+            )
+    return found
+
+
+def _copy_of_target(
+    x: pd.Series[Any], y: pd.Series[Any], y_labels: pd.Series[Any], task: Task
+) -> str | None:
+    x_labels = x.map(category_label)
+    if x_labels.equals(y_labels):
+        return "identical to"
+    both = pd.DataFrame({"x": x_labels, "y": y_labels}).dropna()
+    if len(both) < 2 or both["y"].nunique() < 2:
+        return None
+    if task is Task.CLASSIFICATION:
+        one_to_one = bool((both.groupby("x")["y"].nunique() == 1).all()) and bool(
+            (both.groupby("y")["x"].nunique() == 1).all()
+        )
+        return "a one-to-one relabelling of" if one_to_one else None
+    xs = pd.to_numeric(x, errors="coerce")
+    ys = pd.to_numeric(y, errors="coerce")
+    pair = pd.DataFrame({"x": xs, "y": ys}).replace([np.inf, -np.inf], np.nan).dropna()
+    if len(pair) < 3 or pair["x"].std() == 0 or pair["y"].std() == 0:
+        return None
+    with np.errstate(all="ignore"):
+        r = float(np.corrcoef(pair["x"], pair["y"])[0, 1])
+    return "perfectly correlated with" if math.isfinite(r) and abs(r) > 1 - 1e-9 else None
+
+
+def _kind(column_type: ColumnType) -> str:
+    return "numeric" if column_type in NUMERIC_TYPES else column_type.value
+
+
+def _check_champion_schema(
+    features: Sequence[ColumnSchema], champion: Sequence[FeatureInfo]
+) -> list[Violation]:
+    """The candidate's features against the champion's: missing, extra, retyped."""
+    found: list[Violation] = []
+    candidate = {c.name: c.type for c in features}
+    trained = {f.name: f.type for f in champion}
+    for name, kind in trained.items():
+        if name not in candidate:
+            found.append(
+                Violation(
+                    rule="championSchema",
+                    column=name,
+                    observed="missing",
+                    limit=_kind(kind),
+                    message=(
+                        "the champion was trained on this feature and the candidate's data "
+                        "lacks it (missing or renamed): the two cannot be compared on the "
+                        "same holdout"
+                    ),
+                )
+            )
+        elif _kind(candidate[name]) != _kind(kind):
+            found.append(
+                Violation(
+                    rule="championSchema",
+                    column=name,
+                    observed=_kind(candidate[name]),
+                    limit=_kind(kind),
+                    message=(
+                        f"the feature is {_kind(candidate[name])} in the candidate's data "
+                        f"and was {_kind(kind)} for the champion (retyped)"
+                    ),
+                )
+            )
+    for name, kind in candidate.items():
+        if name not in trained:
+            found.append(
+                Violation(
+                    rule="championSchema",
+                    column=name,
+                    observed=_kind(kind),
+                    limit="absent",
+                    message=(
+                        "a feature the champion was not trained on (extra or renamed): the "
+                        "candidate would be compared on data the champion never got"
+                    ),
+                )
+            )
+    return found
+
+
+def holdout_warnings(
+    train: pd.DataFrame, holdout: pd.DataFrame, target: str, task: Task, columns: Sequence[str]
+) -> list[str]:
+    """Warnings about the split: a tiny holdout class, holdout rows also in training."""
+    warnings: list[str] = []
+    if task is Task.CLASSIFICATION and len(holdout):
+        counts = holdout[target].map(category_label).value_counts()
+        few = {str(k): int(n) for k, n in counts.items() if n < MIN_HOLDOUT_CLASS_ROWS}
+        if few:
+            shown = _shown([f"{k!r} ({n})" for k, n in sorted(few.items())], _EXAMPLES)
+            warnings.append(
+                f"{target}: the holdout has fewer than {MIN_HOLDOUT_CLASS_ROWS} rows of "
+                f"class(es) {shown}: metrics for them are noise; add data or raise "
+                "evaluation.testSize (minClassFraction turns imbalance into a violation)"
+            )
+    keys = [c for c in columns if c in train.columns and c in holdout.columns]
+    if keys and len(holdout):
+        seen = set(map(tuple, train[keys].astype(str).itertuples(index=False)))
+        repeated = sum(
+            1 for row in holdout[keys].astype(str).itertuples(index=False) if tuple(row) in seen
+        )
+        if repeated:
+            warnings.append(
+                f"{repeated} of {len(holdout)} holdout row(s) ({repeated / len(holdout):.1%}) "
+                "also appear in the training split: the holdout overstates the metrics; "
+                "deduplicate the data (maxDuplicateFraction turns duplicates into a violation)"
+            )
+    return warnings
 
 
 def _shown(items: Sequence[str], limit: int) -> str:

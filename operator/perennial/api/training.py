@@ -335,6 +335,13 @@ class DataGateSpec(SpecModel):
             "this (0.25 = significant shift). Default: not checked."
         ),
     )
+    fail_on_target_leakage: bool = Field(
+        default=False,
+        description=(
+            "Fail the run when a feature is the target or a one-to-one copy of it "
+            "(always reported as a warning)."
+        ),
+    )
 
 
 class GatesSpec(SpecModel):

@@ -230,6 +230,11 @@ def _carry_out(
 ) -> PipelinePlan:
     """Cancel, create and prune runs; announce a new champion. The plan as carried out."""
     namespace = body["metadata"].get("namespace") or ""
+    held = decision.memory.champion
+    if held is not None and held.metric and held.value is not None:
+        metrics.CHAMPION_METRIC.labels(namespace, body["metadata"]["name"], held.metric).set(
+            held.value
+        )
     if decision.champion_changed and decision.memory.champion is not None:
         champion = decision.memory.champion
         score = (

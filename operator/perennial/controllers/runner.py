@@ -33,7 +33,11 @@ __all__ = [
 
 logger = logging.getLogger("perennial.runner")
 
-CORE_MODULES: Final = ("perennial.controllers.settings", "perennial.controllers.liveness")
+CORE_MODULES: Final = (
+    "perennial.controllers.settings",
+    "perennial.controllers.liveness",
+    "perennial.controllers.notifier",
+)
 OPTIONAL_MODULES: Final = ("perennial.controllers.handlers",)
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
@@ -159,11 +163,16 @@ def run_operator(
     peering: str | None,
     priority: int,
     verbose: bool,
+    notify_sinks: Sequence[str] = (),
+    notify_mode: str | None = None,
 ) -> int:
     """Run the operator until it is told to stop; the process exit code."""
+    import os
+
     import kopf
 
     from perennial.k8s.metrics import start_metrics_server
+    from perennial.k8s.notifications import notification_settings
 
     try:
         options = build_run_options(
@@ -173,6 +182,7 @@ def run_operator(
             peering=peering,
             priority=priority,
         )
+        notifications = notification_settings(os.environ, sinks=notify_sinks, mode=notify_mode)
     except ValueError as exc:
         print(f"perennial run: {exc}", file=sys.stderr)
         return 2
@@ -195,5 +205,6 @@ def run_operator(
         if options.peering_name
         else "standalone",
     )
-    kopf.run(**options.kopf_kwargs(), memo=kopf.Memo(namespaces=options.namespaces))
+    memo = kopf.Memo(namespaces=options.namespaces, notifications=notifications)
+    kopf.run(**options.kopf_kwargs(), memo=memo)
     return 0

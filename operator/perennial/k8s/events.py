@@ -4,7 +4,8 @@ Handlers call :func:`post_event` with the object (a kopf body, a plain dict as r
 API, or an object reference) and a CamelCase reason; the message is capped so that a long
 error (a stack trace, a pod's termination message) never makes the API server refuse the
 event. kopf queues the event and posts it in the background as a core/v1 Event, so this call
-never blocks a handler and never fails it.
+never blocks a handler and never fails it. The events that matter outside the cluster are
+also queued as CloudEvents for the configured sinks (:mod:`perennial.k8s.notifications`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from collections.abc import Mapping
 from typing import Any, Final, Literal, cast
 
 import kopf
+
+from perennial.k8s import notifications
 
 __all__ = [
     "MAX_MESSAGE_LENGTH",
@@ -87,5 +90,6 @@ def post_event(
             "at most 128 characters), e.g. 'TrainingStarted'"
         )
     target = event_target(obj)
+    notifications.publish(obj, reason, message, type)
     body = kopf.Body(cast(kopf.RawBody, target))
     kopf.event(body, type=type, reason=reason, message=truncate_message(message))

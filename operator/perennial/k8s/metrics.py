@@ -30,9 +30,11 @@ from perennial._version import __version__
 
 __all__ = [
     "BUILD_INFO",
+    "CHAMPION_METRIC",
     "DEPLOYMENT_DRIFT_SCORE",
     "DEPLOYMENT_LIVE_ACCURACY",
     "GATE_FAILURES",
+    "NOTIFICATIONS",
     "RECONCILE_ERRORS",
     "REGISTRY",
     "ROLLBACKS",
@@ -98,6 +100,12 @@ TRIGGER_TO_VERDICT = Histogram(
     buckets=_VERDICT_BUCKETS,
     registry=REGISTRY,
 )
+CHAMPION_METRIC = Gauge(
+    "perennial_champion_metric",
+    "The current champion's primary metric on its holdout, by pipeline and metric name.",
+    ["namespace", "pipeline", "metric"],
+    registry=REGISTRY,
+)
 RECONCILE_ERRORS = Counter(
     "perennial_reconcile_errors",
     "Handler invocations that raised, by custom-resource kind and handler.",
@@ -114,6 +122,13 @@ ROLLBACKS = Counter(
     "perennial_rollbacks",
     "Rollbacks to a previous model, by reason (e.g. AnalysisFailed, Manual).",
     ["namespace", "deployment", "reason"],
+    registry=REGISTRY,
+)
+NOTIFICATIONS = Counter(
+    "perennial_notifications",
+    "CloudEvents by sink (URL without credentials or query) and result: delivered, failed "
+    "(given up after the retries), dropped (the sink's queue was full).",
+    ["sink", "result"],
     registry=REGISTRY,
 )
 DEPLOYMENT_DRIFT_SCORE = Gauge(

@@ -2,7 +2,8 @@
 
 Modules: ``config`` (options), ``schema`` (request validation), ``fastpath`` (predictors),
 ``model`` (verify, load, smoke-test), ``windows`` and ``monitor`` (drift, feedback,
-metrics), ``v2`` (protocol documents), ``app`` (ASGI), ``server`` (uvicorn).
+metrics), ``v2`` (protocol documents), ``app`` (ASGI), ``http_limits`` (header size,
+read timeouts, connections), ``server`` (uvicorn; imports ``app``, never the reverse).
 """
 
 from __future__ import annotations

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -23,7 +22,7 @@ import numpy as np
 import orjson
 
 from perennial_runtime.serve import v2
-from perennial_runtime.serve.config import CONFIG_JSON_ENV, ServeConfig
+from perennial_runtime.serve.config import ServeConfig
 from perennial_runtime.serve.errors import RequestError, describe
 from perennial_runtime.serve.model import LoadError, Prediction, ServedModel, load
 from perennial_runtime.serve.monitor import Monitor
@@ -381,10 +380,11 @@ class ServingApp:
 
     # --- handlers ---------------------------------------------------------------------------
 
-    async def _run(self, model: ServedModel, batch: Batch, proba: bool) -> Prediction:
+    async def _run(self, model: ServedModel, batch: Batch, proba: bool, rows: str) -> Prediction:
+        """``rows`` names a row in error messages (``"instances[{row}]"``)."""
         if batch.rows > INLINE_ROWS:
-            return await asyncio.to_thread(model.predict, batch, proba)
-        return model.predict(batch, proba)
+            return await asyncio.to_thread(model.predict, batch, proba, rows)
+        return model.predict(batch, proba, rows)
 
     async def _predict_handler(self, body: Any) -> Response:
         model = self._require_model()
@@ -398,7 +398,7 @@ class ServingApp:
                 "in feature order or as objects keyed by feature name"
             )
         batch = model.schema.from_rows(body["instances"], "instances")
-        prediction = await self._run(model, batch, model.is_classifier)
+        prediction = await self._run(model, batch, model.is_classifier, "instances[{row}]")
         ids = self.monitor.record(batch, prediction)
         payload: dict[str, Any] = {"predictions": v2.json_array(prediction.values)}
         if prediction.proba is not None:
@@ -411,7 +411,7 @@ class ServingApp:
 
     async def _infer(self, model: ServedModel, body: Any) -> Response:
         batch, outputs, request_id = v2.parse_infer(body, model)
-        prediction = await self._run(model, batch, v2.PREDICT_PROBA in outputs)
+        prediction = await self._run(model, batch, v2.PREDICT_PROBA in outputs, v2.ROW_NAME)
         ids = self.monitor.record(batch, prediction)
         if request_id is None:
             request_id = ids[0].rsplit("-", 1)[0]
@@ -445,7 +445,7 @@ class ServingApp:
         if has_ids:
             return json_response(200, self.monitor.feedback_by_ids(given, checked))
         batch = model.schema.from_rows(given, "instances")
-        predicted = (await self._run(model, batch, False)).values.tolist()
+        predicted = (await self._run(model, batch, False, "instances[{row}]")).values.tolist()
         self.monitor.score_feedback(predicted, checked)
         return json_response(200, self.monitor.feedback_summary(len(predicted)))
 
@@ -473,15 +473,3 @@ def _too_large(size: int, limit: int) -> RequestError:
         status=413,
         headers=[(b"connection", b"close")],  # the rest of the body is not read
     )
-
-
-def app_from_env() -> ServingApp:
-    """uvicorn ``--factory`` entry for worker processes (``--workers N``)."""
-    from prometheus_client import disable_created_metrics
-
-    from perennial_runtime.serve.server import configure_logging
-
-    config = ServeConfig.from_json(os.environ[CONFIG_JSON_ENV])
-    configure_logging(config.log_level)
-    disable_created_metrics()  # type: ignore[no-untyped-call]
-    return ServingApp(config)

@@ -80,6 +80,11 @@ class ServeConfig:
     prediction_cache_rows: int = 100_000
     log_level: str = "info"
     access_log: bool = False
+    # HTTP limits (http_limits.py): header block size, header and body read time, connections
+    max_header_bytes: int = 32 * 1024
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
+    max_connections: int = 256
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -121,6 +126,38 @@ _INT_OPTIONS: tuple[tuple[str, str, int, int, str], ...] = (
         100_000,
         1,
         "recent predictions kept so /feedback can match their ids",
+    ),
+    (
+        "--max-header-bytes",
+        "PERENNIAL_MAX_HEADER_BYTES",
+        32 * 1024,
+        1024,
+        "request line plus headers; larger get 431 and the connection is closed",
+    ),
+    (
+        "--max-connections",
+        "PERENNIAL_MAX_CONNECTIONS",
+        256,
+        1,
+        "open connections per server process; more get 503 (Retry-After) and are closed",
+    ),
+)
+# flag, env var, default, min (exclusive), help
+_SECONDS_OPTIONS: tuple[tuple[str, str, float, float, str], ...] = (
+    (
+        "--header-timeout",
+        "PERENNIAL_HEADER_TIMEOUT",
+        10.0,
+        0.0,
+        "seconds for a request's headers to arrive (from the connection or the request's "
+        "first byte); slower clients get 408 and are dropped",
+    ),
+    (
+        "--body-timeout",
+        "PERENNIAL_BODY_TIMEOUT",
+        30.0,
+        0.0,
+        "seconds for a request's body to arrive after its headers; slower: 408, dropped",
     ),
 )
 
@@ -164,6 +201,10 @@ def _parser() -> argparse.ArgumentParser:
             type=int,
             metavar="N",
             help=f"{text} (env {env}; default {default}, min {minimum})",
+        )
+    for flag, env, seconds, _, text in _SECONDS_OPTIONS:
+        parser.add_argument(
+            flag, type=float, metavar="SECONDS", help=f"{text} (env {env}; default {seconds:g})"
         )
     parser.add_argument(
         "--log-level",
@@ -219,6 +260,22 @@ def parse_args(argv: Sequence[str], env: Mapping[str, str]) -> ServeConfig:
         if value < minimum:
             raise ConfigError(f"{flag} must be at least {minimum}, got {value}")
         ints[key] = value
+    floats: dict[str, float] = {}
+    for flag, env_name, default_seconds, above, _ in _SECONDS_OPTIONS:
+        key = flag[2:].replace("-", "_")
+        seconds = getattr(args, key)
+        if seconds is None and env.get(env_name):
+            try:
+                seconds = float(env[env_name])
+            except ValueError:
+                raise ConfigError(
+                    f"{env_name} must be a number of seconds, got {env[env_name]!r}"
+                ) from None
+        if seconds is None:
+            seconds = default_seconds
+        if not (math.isfinite(seconds) and seconds > above):
+            raise ConfigError(f"{flag} must be a positive number of seconds, got {seconds}")
+        floats[key] = seconds
     if ints["workers"] == 0:
         ints["workers"] = available_cores()
     if ints["port"] > 65535:
@@ -241,5 +298,7 @@ def parse_args(argv: Sequence[str], env: Mapping[str, str]) -> ServeConfig:
         host=args.host or env.get("PERENNIAL_SERVE_HOST") or "0.0.0.0",
         log_level=log_level,
         access_log=bool(access_log),
+        header_timeout=floats["header_timeout"],
+        body_timeout=floats["body_timeout"],
         **ints,
     )

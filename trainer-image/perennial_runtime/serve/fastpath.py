@@ -36,7 +36,7 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from perennial_runtime.serve.predictors import AnyArray, Predictor
+from perennial_runtime.serve.predictors import AnyArray, Predictor, check_finite
 from perennial_runtime.serve.schema import Batch, FeatureSchema, FloatMatrix, ObjectMatrix
 
 _UNSEEN = "\x00perennial-unseen-category"  # probes the fitted OneHotEncoder
@@ -271,13 +271,31 @@ class _Head(Protocol):
     def __call__(self, x: FloatMatrix, proba: bool) -> tuple[AnyArray, FloatMatrix | None]: ...
 
 
+def _scores(x: FloatMatrix, coef: FloatMatrix) -> FloatMatrix:
+    """``x @ coef.T`` (``(rows,)`` for a single output), one dot product per row and output.
+
+    A BLAS matrix product sums in an order that depends on the number of rows, so the same
+    row alone and inside a batch came out a few ulps apart (a regression value, a
+    probability, at a boundary a label); ``vecdot`` runs the same dot product for a row
+    whatever its batch, and is as fast here.
+    """
+    if coef.shape[0] == 1:  # one output: (rows,), without the broadcast views
+        single: FloatMatrix = np.vecdot(x, coef[0])
+        return single
+    scores: FloatMatrix = np.vecdot(x[:, None, :], coef[None, :, :])
+    return scores
+
+
 class _LinearRegressionHead:
     def __init__(self, estimator: Any) -> None:
-        self.coef_t = np.asarray(estimator.coef_, dtype=np.float64).T
+        coef = np.asarray(estimator.coef_, dtype=np.float64)
+        self.coef = np.ascontiguousarray(coef.reshape(-1, coef.shape[-1]))
         self.intercept = np.asarray(estimator.intercept_, dtype=np.float64)
+        self.single = coef.ndim == 1  # one target: values of shape (rows,)
 
     def __call__(self, x: FloatMatrix, proba: bool) -> tuple[AnyArray, FloatMatrix | None]:
-        return x @ self.coef_t + self.intercept, None
+        values = _scores(x, self.coef) + self.intercept
+        return (values if self.single else values.reshape(len(x), -1)), None
 
 
 class _LogisticHead:
@@ -285,16 +303,16 @@ class _LogisticHead:
         from scipy.special import expit
         from sklearn.utils.extmath import softmax
 
-        self.coef_t = np.asarray(estimator.coef_, dtype=np.float64).T
+        self.coef = np.ascontiguousarray(estimator.coef_, dtype=np.float64)
         self.intercept = np.asarray(estimator.intercept_, dtype=np.float64)
         self.classes = np.asarray(estimator.classes_)
-        self.binary = self.coef_t.shape[1] == 1
+        self.binary = self.coef.shape[0] == 1
         self.expit = expit
         self.softmax = softmax
 
     def __call__(self, x: FloatMatrix, proba: bool) -> tuple[AnyArray, FloatMatrix | None]:
         # As LinearClassifierMixin.predict and LogisticRegression.predict_proba do it.
-        scores = x @ self.coef_t + self.intercept
+        scores = _scores(x, self.coef) + self.intercept
         if self.binary:
             scores = scores.reshape(-1)
             labels = self.classes[(scores > 0).astype(np.intp)]
@@ -373,7 +391,10 @@ class CompiledPredictor:
         return np.hstack([block(batch) for block in self._blocks])
 
     def predict(self, batch: Batch, proba: bool) -> tuple[AnyArray, FloatMatrix | None]:
-        return self._head(self.transform(batch), proba)
+        x = self.transform(batch)
+        if not self.linear:  # a scikit-learn estimator refuses NaN and infinity
+            check_finite(x)
+        return self._head(x, proba)
 
 
 def compile_pipeline(model: Any, schema: FeatureSchema) -> CompiledPredictor:

@@ -15,6 +15,7 @@ never served), exactly like a tampered ``model.skops``.
 from __future__ import annotations
 
 import logging
+import math
 import time
 import warnings
 from dataclasses import dataclass, replace
@@ -45,6 +46,7 @@ from perennial_runtime.serve.predictors import (
     ONNXRUNTIME,
     SKLEARN,
     AnyArray,
+    NotFiniteError,
     OnnxPredictor,
     PipelinePredictor,
     Predictor,
@@ -109,9 +111,42 @@ class ServedModel:
     def is_classifier(self) -> bool:
         return self.classes is not None
 
-    def predict(self, batch: Batch, proba: bool = False) -> Prediction:
-        values, probabilities = self.predictor.predict(batch, proba and self.is_classifier)
-        return Prediction(values, probabilities)
+    def predict(self, batch: Batch, proba: bool = False, rows: str = "row {row}") -> Prediction:
+        """Predictions for a validated batch; a 422 :class:`RequestError` for a value
+        beyond the server's range or a non-finite output (``rows`` names a row in the
+        message, e.g. ``"instances[{row}]"``).
+
+        A classifier's probabilities are always computed: a NaN probability means its
+        label is meaningless too, so they are checked even when not returned.
+        """
+        self.schema.check_range(batch, rows)
+        classifier = self.is_classifier
+        what = "probabilities" if classifier else "prediction"
+        try:
+            values, probabilities = self.predictor.predict(batch, classifier)
+        except NotFiniteError as exc:
+            raise self._not_finite(batch, exc.rows, rows, "preprocessed values") from None
+        checked = probabilities if classifier else values
+        # one reduction on the hot path; a non-finite sum takes the exact check (finite
+        # values can overflow their sum)
+        if checked is not None and not math.isfinite(float(np.add.reduce(checked, axis=None))):
+            finite = np.isfinite(checked)
+            bad = np.flatnonzero(~(finite.all(axis=1) if finite.ndim == 2 else finite))
+            if len(bad):
+                raise self._not_finite(batch, bad, rows, what)
+        return Prediction(values, probabilities if proba and classifier else None)
+
+    def _not_finite(self, batch: Batch, bad: Any, rows: str, what: str) -> RequestError:
+        first = int(bad[0])
+        cause = self.schema.farthest_out(batch, first, self.metadata.reference)
+        cause = f" ({cause})" if cause else ""
+        others = f"; {len(bad)} of {batch.rows} rows are affected" if len(bad) > 1 else ""
+        return RequestError(
+            f"{rows.format(row=first)}: the model's {what} for this row "
+            f"{'is' if what == 'prediction' else 'are'} not finite (NaN or infinity){cause}: "
+            f"the row is outside what the model can compute{others}",
+            status=422,
+        )
 
 
 def datatype_of_labels(classes: list[Any]) -> str:

@@ -15,6 +15,7 @@ the traffic it served (see docs/serving.md).
 from __future__ import annotations
 
 import math
+import re
 import secrets
 from bisect import bisect_left
 from collections.abc import Iterator, Sequence
@@ -80,6 +81,9 @@ LATENCY_BUCKETS = (
 FOLD_ROWS = 256
 LATENCY_SAMPLES = 1024
 PREDICTION_COLUMN = "__prediction__"
+# A prediction id: "<process prefix>-<request seq>-<row>", ASCII digits of bounded length
+# (a non-ASCII digit or a 5,000-digit number is a malformed id, never an int() call).
+PREDICTION_ID = re.compile(r"([^-]{1,64})-([0-9]{1,18})-([0-9]{1,9})", re.ASCII)
 
 
 def outcome_of(status: int) -> str:
@@ -319,11 +323,13 @@ class Monitor:
         unknown: list[str] = []
         duplicates: list[str] = []
         for i, (pid, target) in enumerate(zip(ids, targets, strict=True)):
-            if type(pid) is not str:
+            parsed = PREDICTION_ID.fullmatch(pid) if type(pid) is str else None
+            if parsed is None:
                 raise RequestError(
-                    f"ids[{i}]: expects a prediction id (string), got {describe(pid)}"
+                    f"ids[{i}]: expects a prediction id as returned by /predict or infer "
+                    f"(like '{self.id_prefix}-1-0'), got {describe(pid)}"
                 )
-            state, value = self._claim(pid)
+            state, value = self._claim(parsed)
             if state == "ok":
                 predicted.append(value)
                 matched_targets.append(target)
@@ -334,10 +340,9 @@ class Monitor:
         self.score_feedback(predicted, matched_targets)
         return self.feedback_summary(len(predicted), unknown, duplicates)
 
-    def _claim(self, pid: str) -> tuple[str, Any]:
-        prefix, _, rest = pid.partition("-")
-        seq, _, row = rest.partition("-")
-        if prefix != self.id_prefix or not seq.isdigit() or not row.isdigit():
+    def _claim(self, pid: re.Match[str]) -> tuple[str, Any]:
+        prefix, seq, row = pid.groups()
+        if prefix != self.id_prefix:  # another process's (or a restarted one's) prediction
             return "unknown", None
         return self.cache.claim(int(seq), int(row))
 

@@ -30,6 +30,22 @@ SKLEARN = "sklearn"
 _UNSEEN = "perennial-unseen-category"
 
 
+class NotFiniteError(Exception):
+    """The preprocessed rows ``rows`` hold NaN or infinity (an input beyond what the
+    preprocessing can represent); scikit-learn estimators would raise a ValueError."""
+
+    def __init__(self, rows: AnyArray) -> None:
+        super().__init__(f"{len(rows)} rows are not finite after preprocessing")
+        self.rows = rows
+
+
+def check_finite(x: Any) -> None:
+    """:class:`NotFiniteError` when the dense float matrix ``x`` holds NaN or infinity."""
+    if isinstance(x, np.ndarray) and x.dtype.kind == "f" and not np.isfinite(x).all():
+        finite = np.isfinite(x)
+        raise NotFiniteError(np.flatnonzero(~finite.all(axis=1) if x.ndim == 2 else ~finite))
+
+
 class Predictor(Protocol):
     kind: str  # ONNXRUNTIME or SKLEARN
 
@@ -62,6 +78,7 @@ class PipelinePredictor:
         x = self.schema.to_frame(batch)
         if self._pre is not None:
             x = self._pre.transform(x)
+            check_finite(x)
         values = np.asarray(self._final.predict(x))
         probabilities = np.asarray(self._final.predict_proba(x)) if proba else None
         return values, probabilities

@@ -16,7 +16,7 @@ else is checked value by value.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,12 +24,18 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from perennial_runtime.contract import ColumnType, FeatureInfo
+from perennial_runtime.contract import ColumnType, FeatureInfo, FeatureReference
 from perennial_runtime.preprocessing import boolean_label, category_label
 from perennial_runtime.serve.errors import RequestError, describe, names_hint
 
 NUMERIC_KINDS = frozenset({ColumnType.NUMERIC, ColumnType.INTEGER})
 _NUMBER_KINDS = frozenset("fiub")  # numpy dtype kinds a numeric feature accepts
+
+# The largest magnitude a numeric input may have: the single-precision range. Tree
+# estimators (scikit-learn casts their input to float32) and ONNX models compute in
+# float32, where a larger value is infinity; refusing it for every model keeps a row's
+# answer the same whatever the backend, and keeps 1e308 from overflowing a scaler.
+MAX_ABS_INPUT = float(np.finfo(np.float32).max)
 
 FloatMatrix = npt.NDArray[np.float64]
 ObjectMatrix = npt.NDArray[np.object_]
@@ -148,6 +154,59 @@ class FeatureSchema:
                 "(--max-rows); split the batch",
                 status=413,
             )
+
+    def check_range(self, batch: Batch, rows: str = "row {row}") -> None:
+        """422 naming the row and feature of a value beyond :data:`MAX_ABS_INPUT`.
+
+        ``rows`` names a row for the message (``"instances[{row}]"``). Missing values
+        (NaN) are fine: the model imputes them.
+        """
+        x = batch.numeric
+        if x.size == 0:
+            return
+        # one reduction on the hot path: a sum of magnitudes within the range bounds each
+        # of them; NaN (a missing value) or a large sum takes the exact check
+        if float(np.add.reduce(np.abs(x), axis=None)) <= MAX_ABS_INPUT:
+            return
+        peak = np.fmax.reduce(np.abs(x), axis=None)  # fmax: NaN (missing) is skipped
+        if not peak > MAX_ABS_INPUT:
+            return
+        over = np.abs(x) > MAX_ABS_INPUT
+        i, j = (int(v) for v in np.argwhere(over)[0])
+        count = int(over.sum())
+        more = f"; {count} values in this request are beyond it" if count > 1 else ""
+        raise RequestError(
+            f"{rows.format(row=i)}: feature {self.numeric_names[j]!r} is {float(x[i, j])!r}, "
+            f"beyond the largest magnitude the server accepts, {MAX_ABS_INPUT:.4g} (the "
+            f"single-precision range tree and ONNX models compute in){more}",
+            status=422,
+        )
+
+    def farthest_out(
+        self, batch: Batch, row: int, references: Mapping[str, FeatureReference]
+    ) -> str:
+        """The row's numeric value farthest outside its training range, as a phrase.
+
+        The range is the feature's recorded min/max, else the span of its reference bin
+        edges (``metadata.reference``, for drift); "" when every value is inside.
+        """
+        worst: tuple[float, str] | None = None
+        for j, name in enumerate(self.numeric_names):
+            info = self.features[self.position[name]]
+            ref = references.get(name)
+            if info.min is not None and info.max is not None:
+                low, high, seen = info.min, info.max, "trained on"
+            elif ref is not None and ref.edges:
+                low, high, seen = ref.edges[0], ref.edges[-1], "training bins span"
+            else:
+                continue
+            value = float(batch.numeric[row, j])
+            span = max(high - low, 1e-12)
+            distance = max(low - value, value - high, 0.0) / span
+            if distance > 0 and (worst is None or distance > worst[0]):
+                phrase = f"feature {name!r} is {value!r} ({seen} {low:.6g} to {high:.6g})"
+                worst = (distance, phrase)
+        return worst[1] if worst is not None else ""
 
     # --- rows: lists in feature order or objects keyed by feature name ---------------
 

@@ -5,8 +5,12 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from typing import TYPE_CHECKING
 
 from perennial_runtime.serve.config import CONFIG_JSON_ENV, ConfigError, ServeConfig, parse_args
+
+if TYPE_CHECKING:
+    from perennial_runtime.serve.app import ServingApp
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -21,13 +25,17 @@ def configure_logging(level: str) -> None:
 def uvicorn_options(config: ServeConfig) -> dict[str, object]:
     import importlib.util
 
+    from perennial_runtime.serve.http_limits import PROTOCOL
+
     return {
         "host": config.host,
         "port": config.port,
         "log_level": config.log_level,
         "access_log": config.access_log,
         "loop": "uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
-        "http": "httptools" if importlib.util.find_spec("httptools") else "h11",
+        # httptools plus our limits (http_limits.py); h11 bounds only the header size
+        "http": PROTOCOL if importlib.util.find_spec("httptools") else "h11",
+        "h11_max_incomplete_event_size": config.max_header_bytes,
         "lifespan": "on",
         "server_header": False,
         # no X-Forwarded-* rewriting middleware on every request: the app never reads
@@ -50,7 +58,7 @@ def run(config: ServeConfig) -> int:
         # Workers are separate processes: each rebuilds the app from the environment.
         os.environ[CONFIG_JSON_ENV] = config.to_json()
         uvicorn.run(
-            "perennial_runtime.serve.app:app_from_env",
+            "perennial_runtime.serve.server:app_from_env",
             factory=True,
             workers=config.workers,
             **options,  # type: ignore[arg-type]
@@ -60,6 +68,18 @@ def run(config: ServeConfig) -> int:
 
         uvicorn.run(ServingApp(config), **options)  # type: ignore[arg-type]
     return 0
+
+
+def app_from_env() -> ServingApp:
+    """uvicorn ``--factory`` entry for worker processes (``--workers N``)."""
+    from prometheus_client import disable_created_metrics
+
+    from perennial_runtime.serve.app import ServingApp
+
+    config = ServeConfig.from_json(os.environ[CONFIG_JSON_ENV])
+    configure_logging(config.log_level)
+    disable_created_metrics()  # type: ignore[no-untyped-call]
+    return ServingApp(config)
 
 
 def main(argv: list[str]) -> int:

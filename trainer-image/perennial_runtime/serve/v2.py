@@ -41,6 +41,7 @@ NUMERIC_DATATYPES = frozenset(
 )
 DATATYPES = NUMERIC_DATATYPES | {"BYTES"}
 PREDICT = "predict"
+ROW_NAME = "row {row} of the inputs"  # how errors found after parsing name a row
 PREDICT_PROBA = "predict_proba"
 _FEATURE_DATATYPE = {
     ColumnType.NUMERIC: "FP64",
@@ -130,22 +131,24 @@ class _Tensor:
         return math.prod(self.shape)
 
     def numbers(self) -> npt.NDArray[np.float64] | None:
-        """The data as float64 in ``shape`` when it is all numbers (one numpy call)."""
+        """The data as float64 in ``shape`` when it is all numbers, flat or nested exactly
+        as ``shape`` (one numpy call); None sends it to :meth:`flat`, which names what is
+        wrong."""
         if self.datatype == "BYTES":
             return None
         try:
             arr = np.array(self.data)
-        except (ValueError, TypeError):
+        except (ValueError, TypeError, RecursionError):
             return None
-        if arr.dtype.kind not in "fiub" or arr.size != self.size:
+        if arr.dtype.kind not in "fiub":
             return None
+        if arr.shape != tuple(self.shape) and not (arr.ndim == 1 and arr.size == self.size):
+            return None  # mis-nested (e.g. [4, 2] for shape [2, 4]): never reshaped
         return arr.astype(np.float64, copy=False).reshape(self.shape)
 
     def flat(self) -> list[Any]:
         """Row-major values, checked against the shape (and against the datatype)."""
-        data = self.data
-        if data and isinstance(data[0], list):
-            data = _row_major(data)
+        data = _row_major(self.data, self.shape, self.where)
         if len(data) != self.size:
             raise RequestError(
                 f"{self.where}: shape {self.shape} holds {self.size} values but data has "
@@ -161,18 +164,67 @@ class _Tensor:
         return data
 
 
-def _row_major(data: list[Any]) -> list[Any]:
-    out: list[Any] = []
+# How deep the nesting of a mis-nested ``data`` is described (it is never walked further).
+_NESTING_SHOWN = 8
 
-    def walk(item: list[Any]) -> None:
-        for value in item:
-            if isinstance(value, list):
-                walk(value)
-            else:
-                out.append(value)
 
-    walk(data)
-    return out
+def _nesting(data: list[Any]) -> list[int]:
+    """The lengths along the first elements: ``[[1, 2, 3]] * 2`` is ``[2, 3]``."""
+    dims: list[int] = []
+    item: Any = data
+    while type(item) is list and len(dims) < _NESTING_SHOWN:
+        dims.append(len(item))
+        item = item[0] if item else None
+    return dims
+
+
+def _row_major(data: list[Any], shape: list[int], where: str) -> list[Any]:
+    """``data`` flat, or nested exactly as ``shape``, as one row-major list.
+
+    Iterative and bounded by ``shape``: a 1,000-level nesting is refused, not walked.
+    Anything else (a [4, 2] nesting for shape [2, 4], ragged rows, a list where a value
+    belongs) is a 400 naming the expected and the received nesting.
+    """
+    if not any(type(v) is list for v in data):
+        return data  # flat: the caller checks the length
+    got = _nesting(data)
+    fix = (
+        f"nest data exactly as the shape ({' x '.join(map(str, shape))}) or send it flat "
+        f"({math.prod(shape)} values, row-major)"
+    )
+    if got[: len(shape)] != shape or len(got) > len(shape):
+        shown = str(got) if len(got) < _NESTING_SHOWN else str(got)[:-1] + ", ...]"
+        raise RequestError(f"{where}: data is nested as {shown} but shape is {shape}; {fix}")
+    level: list[Any] = [data]
+    for depth, width in enumerate(shape):
+        last = depth == len(shape) - 1
+        below: list[Any] = []
+        for k, item in enumerate(level):
+            path = "data" + "".join(f"[{i}]" for i in _unravel(k, shape[:depth]))
+            if type(item) is not list or len(item) != width:
+                got_here = f"a list of {len(item)}" if type(item) is list else describe(item)
+                raise RequestError(
+                    f"{where}: {path} is {got_here} where shape {shape} expects a list of "
+                    f"{width}; {fix}"
+                )
+            if last:
+                for i, value in enumerate(item):
+                    if type(value) is list:
+                        raise RequestError(
+                            f"{where}: {path}[{i}] is a list where shape {shape} expects a "
+                            f"value; {fix}"
+                        )
+            below.extend(item)
+        level = below
+    return level
+
+
+def _unravel(k: int, dims: list[int]) -> list[int]:
+    out: list[int] = []
+    for d in reversed(dims):
+        k, r = divmod(k, d)
+        out.append(r)
+    return out[::-1]
 
 
 def _tensor(raw: Any, k: int) -> _Tensor:
@@ -188,7 +240,7 @@ def _tensor(raw: Any, k: int) -> _Tensor:
     where = f"inputs[{k}] ({name!r})"
     shape = _shape(raw["shape"], where)
     datatype = raw["datatype"]
-    if datatype not in DATATYPES:
+    if type(datatype) is not str or datatype not in DATATYPES:  # a list is unhashable
         raise RequestError(
             f"{where}.datatype {describe(datatype)} is not a V2 datatype "
             f"(one of {', '.join(sorted(DATATYPES))})"
