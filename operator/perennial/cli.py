@@ -127,6 +127,14 @@ def _add_local(sub: Any) -> None:
         default=2.0,
         help="seconds between two passes of the controllers (default: %(default)s)",
     )
+    local.add_argument(
+        "--speed",
+        type=float,
+        default=1.0,
+        help="how much faster than real time the runner's clock runs, as in the demo: "
+        "cool-downs, poll and scrape intervals, schedules and deadlines pass SPEED times "
+        "faster (default: %(default)s, the wall clock)",
+    )
     local.add_argument("--verbose", action="store_true", help="debug logging")
 
 
@@ -202,12 +210,19 @@ if __name__ == "__main__":  # pragma: no cover
 def _local(args: argparse.Namespace) -> int:
     import logging
 
+    from perennial.local.clock import ScaledClock, SystemClock
     from perennial.local.manifests import ManifestError
     from perennial.local.runner import Runner
     from perennial.local.store import StateError
 
     if args.interval <= 0:
         print("perennial local: --interval must be a positive number of seconds", file=sys.stderr)
+        return 2
+    if not args.speed > 0 or args.speed == float("inf"):
+        print(
+            "perennial local: --speed must be a positive number (e.g. 60: a minute per second)",
+            file=sys.stderr,
+        )
         return 2
     if not 0 <= args.port <= 65535:
         print("perennial local: --port must be between 0 and 65535", file=sys.stderr)
@@ -217,7 +232,8 @@ def _local(args: argparse.Namespace) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(message)s",
     )
-    runner = Runner(args.manifests, args.state_dir, port=args.port)
+    clock = SystemClock() if args.speed == 1 else ScaledClock(args.speed)
+    runner = Runner(args.manifests, args.state_dir, port=args.port, clock=clock)
     try:
         runner.start()
     except (ManifestError, StateError) as exc:

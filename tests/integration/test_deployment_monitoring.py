@@ -157,3 +157,126 @@ async def test_unreachable_server_is_a_condition_not_a_crash(
     described = await kubectl("describe", "md", "iris", "-n", serving.namespace)
     for text in ("Current Model:", "iris-00001", "Last Rollout:", "Succeeded", "Max Drift Score"):
         assert text in described, text
+
+
+# The machine running the suite may be busy: the waits of the long story get room (they
+# return as soon as the condition holds).
+WAIT = 30.0
+
+
+async def _decayed_feedback(url: str, rows: int = 150) -> None:
+    """Predictions through the server, then ground truth that disagrees with most of them."""
+    async with httpx.AsyncClient(base_url=url, timeout=10) as http:
+        answer = await http.post("/predict", json={"instances": iris_rows(rows)})
+        assert answer.status_code == 200, answer.text
+        ids = answer.json()["ids"]
+        feedback = await http.post("/feedback", json={"ids": ids, "targets": [0] * rows})
+        assert feedback.status_code == 200, feedback.text
+
+
+async def test_a_rollout_is_not_judged_on_the_replaced_models_numbers(
+    full_operator: Serving, tmp_path: Path
+) -> None:
+    """Issue 17: right after a rollout, status.monitoring still held the replaced model's
+    live accuracy, and with cooldownSeconds 0 a duplicate run started on it. Every scrape
+    now names the run and sha256 it measured; a signal counts only for the model serving
+    now, and a rollout drops the old numbers and scrapes again at once."""
+    serving = full_operator
+    serving.namespace = "md-identity"
+    decay = {
+        "deploymentRef": {"name": "iris"},
+        "threshold": 0.8,
+        "minFeedbackSamples": 50,
+        "cooldownSeconds": 0,
+    }
+    await serving.create_pipeline(
+        "iris",
+        triggers={"performanceDecay": decay},
+        gates={
+            "metrics": [{"metric": "accuracy", "threshold": 0.8}],
+            "beatChampion": {"enabled": False},
+        },
+    )
+    await serving.create_md(
+        "iris",
+        pipeline="iris",
+        replicas=1,
+        monitoring={"scrapeIntervalSeconds": 30, "feedbackWindow": 500},
+    )
+    v1 = train_iris(tmp_path, "iris-00001")
+    await serving.training.wait_run("iris-00001", timeout=WAIT)
+    await serving.bless("iris-00001", message=v1.result.to_json())
+    deployment = await serving.wait_serving("iris-serving", "iris-00001", timeout=WAIT)
+    assert env_of(deployment)["PERENNIAL_FEEDBACK_WINDOW"] == "500"
+
+    v2 = train_iris(tmp_path, "iris-00002")  # what the decay-triggered run will produce
+    with model_server(v1.model_uri, v1.sha256) as old, model_server(v2.model_uri, v2.sha256) as new:
+        serving.resolver.service = old.url
+        await _decayed_feedback(old.url)
+        await serving.ready("iris-serving")
+        scraped = await serving.wait_md(
+            "iris",
+            lambda s: (s.get("monitoring") or {}).get("feedbackSamples") == 150,
+            "v1's live accuracy scraped",
+            timeout=WAIT,
+        )
+        monitoring = scraped["status"]["monitoring"]
+        assert (monitoring["run"], monitoring["sha256"]) == ("iris-00001", v1.sha256)
+        assert condition(scraped["status"], "MetricsAvailable")["message"].startswith(
+            "iris-00001: 1 requests"
+        )
+        assert monitoring["liveAccuracy"] < 0.8
+        # The decay of the model serving counts: the first retrain.
+        run = await serving.training.wait_run("iris-00002", timeout=WAIT)
+        assert run["spec"]["trigger"]["type"] == "PerformanceDecay"
+
+        # v2 is blessed and rolled out.
+        await serving.bless("iris-00002", message=v2.result.to_json())
+        await serving.wait_serving("iris-serving", "iris-00002", timeout=WAIT)
+        await serving.ready("iris-serving")
+        # The rollout dropped v1's numbers and scraped at once; the answer still came from
+        # v1's server (an old Pod the Service has not let go of yet): it names v1.
+        after = await serving.wait_md(
+            "iris",
+            lambda s: (
+                (s.get("currentModel") or {}).get("run") == "iris-00002"
+                and (s.get("monitoring") or {}).get("run") == "iris-00001"
+            ),
+            "the first scrape after the rollout",
+            timeout=WAIT,
+        )
+        assert after["status"]["currentModel"]["sha256"] == v2.sha256
+        held = await serving.training.wait_pipeline(
+            "iris",
+            lambda s: "Performance decay not counted" in (s.get("message") or ""),
+            "the stale decay held back",
+            timeout=WAIT,
+        )
+        assert "iris-00001" in held["status"]["message"], held["status"]["message"]
+        assert await serving.training.run("iris-00003") is None
+
+        # The Service reaches v2's server: fresh numbers, nothing to retrain for.
+        serving.resolver.service = new.url
+        serving.clock.advance(30)
+        fresh = await serving.wait_md(
+            "iris",
+            lambda s: (s.get("monitoring") or {}).get("run") == "iris-00002",
+            "v2's own numbers",
+            timeout=WAIT,
+        )
+        monitoring = fresh["status"]["monitoring"]
+        assert monitoring["sha256"] == v2.sha256 and monitoring["feedbackSamples"] == 0
+        await serving.training.wait_pipeline(
+            "iris",
+            lambda s: "not counted" not in (s.get("message") or ""),
+            "nothing held back any more",
+            timeout=WAIT,
+        )
+        assert await serving.training.run("iris-00003") is None
+
+        # v2's own decay does count.
+        await _decayed_feedback(new.url)
+        serving.clock.advance(30)
+        run = await serving.training.wait_run("iris-00003", timeout=WAIT)
+    assert run["spec"]["trigger"]["type"] == "PerformanceDecay"
+    assert "over 150 feedback samples" in run["spec"]["trigger"]["reason"]

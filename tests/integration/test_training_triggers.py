@@ -199,7 +199,7 @@ async def test_drift_on_the_served_model_starts_one_run_per_cooldown(
             labels = ((found or {}).get("spec") or {}).get("template", {}).get("metadata", {})
             return (labels.get("labels") or {}).get("perennial.dev/run") == run
 
-        await wait_for(template_runs, what=f"served-serving runs {run}")
+        await wait_for(template_runs, timeout=30, what=f"served-serving runs {run}")
         await training.controllers.set_deployment_ready("served-serving", "ml")
 
         async def serves() -> bool:
@@ -207,21 +207,21 @@ async def test_drift_on_the_served_model_starts_one_run_per_cooldown(
             current = (status.get("currentModel") or {}).get("run")
             return current == run and not status.get("rollout")
 
-        await wait_for(serves, what=f"md/served serves {run}")
+        await wait_for(serves, timeout=30, what=f"md/served serves {run}")
 
     await rolled_out("drifty-00001")
 
     async def serving_reports(score: float, samples: int, run: str | None = None) -> Any:
         """Play the monitoring scrape (again and again: the ModelDeployment controller, if
-        present, writes its own status too), until ``run`` exists."""
+        present, writes its own status too), until ``run`` exists. The numbers name the
+        model serving, as a real server's do."""
 
         async def scrape_then_look() -> Any:
-            await training.api.patch_status(
-                MD,
-                "served",
-                "ml",
-                {"monitoring": {"maxDriftScore": score, "driftSamples": samples}},
-            )
+            status = (await training.api.get(MD, "served", "ml")).get("status") or {}
+            current = status.get("currentModel") or {}
+            numbers = {"maxDriftScore": score, "driftSamples": samples}
+            numbers.update(run=current.get("run"), sha256=current.get("sha256"))
+            await training.api.patch_status(MD, "served", "ml", {"monitoring": numbers})
             return await training.run(run) if run else None
 
         if run is None:

@@ -45,7 +45,7 @@ spec:
   source:
     pipelineRef: {{name: {name}}}
   progressDeadlineSeconds: 600
-  monitoring: {{scrapeIntervalSeconds: 10, driftWindow: 100, minSamples: 50}}
+  monitoring: {{scrapeIntervalSeconds: 10, driftWindow: 100, minSamples: 50{monitoring}}}
 """
 
 
@@ -56,11 +56,13 @@ def write_manifests(
     deployment: bool = True,
     triggers: str = "    onSpecChange: true",
     policy: str = "Forbid",
+    monitoring: str = "",
 ) -> Path:
+    """``monitoring``: more fields of the deployment's spec.monitoring (``, a: 1``)."""
     path = folder / f"{name}.yaml"
     text = PIPELINE_YAML.format(name=name, triggers=triggers, policy=policy)
     if deployment:
-        text += DEPLOYMENT_YAML.format(name=name)
+        text += DEPLOYMENT_YAML.format(name=name, monitoring=monitoring)
     path.write_text(text, encoding="utf-8")
     return path
 

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
+from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from perennial.cli import main
 from perennial.local.store import StateStore
 
-from .helpers import write_manifests
+from .helpers import read_object, wait_for, write_manifests
 
 
 def test_local_refuses_a_bad_manifest(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -26,6 +33,8 @@ def test_local_refuses_a_bad_manifest(tmp_path: Path, capsys: pytest.CaptureFixt
         (["local", "x.yaml", "--interval", "0"], "--interval must be a positive"),
         (["local", "x.yaml", "--port", "70000"], "--port must be between 0 and 65535"),
         (["demo", "--speed", "0"], "--speed must be a positive"),
+        (["local", "x.yaml", "--speed", "0"], "--speed must be a positive"),
+        (["local", "x.yaml", "--speed", "-60"], "--speed must be a positive"),
         (["demo", "--port", "-1"], "--port must be between 0 and 65535"),
     ],
 )
@@ -53,3 +62,47 @@ def test_help_names_the_commands(capsys: pytest.CaptureFixture[str]) -> None:
             main([command, "--help"])
         assert info.value.code == 0
     assert "--state-dir" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_local_speed_runs_the_runners_clock_faster(tmp_path: Path, manifests_dir: Path) -> None:
+    """`perennial local --speed 3600`: an hour of the runner's clock per second, so an
+    hourly schedule fires twice in a few seconds (on the wall clock it would take an hour,
+    far beyond this test's wait)."""
+    manifest = write_manifests(
+        manifests_dir,
+        "fast",
+        deployment=False,
+        triggers='    schedule: {cron: "0 * * * *"}\n    onSpecChange: false',
+        policy="Replace",
+    )
+    state = tmp_path / "state"
+    command = [sys.executable, "-m", "perennial", "local", str(manifest), "--state-dir", str(state)]
+    command += ["--port", "0", "--interval", "0.2", "--speed", "3600"]
+    log = (tmp_path / "local.log").open("wb")
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=os.environ)
+    try:
+
+        def scheduled() -> list[dict[str, Any]]:
+            folder = state / "objects" / "trainingruns" / "default"
+            runs = [read_object(state, "trainingruns", p.stem) for p in folder.glob("*.json")]
+            found = [r for r in runs if r and r["spec"]["trigger"]["type"] == "Schedule"]
+            return found if len(found) >= 2 else []
+
+        first, second = sorted(
+            wait_for("two hourly runs", scheduled, timeout=120), key=lambda r: r["metadata"]["name"]
+        )[:2]
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0
+        log.close()
+    # The schedule times each run consumed (the perennial.dev/consumed annotation): cron
+    # boundaries of the runner's clock, at least an hour apart.
+    times = [
+        datetime.fromisoformat(
+            json.loads(r["metadata"]["annotations"]["perennial.dev/consumed"])["scheduleTime"]
+        )
+        for r in (first, second)
+    ]
+    assert all(t.minute == t.second == 0 for t in times), times
+    assert times[1] - times[0] >= timedelta(hours=1)

@@ -417,6 +417,9 @@ def test_live_accuracy_from_feedback(cancer_run: Any, cancer_data: pd.DataFrame)
                 client.get(f"/v2/models/{cancer_run.metadata.run}/monitoring").json()
             )
             assert snapshot.feedback_samples == 100
+            # The snapshot names the model it measured: the run and its model file's sha256.
+            assert snapshot.run == cancer_run.metadata.run
+            assert snapshot.sha256 == cancer_run.metadata.model.sha256
             assert snapshot.live_accuracy is not None and 0.35 <= snapshot.live_accuracy <= 0.55
             assert snapshot.live_rmse is None
             assert snapshot.requests == 2 and snapshot.errors == 0

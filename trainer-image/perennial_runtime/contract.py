@@ -427,7 +427,10 @@ class MonitoringSnapshot(Wire):
     """``GET /v2/models/{name}/monitoring``: what the operator copies into MD status."""
 
     model: str
+    # Which model the numbers describe: the run that trained it and the sha256 of its
+    # model file (the operator counts a drift/decay signal only for the model it serves).
     run: str | None = None
+    sha256: str | None = None
     backend: str = "sklearn"
     requests: int = 0
     errors: int = 0

@@ -164,27 +164,45 @@ class RollbackSpec(SpecModel):
     )
 
 
-MIN_SAMPLES_FIT_WINDOW = CelRule(
-    rule="self.minSamples <= self.driftWindow",
-    message="minSamples must not exceed driftWindow: the window never holds that many rows, "
-    "so no drift score would ever be reported",
+DEFAULT_WINDOW = 1000
+MAX_DRIFT_WINDOW = 100_000  # rows x tracked columns are kept per server process
+MIN_FEEDBACK_WINDOW = 10
+MAX_FEEDBACK_WINDOW = 1_000_000  # one float per row per server process
+
+MIN_SAMPLES_WITHIN_WINDOW = CelRule(
+    rule="!has(self.minSamples) || self.minSamples <= (has(self.driftWindow) ? "
+    f"self.driftWindow : {DEFAULT_WINDOW})",
+    message="minSamples must not exceed driftWindow: the drift window never holds more "
+    "rows, so no drift verdict could ever be reached; raise driftWindow or lower minSamples",
     field_path=".minSamples",
 )
 
 
 class MonitoringSpec(SpecModel):
-    """Scraping the server's monitoring endpoint into status.monitoring."""
+    """Scraping the server's monitoring endpoint into status.monitoring, and the windows
+    the server computes drift and live metrics over (see docs/deployments.md)."""
 
     enabled: bool = Field(default=True, description="Whether to scrape the server.")
     scrape_interval_seconds: int = Field(
         default=60, ge=10, description="How often the server is scraped."
     )
     drift_window: int = Field(
-        default=1000,
+        default=DEFAULT_WINDOW,
         ge=MIN_DRIFT_SAMPLES,
+        le=MAX_DRIFT_WINDOW,
         description=(
             "Number of most recent rows the drift scores are computed over "
             f"(at least {MIN_DRIFT_SAMPLES}: fewer rows give no meaningful PSI)."
+        ),
+    )
+    feedback_window: int = Field(
+        default=DEFAULT_WINDOW,
+        ge=MIN_FEEDBACK_WINDOW,
+        le=MAX_FEEDBACK_WINDOW,
+        description=(
+            "Number of most recent feedback rows live accuracy / rmse is computed over. "
+            "Smaller reacts sooner to decay but is noisier; larger is steadier but a "
+            "decay shows only once it fills a large part of the window."
         ),
     )
     min_samples: int = Field(
@@ -194,12 +212,12 @@ class MonitoringSpec(SpecModel):
         "at most driftWindow.",
     )
 
-    cel_rules: ClassVar[tuple[CelRule, ...]] = (MIN_SAMPLES_FIT_WINDOW,)
+    cel_rules: ClassVar[tuple[CelRule, ...]] = (MIN_SAMPLES_WITHIN_WINDOW,)
 
     @model_validator(mode="after")
-    def _min_samples_fit_window(self) -> Self:
+    def _min_samples_within_window(self) -> Self:
         if self.min_samples > self.drift_window:
-            raise MIN_SAMPLES_FIT_WINDOW.error()
+            raise MIN_SAMPLES_WITHIN_WINDOW.error()
         return self
 
 
@@ -362,6 +380,13 @@ class ManualRollbackStatus(StatusModel):
 class DeploymentMonitoringStatus(StatusModel):
     """Live numbers scraped from the serving Pods."""
 
+    run: str | None = Field(
+        default=None,
+        description="The run whose model the numbers describe (as its server reports it).",
+    )
+    sha256: str | None = Field(
+        default=None, description="sha256 of that model's file (as its server reports it)."
+    )
     max_drift_score: float | None = Field(
         default=None, description="Largest per-feature PSI vs the training data."
     )

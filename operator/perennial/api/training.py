@@ -35,6 +35,10 @@ from perennial_runtime.contract import (
     metrics_for,
 )
 
+# The largest tolerance (negative beatChampion.minDelta) on a metric scored in [0, 1]:
+# beyond it the gate lets almost any candidate through, which is a mistake, not a policy.
+MAX_SCORE_TOLERANCE = 0.2
+SCORE_METRICS: tuple[str, ...] = ("accuracy", "precision", "recall", "f1", "roc_auc", "r2")
 MAX_NAME_CHARS = 64  # estimator and metric names: bounded, so CEL rules stay cheap
 MAX_GATES = 16
 MAX_COLUMNS = 500
@@ -355,10 +359,11 @@ class BeatChampionSpec(SpecModel):
     )
     min_delta: float = Field(
         default=0.0,
-        ge=0,
         description=(
             "How much better than the champion the candidate must be, in the metric's own "
-            "direction; 0 lets an equal score pass."
+            "direction; 0 lets an equal score pass. Negative: a tolerance, the candidate may "
+            "be up to that much worse (-0.01: within one point of accuracy, for a small "
+            f"holdout's noise); at least -{MAX_SCORE_TOLERANCE} for metrics scored in [0, 1]."
         ),
     )
 
@@ -564,6 +569,25 @@ BEAT_CHAMPION_METRIC_SUITS_TASK = CelRule(
     field_path=".gates.beatChampion.metric",
 )
 
+_BEAT_METRIC_CEL = (
+    "(has(self.gates.beatChampion.metric) ? self.gates.beatChampion.metric : "
+    "(has(self.evaluation) && has(self.evaluation.primaryMetric) ? "
+    "self.evaluation.primaryMetric : "
+    f"(self.model.task == 'classification' ? '{DEFAULT_PRIMARY_METRIC[Task.CLASSIFICATION]}' "
+    f": '{DEFAULT_PRIMARY_METRIC[Task.REGRESSION]}')))"
+)
+TOLERANCE_WITHIN_BOUNDS = CelRule(
+    rule="!has(self.gates) || !has(self.gates.beatChampion) || "
+    "!has(self.gates.beatChampion.minDelta) || "
+    f"self.gates.beatChampion.minDelta >= -{MAX_SCORE_TOLERANCE} || "
+    f"!({_BEAT_METRIC_CEL} in {cel_list(SCORE_METRICS)})",
+    message=f"gates.beatChampion.minDelta: a tolerance larger than {MAX_SCORE_TOLERANCE} on a "
+    f"metric scored in [0, 1] ({', '.join(SCORE_METRICS)}) lets almost any candidate "
+    f"replace the champion; use a value between -{MAX_SCORE_TOLERANCE} and 0 "
+    "(e.g. -0.01: within one point)",
+    field_path=".gates.beatChampion.minDelta",
+)
+
 
 class TrainingSpec(SpecModel):
     """Everything that determines what a run trains and how it is judged."""
@@ -586,6 +610,7 @@ class TrainingSpec(SpecModel):
         PRIMARY_METRIC_SUITS_TASK,
         GATE_METRICS_SUIT_TASK,
         BEAT_CHAMPION_METRIC_SUITS_TASK,
+        TOLERANCE_WITHIN_BOUNDS,
     )
 
     @model_validator(mode="after")
@@ -597,6 +622,11 @@ class TrainingSpec(SpecModel):
             raise GATE_METRICS_SUIT_TASK.error()
         if self.gates.beat_champion.metric not in (None, *allowed):
             raise BEAT_CHAMPION_METRIC_SUITS_TASK.error()
+        if (
+            self.gates.beat_champion.min_delta < -MAX_SCORE_TOLERANCE
+            and self.resolved_beat_champion_metric() in SCORE_METRICS
+        ):
+            raise TOLERANCE_WITHIN_BOUNDS.error()
         return self
 
     # --- resolved values and the trainer contract ---

@@ -14,7 +14,10 @@ never interleave; it is idempotent, so any of them may call it at any time.
 :func:`scrape_deployment` reads ``/v2/models/{name}/monitoring`` through the Service
 (:func:`perennial.k8s.serving_client.get_resolver` says where) every
 ``spec.monitoring.scrapeIntervalSeconds`` of the operator's clock; an unreachable server
-keeps the last numbers, sets ``reachable: false`` and ``MetricsAvailable=False``.
+keeps the last numbers, sets ``reachable: false`` and ``MetricsAvailable=False``. The
+numbers name the run and sha256 the server measured; when another model becomes current
+the status drops the old numbers (:func:`~perennial.core.deployment_status.next_status`),
+so the next scrape is due at once.
 
 An invalid spec (one that slipped past the CRD schema) marks the deployment ``Stalled``
 with a message naming the field; nothing is raised, so there is no retry loop.
@@ -37,7 +40,7 @@ from perennial.api.deployment import ModelDeploymentSpec
 from perennial.controllers import clock
 from perennial.controllers.keyed_locks import KeyedLocks
 from perennial.core import conditions as cond
-from perennial.core.analysis import analysis_sample, monitoring_status
+from perennial.core.analysis import analysis_sample, monitoring_status, scrape_message
 from perennial.core.deployment_status import (
     METRICS_AVAILABLE,
     next_status,
@@ -378,10 +381,7 @@ def scrape_deployment(
         monitoring = monitoring_status(snapshot, scraped_at=cond.timestamp(now))
         reachable = True
         drift = snapshot.max_drift_score
-        message = (
-            f"{snapshot.requests} requests, max drift "
-            f"{'n/a' if drift is None else f'{drift:.3f}'} over {snapshot.drift_samples} rows"
-        )
+        message = scrape_message(snapshot)
         if drift is not None:
             metrics.DEPLOYMENT_DRIFT_SCORE.labels(namespace, name).set(drift)
         if snapshot.live_accuracy is not None:

@@ -117,10 +117,21 @@ def analysis_sample(
     )
 
 
+def scrape_message(snapshot: MonitoringSnapshot) -> str:
+    """The ``MetricsAvailable`` message of a successful scrape: which model, how much."""
+    drift = "n/a" if snapshot.max_drift_score is None else f"{snapshot.max_drift_score:.3f}"
+    model = snapshot.run or "a model that does not name its run"
+    return (
+        f"{model}: {snapshot.requests} requests, max drift {drift} over "
+        f"{snapshot.drift_samples} rows, {snapshot.feedback_samples} feedback rows"
+    )
+
+
 def monitoring_status(snapshot: MonitoringSnapshot, *, scraped_at: str) -> dict[str, Any]:
     """``status.monitoring`` (wire shape) from one snapshot. The pipeline's drift and
     decay triggers read maxDriftScore/driftSamples and liveAccuracy/liveRmse/
-    feedbackSamples from here."""
+    feedbackSamples from here, and ``run``/``sha256`` (the model the server measured) to
+    count them only for the model the deployment serves."""
     out: dict[str, Any] = {
         "driftScores": {k: round(float(v), 6) for k, v in snapshot.drift_scores.items()},
         "driftSamples": snapshot.drift_samples,
@@ -130,6 +141,9 @@ def monitoring_status(snapshot: MonitoringSnapshot, *, scraped_at: str) -> dict[
         "lastScrapeTime": scraped_at,
         "reachable": True,
     }
+    for key, value in (("run", snapshot.run), ("sha256", snapshot.sha256)):
+        if value:
+            out[key] = value
     optional = {
         "maxDriftScore": snapshot.max_drift_score,
         "liveAccuracy": snapshot.live_accuracy,

@@ -10,7 +10,9 @@ and returns the whole new status, the events to post and the metric outcomes. Co
   blessed or a user acts).
 - ``Degraded`` (True while the phase is Degraded) and ``RolledBack`` (True after an
   automatic rollback, until another model is rolled out or chosen by hand).
-- ``MetricsAvailable`` is the monitoring scrape's, kept as it is.
+- ``MetricsAvailable`` is the monitoring scrape's, kept as it is; ``status.monitoring``
+  is dropped when another model becomes current (its numbers were the replaced model's,
+  and without ``lastScrapeTime`` the next scrape is due at once).
 """
 
 from __future__ import annotations
@@ -309,6 +311,10 @@ def next_status(
         new_current = Revision(decision.target, revision, now)
         if current is not None and not current.ref.same(decision.target):
             history.insert(0, current)
+        if current is None or not current.ref.same(decision.target):
+            # The numbers were the replaced model's: drop them, so no trigger reads them
+            # as the new model's, and the next scrape (due at once) measures the new one.
+            status.pop("monitoring", None)
         history = [h for h in history if h.ref.run != new_current.ref.run]
         deduped: list[Revision] = []
         for h in history:

@@ -4,7 +4,9 @@ Pure functions over plain data. The semantics follow MLflow's ``MetricThreshold`
 per metric an absolute ``threshold`` (a floor for higher-is-better metrics, a ceiling
 for lower-is-better ones), ``min_absolute_change`` (candidate must be at least that much
 better than the champion) and ``min_relative_change`` (at least that fraction better).
-The champion's metrics come from re-scoring it on the candidate's holdout. A configured
+The champion's metrics come from re-scoring it on the candidate's holdout. Beat-the-champion
+is an absolute change with ``min_delta``, which may be negative: a tolerance for a small
+holdout's noise (the candidate may be up to that much worse). A configured
 metric that is missing fails its gate; with no champion (the first run) every change
 gate is skipped, and the verdict says so.
 """
@@ -30,7 +32,8 @@ class MetricGate:
 
 @dataclass(frozen=True)
 class BeatChampion:
-    """The candidate must be at least ``min_delta`` better than the champion on ``metric``."""
+    """The candidate must be at least ``min_delta`` better than the champion on ``metric``;
+    a negative ``min_delta`` is a tolerance (the candidate may be up to that much worse)."""
 
     metric: str
     min_delta: float = 0.0
@@ -149,7 +152,7 @@ def change_gate(
     else:
         delta = absolute or 0.0
         limit = base + sign * delta
-        margin = f"{delta:+.6g} absolute"
+        margin = f"{delta:+.6g} absolute" if delta >= 0 else f"tolerance {-delta:.6g}"
     passed = _better_or_equal(metric, observed, limit)
     relation = ">=" if higher else "<="
     verdict = "passed" if passed else "failed"

@@ -37,7 +37,8 @@ def watched_deployments(spec: TrainingPipelineSpec) -> tuple[str, ...]:
 
 def trigger_signals(spec: TrainingPipelineSpec, deployments: Deployments) -> Signals:
     """The drift and decay signals of the watched deployments (their
-    ``status.monitoring``, and which model they serve); a note for each that is missing."""
+    ``status.monitoring``, which model it was measured on, and which model they serve); a
+    note for each that is missing."""
     triggers = spec.triggers
     notes = [
         f"ModelDeployment {name} (watched by a trigger) does not exist"
@@ -63,6 +64,9 @@ def trigger_signals(spec: TrainingPipelineSpec, deployments: Deployments) -> Sig
                 serving_run=serving.run,
                 rollout_to=serving.rollout_to,
                 rolled_back=serving.rolled_back,
+                serving_sha256=serving.sha256,
+                measured_run=serving.measured_run,
+                measured_sha256=serving.measured_sha256,
             )
     if triggers.performance_decay is not None:
         rule = triggers.performance_decay
@@ -83,5 +87,8 @@ def trigger_signals(spec: TrainingPipelineSpec, deployments: Deployments) -> Sig
                 serving_run=serving.run,
                 rollout_to=serving.rollout_to,
                 rolled_back=serving.rolled_back,
+                serving_sha256=serving.sha256,
+                measured_run=serving.measured_run,
+                measured_sha256=serving.measured_sha256,
             )
     return Signals(drift, decay, notes)

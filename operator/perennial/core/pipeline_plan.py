@@ -307,22 +307,59 @@ def _with_last_fired(signal: Any, memory: Memory, trigger: TriggerType) -> Any:
 
 @dataclass(frozen=True)
 class ServingModel:
-    """Which model a ModelDeployment's monitoring numbers describe."""
+    """Which model a ModelDeployment serves, and which one its monitoring numbers were
+    measured on."""
 
     deployment: str
     run: str | None  # status.currentModel.run
     rollout_to: str | None  # status.rollout.toRun, while a rollout is in progress
     rolled_back: tuple[str, ...] = ()  # status.rolledBackRuns
+    sha256: str | None = None  # status.currentModel.sha256
+    measured_run: str | None = None  # status.monitoring.run: what the server reported
+    measured_sha256: str | None = None  # status.monitoring.sha256
 
     @classmethod
     def of(cls, md: Mapping[str, Any]) -> ServingModel:
         status = md.get("status") or {}
+        current = status.get("currentModel") or {}
+        monitoring = status.get("monitoring") or {}
         return cls(
             deployment=str((md.get("metadata") or {}).get("name") or ""),
-            run=(status.get("currentModel") or {}).get("run"),
+            run=current.get("run"),
             rollout_to=(status.get("rollout") or {}).get("toRun"),
             rolled_back=tuple(str(r) for r in status.get("rolledBackRuns") or ()),
+            sha256=current.get("sha256"),
+            measured_run=monitoring.get("run"),
+            measured_sha256=monitoring.get("sha256"),
         )
+
+
+def measured_elsewhere(signal: DriftSignal | DecaySignal) -> str | None:
+    """Why ``signal``'s numbers were not measured on the model the deployment serves now
+    (None: they were). A scrape made before a rollout ended, or answered by a server
+    of the previous model, names that model; numbers that name none are not trusted."""
+    where = f"md/{signal.deployment}" if signal.deployment else "the deployment"
+    serving = signal.serving_run or "no model"
+    if signal.measured_run is None:
+        return (
+            f"{where}'s monitoring does not name the model it was measured on "
+            "(a model server older than this operator); it counts once a server that "
+            "reports its run and sha256 is scraped"
+        )
+    same_file = (
+        signal.serving_sha256 is None
+        or signal.measured_sha256 is None
+        or signal.serving_sha256 == signal.measured_sha256
+    )
+    if signal.measured_run != signal.serving_run or not same_file:
+        what = signal.measured_run
+        if signal.measured_run == signal.serving_run and signal.measured_sha256:
+            what = f"{what} (sha256 {signal.measured_sha256[:12]})"
+        return (
+            f"{where}'s monitoring was measured on {what}, not on {serving} serving now; "
+            "waiting for a scrape of it"
+        )
+    return None
 
 
 _ONLY_THE_CHAMPION = "only the champion's own monitoring counts, once it is rolled out"
@@ -335,9 +372,10 @@ def not_about_champion(
 
     Monitoring numbers judge the model that produced them. A drift or decay of a model that
     is no longer the champion (a newer one is blessed and waits for its rollout), of a
-    deployment in the middle of a rollout, or of a deployment pinned to another run says
-    nothing about the champion: retraining on it would repeat the run that just replaced
-    that model. Without a champion there is nothing to retrain against. One exception: a
+    deployment in the middle of a rollout, of a deployment pinned to another run, or
+    measured on another model than the one serving (a scrape from before the rollout)
+    says nothing about the champion: retraining on it would repeat the run that just
+    replaced that model. Without a champion there is nothing to retrain against. One exception: a
     deployment that rolled the champion back serves its previous model until a new one is
     blessed, so that model's numbers count (else only a user could end it).
     """
@@ -348,6 +386,9 @@ def not_about_champion(
         return "there is no champion yet"
     if signal.rollout_to:
         return f"{where} is rolling out {signal.rollout_to}"
+    stale = measured_elsewhere(signal)
+    if stale is not None:
+        return stale
     if champion in signal.rolled_back and signal.serving_run:
         return None  # it will not serve the champion: the model it serves is the one judged
     if signal.serving_run != champion:

@@ -9,8 +9,8 @@ caller records that a run started for it (new spec hash, manual token, schedule 
 fingerprint, fire time), so a trigger that arrives while a run is active under the
 ``Forbid`` policy fires again once the run has finished instead of being lost.
 
-Drift and decay signals are taken as given here; whether they describe the pipeline's
-champion (and so may count at all) is decided by ``pipeline_plan``.
+Drift and decay signals are taken as given here; whether they were measured on the
+pipeline's champion, serving (and so may count at all), is decided by ``pipeline_plan``.
 """
 
 from __future__ import annotations
@@ -51,14 +51,19 @@ class DriftSignal:
     min_samples: int
     cooldown_seconds: int
     last_fired: datetime | None
-    # Which model the numbers describe: the ModelDeployment's name, the run it serves
-    # (status.currentModel.run) and the run a rollout in progress moves to
-    # (status.rollout.toRun). The pipeline counts them only for its champion, rolled out
-    # (or for the model the deployment went back to when it rolled the champion back).
+    # Which model the numbers describe: the ModelDeployment's name, the model it serves
+    # (status.currentModel run and sha256), the run a rollout in progress moves to
+    # (status.rollout.toRun) and the model the server said it measured
+    # (status.monitoring run and sha256). The pipeline counts them only when they were
+    # measured on its champion, rolled out (or on the model the deployment went back to
+    # when it rolled the champion back).
     deployment: str = ""
     serving_run: str | None = None
     rollout_to: str | None = None
     rolled_back: tuple[str, ...] = ()  # status.rolledBackRuns: runs it will not serve again
+    serving_sha256: str | None = None
+    measured_run: str | None = None
+    measured_sha256: str | None = None
 
 
 @dataclass(frozen=True)
@@ -72,14 +77,19 @@ class DecaySignal:
     min_samples: int
     cooldown_seconds: int
     last_fired: datetime | None
-    # Which model the numbers describe: the ModelDeployment's name, the run it serves
-    # (status.currentModel.run) and the run a rollout in progress moves to
-    # (status.rollout.toRun). The pipeline counts them only for its champion, rolled out
-    # (or for the model the deployment went back to when it rolled the champion back).
+    # Which model the numbers describe: the ModelDeployment's name, the model it serves
+    # (status.currentModel run and sha256), the run a rollout in progress moves to
+    # (status.rollout.toRun) and the model the server said it measured
+    # (status.monitoring run and sha256). The pipeline counts them only when they were
+    # measured on its champion, rolled out (or on the model the deployment went back to
+    # when it rolled the champion back).
     deployment: str = ""
     serving_run: str | None = None
     rollout_to: str | None = None
     rolled_back: tuple[str, ...] = ()  # status.rolledBackRuns: runs it will not serve again
+    serving_sha256: str | None = None
+    measured_run: str | None = None
+    measured_sha256: str | None = None
 
 
 @dataclass(frozen=True)

@@ -148,6 +148,7 @@ def pod_template(
             # The server refuses windows below its minimum sample size.
             "value": str(spec.monitoring.drift_window),
         },
+        {"name": "PERENNIAL_FEEDBACK_WINDOW", "value": str(spec.monitoring.feedback_window)},
         # One server process per Pod: the drift and feedback windows and feedback by id are
         # per process, so each Pod stays one consistent monitoring unit (the server's own
         # default is one process per core). Scale with replicas.

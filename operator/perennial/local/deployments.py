@@ -14,7 +14,10 @@ strategy comes from the core's ``strategy_of``, as the operator's.
 Monitoring: every ``scrapeIntervalSeconds`` (on the runner's clock) the endpoint's
 ``/v2/models/{name}/monitoring`` goes into ``status.monitoring``
 (:func:`~perennial.core.analysis.monitoring_status`, :func:`~perennial.core.
-deployment_status.with_monitoring`), where the pipeline's drift and decay triggers read it.
+deployment_status.with_monitoring`), where the pipeline's drift and decay triggers read it,
+with the run and sha256 the server says it measured. A rollout drops the replaced model's
+numbers (``next_status``), so the next tick scrapes the new server at once. The servers
+get the spec's ``driftWindow`` and ``feedbackWindow``.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from perennial.core.analysis import (
     analysis_sample,
     monitoring_status,
     parse_snapshot,
+    scrape_message,
 )
 from perennial.core.deployment_status import (
     METRICS_AVAILABLE,
@@ -92,6 +96,10 @@ def serving_of(
     key = (namespace, name)
     serving = ctx.servings.get(key)
     if serving is not None:
+        # An edited monitoring spec applies to the servers started from now on (in a
+        # cluster the changed Pod template rolls the Pods).
+        serving.drift_window = spec.monitoring.drift_window
+        serving.feedback_window = spec.monitoring.feedback_window
         return serving
     folder = ctx.store.serving_dir(namespace, name)
     recorded = read_json(folder / ENDPOINT_FILE)
@@ -110,6 +118,7 @@ def serving_of(
         namespace=namespace,
         name=name,
         drift_window=spec.monitoring.drift_window,
+        feedback_window=spec.monitoring.feedback_window,
         env=ctx.server_env,
     )
     ctx.endpoints[key] = endpoint
@@ -255,11 +264,7 @@ def scrape_deployment(ctx: Context, namespace: str, name: str, *, force: bool = 
     else:
         monitoring = monitoring_status(snapshot, scraped_at=cond.timestamp(now))
         reachable = True
-        drift = snapshot.max_drift_score
-        message = (
-            f"{snapshot.requests} requests, max drift "
-            f"{'n/a' if drift is None else f'{drift:.3f}'} over {snapshot.drift_samples} rows"
-        )
+        message = scrape_message(snapshot)
     old = dict(md.get("status") or {})
     before = cond.get(old.get("conditions"), METRICS_AVAILABLE)
     status = with_monitoring(

@@ -122,6 +122,7 @@ class LocalServing:
         namespace: str,
         name: str,
         drift_window: int = 1000,
+        feedback_window: int = 1000,
         log_level: str = "info",
         env: Mapping[str, str] | None = None,
     ) -> None:
@@ -130,6 +131,7 @@ class LocalServing:
         self.namespace = namespace
         self.name = name
         self.drift_window = max(drift_window, SERVER_MIN_DRIFT_WINDOW)
+        self.feedback_window = feedback_window
         self.log_level = log_level
         self.env = {**os.environ, **env} if env else None
         self.folder = store.serving_dir(namespace, name)
@@ -327,6 +329,8 @@ class LocalServing:
             "1",
             "--drift-window",
             str(self.drift_window),
+            "--feedback-window",
+            str(self.feedback_window),
             "--log-level",
             self.log_level,
             "--port",

@@ -21,7 +21,7 @@ from perennial.api.deployment import (
     CANARY_NEEDS_STEPS,
     EXACTLY_ONE_SOURCE,
     LAST_WEIGHT_IS_100,
-    MIN_SAMPLES_FIT_WINDOW,
+    MIN_SAMPLES_WITHIN_WINDOW,
     PDB_ALLOWS_AN_EVICTION,
     WEIGHTS_INCREASE,
 )
@@ -42,6 +42,7 @@ from perennial.api.training import (
     GATE_RELATIVE_CHANGE_POSSIBLE,
     GATE_THRESHOLD_IN_RANGE,
     PRIMARY_METRIC_SUITS_TASK,
+    TOLERANCE_WITHIN_BOUNDS,
     URI_UNDER_MOUNT_PATH,
     VOLUME_NEEDS_FILE_URI,
 )
@@ -381,6 +382,45 @@ CASES = [
         "spec.monitoring.scrapeIntervalSeconds",
     ),
     Case(
+        "feedback-window-of-a-handful",
+        "ModelDeployment",
+        {"spec.monitoring": {"feedbackWindow": 3}},
+        "spec.monitoring.feedbackWindow",
+    ),
+    Case(
+        "feedback-window-too-large",
+        "ModelDeployment",
+        {"spec.monitoring": {"feedbackWindow": 5_000_000}},
+        "spec.monitoring.feedbackWindow",
+    ),
+    Case(
+        "drift-window-too-large",
+        "ModelDeployment",
+        {"spec.monitoring": {"driftWindow": 1_000_000}},
+        "spec.monitoring.driftWindow",
+    ),
+    Case(
+        "min-samples-above-the-drift-window",
+        "ModelDeployment",
+        {"spec.monitoring": {"driftWindow": 200, "minSamples": 500}},
+        "spec.monitoring.minSamples",
+        MIN_SAMPLES_WITHIN_WINDOW.message,
+    ),
+    Case(
+        "tolerance-of-half-the-accuracy-scale",
+        "TrainingPipeline",
+        {"spec.gates.beatChampion": {"minDelta": -0.5}},
+        "spec.gates.beatChampion.minDelta",
+        TOLERANCE_WITHIN_BOUNDS.message,
+    ),
+    Case(
+        "tolerance-on-the-default-metric",
+        "TrainingPipeline",
+        {"spec.evaluation.primaryMetric": DELETE, "spec.gates.beatChampion": {"minDelta": -1}},
+        "spec.gates.beatChampion.minDelta",
+        TOLERANCE_WITHIN_BOUNDS.message,
+    ),
+    Case(
         "bad-concurrency-policy",
         "TrainingPipeline",
         {"spec.concurrencyPolicy": "Allow"},
@@ -557,7 +597,7 @@ CROSS_FIELD_CASES = [
         "ModelDeployment",
         {"spec.monitoring": {"driftWindow": 500, "minSamples": 600}},
         "spec.monitoring.minSamples",
-        MIN_SAMPLES_FIT_WINDOW.message,
+        MIN_SAMPLES_WITHIN_WINDOW.message,
     ),
     *_tolerations("spec.runTemplate"),
     *_tolerations("spec"),
@@ -696,6 +736,31 @@ def test_model_error_lists_the_choices() -> None:
     errors = _model_errors(Case("x", "TrainingPipeline", {"spec.model.estimator": "Nope"}, ""))
     (msg,) = [m for p, m in errors if p == "spec.model.estimator"]
     assert "unknown estimator 'Nope'" in msg and "RandomForestClassifier" in msg
+
+
+def test_tolerances_and_windows_within_bounds_are_accepted() -> None:
+    for changes in (
+        {"spec.gates.beatChampion": {"minDelta": -0.01}},
+        {"spec.gates.beatChampion": {"minDelta": -0.2, "metric": "f1"}},
+        # rmse is in the target's own units: no bound on the tolerance.
+        {
+            "spec.model": {"task": "regression", "estimator": "Ridge"},
+            "spec.evaluation.primaryMetric": "rmse",
+            "spec.gates.metrics": [{"metric": "rmse", "threshold": 5000}],
+            "spec.triggers.performanceDecay": {"deploymentRef": {"name": "x"}, "threshold": 9},
+            "spec.gates.beatChampion": {"minDelta": -250},
+        },
+    ):
+        obj = mutate(PIPELINE, changes)
+        api.TrainingPipeline.model_validate(obj)
+        assert api_server_errors(obj) == [], changes
+    md = mutate(DEPLOYMENT, {"spec.monitoring": {"feedbackWindow": 5000, "driftWindow": 200}})
+    parsed = api.ModelDeployment.model_validate(md)
+    assert (parsed.spec.monitoring.feedback_window, parsed.spec.monitoring.min_samples) == (
+        5000,
+        100,
+    )
+    assert api_server_errors(md) == []
 
 
 # --- TrainingRun spec is immutable (a transition rule: only the CRD can check it) -------

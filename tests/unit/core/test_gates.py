@@ -126,6 +126,34 @@ def test_data_validation_failure_blocks() -> None:
     assert "column 'age'" in verdict.summary
 
 
+@pytest.mark.parametrize(
+    ("metric", "candidate", "champion", "passed"),
+    [
+        # The case: 0.905 vs 0.9125 on a 400-row holdout, tolerance one point.
+        ("accuracy", 0.905, 0.9125, True),
+        ("accuracy", 0.9025, 0.9125, True),  # exactly at the limit
+        ("accuracy", 0.9, 0.9125, False),
+        ("rmse", 10.9, 10.0, True),  # lower is better: up to 1.0 higher passes
+        ("rmse", 11.2, 10.0, False),
+    ],
+)
+def test_negative_min_delta_is_a_tolerance(
+    metric: str, candidate: float, champion: float, passed: bool
+) -> None:
+    tolerance = 0.01 if metric == "accuracy" else 1.0
+    verdict = evaluate_gates(
+        {metric: candidate},
+        {metric: champion},
+        beat_champion=BeatChampion(metric, min_delta=-tolerance),
+    )
+    (gate,) = [r for r in verdict.results if r.name == "beatChampion"]
+    assert gate.passed is passed and verdict.passed is passed
+    assert gate.threshold == pytest.approx(
+        champion - tolerance if metric == "accuracy" else champion + tolerance
+    )
+    assert f"tolerance {tolerance:g}" in gate.message and f"champion {champion:g}" in gate.message
+
+
 def test_disabled_beat_champion_adds_no_gate() -> None:
     verdict = evaluate_gates(
         {"accuracy": 0.5}, {"accuracy": 0.9}, beat_champion=BeatChampion("accuracy", enabled=False)

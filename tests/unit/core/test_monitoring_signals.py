@@ -31,9 +31,11 @@ def md(**status: Any) -> dict[str, Any]:
         "metadata": {"name": "iris"},
         "spec": {"monitoring": {"minSamples": 200}},
         "status": {
-            "currentModel": {"run": "iris-00003"},
+            "currentModel": {"run": "iris-00003", "sha256": "a" * 64},
             "rolledBackRuns": ["iris-00002"],
             "monitoring": {
+                "run": "iris-00002",
+                "sha256": "b" * 64,
                 "maxDriftScore": 0.4,
                 "driftSamples": 300,
                 "liveAccuracy": 0.7,
@@ -74,6 +76,13 @@ def test_signals_read_monitoring_and_the_served_model() -> None:
         0.8,
     )
     assert decay.serving_run == "iris-00003" and decay.rollout_to == "iris-00004"
+    # The model the numbers were measured on, next to the model serving.
+    for signal in (drift, decay):
+        assert (signal.serving_sha256, signal.measured_run, signal.measured_sha256) == (
+            "a" * 64,
+            "iris-00002",
+            "b" * 64,
+        )
 
 
 def test_a_missing_deployment_is_noted_once_and_gives_no_signal() -> None:

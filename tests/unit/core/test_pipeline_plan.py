@@ -62,6 +62,7 @@ def drifting(serving_run: str | None, deployment: str = "iris") -> DriftSignal:
         last_fired=None,
         deployment=deployment,
         serving_run=serving_run,
+        measured_run=serving_run,  # the scrape was of the model serving
     )
 
 
@@ -206,6 +207,16 @@ def test_drift_held_behind_a_run_does_not_fire_again_for_the_replaced_model() ->
     assert out.create is None
     assert "md/iris is rolling out p-00004" in out.message
 
+    # p-00004 serves, but the numbers are still the ones scraped from p-00003's server
+    # (the scrape before the rollout ended): not counted, whatever the cool-down says.
+    stale = replace(drifting("p-00004"), measured_run="p-00003")
+    held = plan(facts(now=later + timedelta(minutes=2), memory=out.memory, runs=runs, drift=stale))
+    assert held.create is None
+    assert (
+        "Drift not counted: md/iris's monitoring was measured on p-00003, not on p-00004 "
+        "serving now; waiting for a scrape of it"
+    ) in held.message
+
     # p-00004 serves and drifts itself: that counts.
     out = plan(
         facts(
@@ -230,6 +241,7 @@ def test_no_drift_or_decay_trigger_without_a_champion() -> None:
         last_fired=None,
         deployment="iris",
         serving_run="p-00003",
+        measured_run="p-00003",
     )
     out = plan(facts(runs=(run(3, "Rejected"),), drift=drifting("p-00003"), decay=decay))
     assert out.create is None and out.deferred == ()
@@ -248,13 +260,18 @@ def test_decay_of_a_deployment_pinned_to_another_run_is_not_counted() -> None:
         last_fired=None,
         deployment="pinned",
         serving_run="p-00002",
+        measured_run="p-00002",
     )
     memory = replace(SEEN, champion=CHAMPION_3)
     out = plan(facts(memory=memory, runs=(blessed(3),), decay=decay))
     assert out.create is None
     assert "md/pinned serves p-00002, not the champion p-00003" in out.message
     counted = plan(
-        facts(memory=memory, runs=(blessed(3),), decay=replace(decay, serving_run="p-00003"))
+        facts(
+            memory=memory,
+            runs=(blessed(3),),
+            decay=replace(decay, serving_run="p-00003", measured_run="p-00003"),
+        )
     )
     assert counted.create is not None
     assert counted.create.trigger.type is TriggerType.PERFORMANCE_DECAY
@@ -271,6 +288,23 @@ def test_after_the_champion_was_rolled_back_the_model_serving_instead_counts() -
     assert plan(facts(memory=memory, runs=(blessed(3), blessed(4)), drift=other)).create is None
 
 
+def test_signals_count_only_when_measured_on_the_model_file_serving() -> None:
+    memory = replace(SEEN, champion=CHAMPION_3)
+    serving = replace(drifting("p-00003"), serving_sha256="a" * 64)
+    same_file = replace(serving, measured_sha256="a" * 64)
+    assert plan(facts(memory=memory, runs=(blessed(3),), drift=same_file)).create is not None
+    # Same run name, another file (a run re-created under the same name): not the same model.
+    other_file = replace(serving, measured_sha256="b" * 64)
+    out = plan(facts(memory=memory, runs=(blessed(3),), drift=other_file))
+    assert out.create is None
+    assert "measured on p-00003 (sha256 bbbbbbbbbbbb), not on p-00003 serving now" in out.message
+    # Numbers that name no model at all (an older server) are not trusted.
+    unnamed = replace(serving, measured_run=None)
+    out = plan(facts(memory=memory, runs=(blessed(3),), drift=unnamed))
+    assert out.create is None
+    assert "monitoring does not name the model it was measured on" in out.message
+
+
 def test_a_quiet_stale_signal_is_not_mentioned() -> None:
     quiet = replace(drifting("p-00002"), score=0.01)
     out = plan(facts(memory=replace(SEEN, champion=CHAMPION_3), runs=(blessed(3),), drift=quiet))
@@ -281,12 +315,15 @@ def test_serving_model_of_a_model_deployment() -> None:
     md = {
         "metadata": {"name": "iris"},
         "status": {
-            "currentModel": {"run": "p-00003"},
+            "currentModel": {"run": "p-00003", "sha256": "c" * 64},
             "rollout": {"toRun": "p-00004"},
             "rolledBackRuns": ["p-00002"],
+            "monitoring": {"run": "p-00002", "sha256": "d" * 64, "liveAccuracy": 0.5},
         },
     }
-    assert ServingModel.of(md) == ServingModel("iris", "p-00003", "p-00004", ("p-00002",))
+    assert ServingModel.of(md) == ServingModel(
+        "iris", "p-00003", "p-00004", ("p-00002",), "c" * 64, "p-00002", "d" * 64
+    )
     assert ServingModel.of({"metadata": {"name": "new"}}) == ServingModel("new", None, None)
 
 

@@ -14,6 +14,7 @@ from perennial.core.analysis import (
     parse_snapshot,
     prediction_shift,
     psi,
+    scrape_message,
 )
 from perennial.core.workload import crash_reason, workload_state
 from perennial_runtime.contract import MonitoringSnapshot
@@ -85,6 +86,14 @@ def test_analysis_sample_sums_pods_and_compares_with_stable() -> None:
     assert alone is not None and alone.prediction_shift is None
 
 
+def test_scrape_message_names_the_model() -> None:
+    text = scrape_message(
+        snap(run="iris-00002", requests=7, max_drift_score=0.31234, drift_samples=150)
+    )
+    assert text == "iris-00002: 7 requests, max drift 0.312 over 150 rows, 0 feedback rows"
+    assert scrape_message(snap()).startswith("a model that does not name its run: 0 requests")
+
+
 def test_monitoring_status_has_the_fields_the_pipeline_triggers_read() -> None:
     out = monitoring_status(
         snap(
@@ -97,10 +106,14 @@ def test_monitoring_status_has_the_fields_the_pipeline_triggers_read() -> None:
             feedback_samples=120,
             live_accuracy=0.875,
             latency_p99_ms=4.2,
+            run="iris-00002",
+            sha256="c" * 64,
         ),
         scraped_at="2026-06-01T12:00:00Z",
     )
     assert out == {
+        "run": "iris-00002",
+        "sha256": "c" * 64,
         "driftScores": {"petal length (cm)": 0.412346, "sepal width (cm)": 0.02},
         "driftSamples": 200,
         "maxDriftScore": 0.412346,

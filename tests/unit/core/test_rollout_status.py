@@ -350,6 +350,35 @@ def test_monitoring_is_merged_and_unreachable_keeps_the_numbers() -> None:
     ModelDeploymentStatus.model_validate(down)
 
 
+def test_a_rollout_drops_the_replaced_models_numbers() -> None:
+    sim = Sim()
+    sim.step(V1, serving(None), at(0))
+    sim.step(V1, serving(V1), at(1))
+    assert sim.status["currentModel"]["run"] == "iris-00001"
+    numbers = {"run": "iris-00001", "sha256": V1.sha256, "liveAccuracy": 0.6, "reachable": True}
+    sim.status = with_monitoring(
+        sim.status, numbers, reachable=True, message="scraped", now=at(2), generation=1
+    )
+    # While V2 rolls out, V1 still serves: its numbers stay (a trigger holds them anyway).
+    sim.step(V2, serving(V1), at(10))
+    assert sim.status["rollout"]["toRun"] == "iris-00002"
+    assert sim.status["monitoring"] == numbers
+    # V2 is current: V1's numbers are gone (no lastScrapeTime: the next scrape is due now).
+    sim.step(V2, serving(V2), at(11))
+    assert sim.status["currentModel"]["run"] == "iris-00002"
+    assert "monitoring" not in sim.status
+    (metrics,) = [c for c in sim.status["conditions"] if c["type"] == "MetricsAvailable"]
+    assert metrics["status"] == "True"
+    ModelDeploymentStatus.model_validate(sim.status)
+    # Nothing changes while V2 keeps serving: fresh numbers stay.
+    fresh = {**numbers, "run": "iris-00002", "sha256": V2.sha256}
+    sim.status = with_monitoring(
+        sim.status, fresh, reachable=True, message="scraped", now=at(12), generation=1
+    )
+    sim.step(V2, serving(V2), at(20))
+    assert sim.status["monitoring"] == fresh
+
+
 def test_revision_wire_round_trip() -> None:
     wire = revision_to_wire(V1, 4, T0)
     state = read_state({"currentModel": wire})

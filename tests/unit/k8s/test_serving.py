@@ -151,10 +151,14 @@ def test_artifact_volume_is_mounted_read_only_and_s3_gets_its_secret() -> None:
     assert "artifacts" not in {m["name"] for m in container(on_s3)["volumeMounts"]}
 
 
-def test_spec_image_overrides_and_drift_window_is_passed_to_the_server() -> None:
+def test_spec_image_overrides_and_the_windows_are_passed_to_the_server() -> None:
     deployment = build_deployment(
         MD,
-        spec(image="mirror.example/runtime:1", monitoring={"driftWindow": 500}, port=9000),
+        spec(
+            image="mirror.example/runtime:1",
+            monitoring={"driftWindow": 500, "feedbackWindow": 2500},
+            port=9000,
+        ),
         PVC_MODEL,
         track=STABLE,
         replicas=1,
@@ -163,6 +167,7 @@ def test_spec_image_overrides_and_drift_window_is_passed_to_the_server() -> None
     assert c["image"] == "mirror.example/runtime:1"
     env = {e["name"]: e["value"] for e in c["env"]}
     assert env["PERENNIAL_DRIFT_WINDOW"] == "500"
+    assert env["PERENNIAL_FEEDBACK_WINDOW"] == "2500"
     assert c["args"] == ["serve", "--port", "9000"]
 
 

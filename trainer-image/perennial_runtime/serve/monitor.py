@@ -404,6 +404,7 @@ class Monitor:
         return MonitoringSnapshot(
             model=model.name if model is not None else (self.config.model_name or ""),
             run=model.version if model is not None else None,
+            sha256=model.sha256 if model is not None else None,
             backend=model.backend if model is not None else "",
             requests=self.requests,
             errors=self.errors,
