@@ -161,7 +161,6 @@ async def test_unreachable_server_is_a_condition_not_a_crash(
 
 # The machine running the suite may be busy: the waits of the long story get room (they
 # return as soon as the condition holds).
-WAIT = 30.0
 
 
 async def _decayed_feedback(url: str, rows: int = 150) -> None:
@@ -204,9 +203,9 @@ async def test_a_rollout_is_not_judged_on_the_replaced_models_numbers(
         monitoring={"scrapeIntervalSeconds": 30, "feedbackWindow": 500},
     )
     v1 = train_iris(tmp_path, "iris-00001")
-    await serving.training.wait_run("iris-00001", timeout=WAIT)
+    await serving.training.wait_run("iris-00001")
     await serving.bless("iris-00001", message=v1.result.to_json())
-    deployment = await serving.wait_serving("iris-serving", "iris-00001", timeout=WAIT)
+    deployment = await serving.wait_serving("iris-serving", "iris-00001")
     assert env_of(deployment)["PERENNIAL_FEEDBACK_WINDOW"] == "500"
 
     v2 = train_iris(tmp_path, "iris-00002")  # what the decay-triggered run will produce
@@ -218,7 +217,6 @@ async def test_a_rollout_is_not_judged_on_the_replaced_models_numbers(
             "iris",
             lambda s: (s.get("monitoring") or {}).get("feedbackSamples") == 150,
             "v1's live accuracy scraped",
-            timeout=WAIT,
         )
         monitoring = scraped["status"]["monitoring"]
         assert (monitoring["run"], monitoring["sha256"]) == ("iris-00001", v1.sha256)
@@ -227,12 +225,12 @@ async def test_a_rollout_is_not_judged_on_the_replaced_models_numbers(
         )
         assert monitoring["liveAccuracy"] < 0.8
         # The decay of the model serving counts: the first retrain.
-        run = await serving.training.wait_run("iris-00002", timeout=WAIT)
+        run = await serving.training.wait_run("iris-00002")
         assert run["spec"]["trigger"]["type"] == "PerformanceDecay"
 
         # v2 is blessed and rolled out.
         await serving.bless("iris-00002", message=v2.result.to_json())
-        await serving.wait_serving("iris-serving", "iris-00002", timeout=WAIT)
+        await serving.wait_serving("iris-serving", "iris-00002")
         await serving.ready("iris-serving")
         # The rollout dropped v1's numbers and scraped at once; the answer still came from
         # v1's server (an old Pod the Service has not let go of yet): it names v1.
@@ -243,14 +241,12 @@ async def test_a_rollout_is_not_judged_on_the_replaced_models_numbers(
                 and (s.get("monitoring") or {}).get("run") == "iris-00001"
             ),
             "the first scrape after the rollout",
-            timeout=WAIT,
         )
         assert after["status"]["currentModel"]["sha256"] == v2.sha256
         held = await serving.training.wait_pipeline(
             "iris",
             lambda s: "Performance decay not counted" in (s.get("message") or ""),
             "the stale decay held back",
-            timeout=WAIT,
         )
         assert "iris-00001" in held["status"]["message"], held["status"]["message"]
         assert await serving.training.run("iris-00003") is None
@@ -262,7 +258,6 @@ async def test_a_rollout_is_not_judged_on_the_replaced_models_numbers(
             "iris",
             lambda s: (s.get("monitoring") or {}).get("run") == "iris-00002",
             "v2's own numbers",
-            timeout=WAIT,
         )
         monitoring = fresh["status"]["monitoring"]
         assert monitoring["sha256"] == v2.sha256 and monitoring["feedbackSamples"] == 0
@@ -270,13 +265,12 @@ async def test_a_rollout_is_not_judged_on_the_replaced_models_numbers(
             "iris",
             lambda s: "not counted" not in (s.get("message") or ""),
             "nothing held back any more",
-            timeout=WAIT,
         )
         assert await serving.training.run("iris-00003") is None
 
         # v2's own decay does count.
         await _decayed_feedback(new.url)
         serving.clock.advance(30)
-        run = await serving.training.wait_run("iris-00003", timeout=WAIT)
+        run = await serving.training.wait_run("iris-00003")
     assert run["spec"]["trigger"]["type"] == "PerformanceDecay"
     assert "over 150 feedback samples" in run["spec"]["trigger"]["reason"]

@@ -90,7 +90,7 @@ def test_local_speed_runs_the_runners_clock_faster(tmp_path: Path, manifests_dir
             return found if len(found) >= 2 else []
 
         first, second = sorted(
-            wait_for("two hourly runs", scheduled, timeout=120), key=lambda r: r["metadata"]["name"]
+            wait_for("two hourly runs", scheduled), key=lambda r: r["metadata"]["name"]
         )[:2]
     finally:
         process.send_signal(signal.SIGTERM)

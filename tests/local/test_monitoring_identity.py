@@ -72,7 +72,7 @@ def test_no_duplicate_run_after_a_decay_retrain_is_rolled_out(
         return runner.store.get(TRAINING_RUN, "default", name)
 
     try:
-        wait_for("bc-00001 serving", lambda: serving("bc-00001"), timeout=180, step=0.3)
+        wait_for("bc-00001 serving", lambda: serving("bc-00001"), step=0.3)
         url = runner.endpoint_url("bc")
         assert url is not None
         _wrong_feedback(url)
@@ -87,7 +87,7 @@ def test_no_duplicate_run_after_a_decay_retrain_is_rolled_out(
 
         # bc-00002 trains on the same data, scores as the champion did, is blessed and
         # rolled out; the runner keeps ticking on the same clock (no cool-down: 0 s).
-        wait_for("bc-00002 serving", lambda: serving("bc-00002"), timeout=180, step=0.3)
+        wait_for("bc-00002 serving", lambda: serving("bc-00002"), step=0.3)
         status = md()["status"]
         champion = runner.store.get(TRAINING_PIPELINE, "default", "bc")["status"]["champion"]
         assert champion["run"] == "bc-00002"
@@ -97,7 +97,7 @@ def test_no_duplicate_run_after_a_decay_retrain_is_rolled_out(
             runner.tick()
             return ((md().get("status") or {}).get("monitoring") or {}).get("run") == "bc-00002"
 
-        wait_for("the new server scraped", scraped_again, timeout=60, step=0.2)
+        wait_for("the new server scraped", scraped_again, step=0.2)
         for _ in range(3):
             runner.tick()
         monitoring = md()["status"]["monitoring"]
