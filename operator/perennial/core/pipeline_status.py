@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from perennial.core.conditions import object_kstatus, timestamp
+from perennial.core.conditions import object_kstatus, stalled_status, timestamp
 from perennial.core.pipeline_plan import PipelinePlan
 
 
@@ -19,20 +19,7 @@ def stalled_changes(
     body: Mapping[str, Any], reason: str, message: str, *, now: datetime
 ) -> dict[str, Any]:
     """Status of a pipeline that cannot make progress until its spec changes."""
-    return {
-        "observedGeneration": body["metadata"].get("generation"),
-        "phase": "Stalled",
-        "message": message,
-        "conditions": object_kstatus(
-            body,
-            ready=False,
-            reconciling=False,
-            stalled=True,
-            reason=reason,
-            message=message,
-            now=now,
-        ),
-    }
+    return {"phase": "Stalled", **stalled_status(body, reason, message, now=now)}
 
 
 def status_changes(
