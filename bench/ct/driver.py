@@ -341,7 +341,7 @@ class StreamDriver:
                     self.data_window = labelled
                 self._wait_window(i, time.monotonic() + self.s.window_seconds / self.s.speed)
                 self._collect_runs(i)
-                print(f"    window {i}: {self.now():.0f} s", flush=True)
+                print(f"    {self.stream.spec.name}: window {i} at {self.now():.0f} s", flush=True)
             self._final_phases()
         finally:
             self.stop()

@@ -94,6 +94,9 @@ def section(
     command: str,
     plot_name: str | None,
     skipped: Sequence[str],
+    wall_seconds: float,
+    parallel: int,
+    load: tuple[float, float],
 ) -> str:
     first = results[0]
     s = first.settings
@@ -105,8 +108,9 @@ def section(
         f"per stream (window 0 trains the first model; windows 1-{first.windows - 1} are "
         f"served), RandomForestClassifier ({s.trees} trees, max_depth 10), the runner's clock "
         f"at `--speed {s.speed:g}`, one window = {s.window_seconds / 60:g} simulated minutes "
-        f"plus the time its retrains take. Wall time "
-        f"{sum(r.wall_seconds for r in results) / 60:.1f} min.",
+        f"plus the time its retrains take. Wall time {wall_seconds / 60:.1f} min "
+        f"({parallel} stream(s) at a time); load average {load[0]:.1f} before, "
+        f"{load[1]:.1f} after (2 cores, shared).",
         "",
         "### Streams",
         "",
