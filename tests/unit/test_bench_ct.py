@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from bench.ct.configs import CONFIGS, by_name
 from bench.ct.driver import RunRecord, Settings, StreamResult, WindowRecord
 from bench.ct.metrics import summarise
