@@ -65,6 +65,11 @@ CONFIGS: tuple[Config, ...] = (
     ),
     Config("drift", "input drift PSI >= 0.2", {**_OFF, "drift": _DRIFT}),
     Config(
+        "drift + decay < 0.80",
+        "drift PSI >= 0.2, or live accuracy below 0.80",
+        {**_OFF, "drift": _DRIFT, "performanceDecay": _decay(threshold=0.8)},
+    ),
+    Config(
         "drift + decay maxDrop 0.05",
         "drift PSI >= 0.2, or live accuracy below holdout - 0.05",
         {**_OFF, "drift": _DRIFT, "performanceDecay": _decay(maxDrop=0.05)},
