@@ -91,12 +91,9 @@ def section(
     results: Sequence[StreamResult],
     summaries: Sequence[Summary],
     *,
-    command: str,
+    notes: Sequence[str],
     plot_name: str | None,
     skipped: Sequence[str],
-    wall_seconds: float,
-    parallel: int,
-    load: tuple[float, float],
 ) -> str:
     first = results[0]
     s = first.settings
@@ -104,13 +101,11 @@ def section(
     lines = [
         BEGIN,
         "",
-        f"Command: `{command}` — seed {s.seed}, {first.windows} windows x {first.rows:,} rows "
+        f"Seed {s.seed}, {first.windows} windows x {first.rows:,} rows "
         f"per stream (window 0 trains the first model; windows 1-{first.windows - 1} are "
         f"served), RandomForestClassifier ({s.trees} trees, max_depth 10), the runner's clock "
         f"at `--speed {s.speed:g}`, one window = {s.window_seconds / 60:g} simulated minutes "
-        f"plus the time its retrains take. Wall time {wall_seconds / 60:.1f} min "
-        f"({parallel} stream(s) at a time); load average {load[0]:.1f} before, "
-        f"{load[1]:.1f} after (2 cores, shared).",
+        "plus the time its retrains take. Run by " + "; and ".join(notes) + ".",
         "",
         "### Streams",
         "",
