@@ -208,6 +208,16 @@ class OnnxConfig(Wire):
     value_rel_diff: float = Field(default=1e-5, ge=0)
 
 
+class MlflowConfig(Wire):
+    """MLflow tracking of one run (optional). Credentials never travel here: the Pod gets
+    MLFLOW_TRACKING_USERNAME/PASSWORD or MLFLOW_TRACKING_TOKEN from a Secret by reference."""
+
+    tracking_uri: str = Field(min_length=1, pattern=r"^https?://")
+    experiment_name: str = Field(min_length=1)
+    registered_model_name: str = Field(min_length=1)
+    spec_hash: str | None = None
+
+
 # A Kubernetes object name (DNS-1123 subdomain): the run's folder under artifactUri.
 RUN_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 RUN_NAME_MAX_LENGTH = 253
@@ -227,6 +237,7 @@ class TrainConfig(Wire):
     image: str | None = None
     result_path: str = DEFAULT_RESULT_PATH
     onnx: OnnxConfig = Field(default_factory=OnnxConfig)
+    mlflow: MlflowConfig | None = None
 
     @field_validator("run_name")
     @classmethod
@@ -333,6 +344,19 @@ class OnnxExport(Wire):
     tolerance: OnnxConfig | None = None  # metadata.json only
 
 
+# A tracking warning in the termination message is cut to this many characters.
+TRACKING_WARNING_LIMIT = 300
+
+
+class TrackingResult(Wire):
+    """What the run left in MLflow; a tracking server that failed leaves only a warning
+    (tracking never fails a training run)."""
+
+    mlflow_run_id: str | None = None
+    model_version: str | None = None
+    warning: str | None = Field(default=None, max_length=TRACKING_WARNING_LIMIT)
+
+
 class TrainResult(Wire):
     """Compact verdict-relevant result; must serialise to <= 4096 bytes."""
 
@@ -350,7 +374,37 @@ class TrainResult(Wire):
     feature_importance: list[FeatureImportance] = Field(default_factory=list)
     duration_seconds: float | None = None
     onnx_export: OnnxExport | None = None
+    tracking: TrackingResult | None = None
     truncated: bool = False
+
+
+TRACKING_FINALIZE_ENV = "PERENNIAL_TRACKING_FINALIZE"
+CHAMPION_ALIAS = "champion"
+
+
+class GateOutcome(Wire):
+    """One gate's verdict, as the operator computed it (copied into the MLflow run)."""
+
+    name: str
+    passed: bool
+    skipped: bool = False
+    observed: float | None = None
+    threshold: float | None = None
+    message: str = ""
+
+
+class TrackingFinalize(Wire):
+    """Operator -> ``python -m perennial_runtime.tracking finalize``: write the verdict to
+    the MLflow run and, when ``alias_version`` is set, point the ``champion`` alias at it
+    (a new champion, or a rollback)."""
+
+    mlflow: MlflowConfig
+    mlflow_run_id: str | None = None
+    model_version: str | None = None
+    verdict: Literal["Blessed", "Rejected", "Failed", "RolledBack"] | None = None
+    reason: str | None = None
+    gates: list[GateOutcome] = Field(default_factory=list)
+    alias_version: str | None = None
 
 
 class FeatureReference(Wire):

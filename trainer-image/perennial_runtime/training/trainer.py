@@ -205,7 +205,12 @@ def _train(config: TrainConfig, progress: _Progress) -> TrainResult:
     )
     meta_inputs = _MetaInputs(primary, estimator, prepared, evaluation, champion, data_report)
     stored = _store(config, pipeline, compiled, meta_inputs)
-    return _succeeded(config, loaded.rows, meta_inputs, stored, compiled)
+    result = _succeeded(config, loaded.rows, meta_inputs, stored, compiled)
+    if config.mlflow is not None:
+        from perennial_runtime import tracking
+
+        result.tracking = tracking.log_training(config, result)
+    return result
 
 
 def _load_data(config: TrainConfig, progress: _Progress) -> data.LoadedData:
