@@ -174,6 +174,20 @@ class FeatureImportanceStatus(StatusModel):
     importance: float = Field(description="Its importance.")
 
 
+class RunTrackingStatus(StatusModel):
+    """Where the run is in MLflow (spec.tracking.mlflow)."""
+
+    mlflow_run_id: str | None = Field(default=None, description="The MLflow run's ID.")
+    model_version: str | None = Field(
+        default=None, description="The registered model version of this run's model."
+    )
+    warning: str | None = Field(
+        default=None,
+        description="Why the run is not (fully) tracked, e.g. the server was down; "
+        "training is never failed by tracking.",
+    )
+
+
 class TrainingRunStatus(StatusModel):
     """Observed state of a TrainingRun, written by the operator."""
 
@@ -208,6 +222,9 @@ class TrainingRunStatus(StatusModel):
     )
     artifact: ArtifactStatus | None = Field(default=None, description="The stored model.")
     data: RunDataStatus | None = Field(default=None, description="What was seen of the data.")
+    tracking: RunTrackingStatus | None = Field(
+        default=None, description="MLflow run and model version (spec.tracking)."
+    )
     feature_importance: list[FeatureImportanceStatus] = Field(
         default_factory=list, description="The most important features, highest first."
     )

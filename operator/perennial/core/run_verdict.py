@@ -37,6 +37,7 @@ from perennial.core.gates import (
     MetricGate,
     evaluate_gates,
 )
+from perennial.core.tracking import tracking_conditions, tracking_status
 from perennial_runtime.contract import FailureReason, TrainResult
 
 BLESSED = "Blessed"
@@ -155,6 +156,7 @@ def _result_status(result: TrainResult, config: GateConfig) -> dict[str, Any]:
     if result.feature_importance:
         top = sorted(result.feature_importance, key=lambda f: f.importance, reverse=True)
         out["featureImportance"] = [f.to_dict() for f in top[: config.top_features]]
+    out.update(tracking_status(result))
     return out
 
 
@@ -276,7 +278,7 @@ def verdict_conditions(
         blessed_reason = "ModelBlessed"
     else:
         blessed_reason = verdict.reason
-    return set_condition(
+    out = set_condition(
         out,
         BLESSED,
         verdict.blessed,
@@ -285,3 +287,4 @@ def verdict_conditions(
         now=now,
         generation=generation,
     )
+    return tracking_conditions(out, verdict.status, now=now, generation=generation)

@@ -34,6 +34,7 @@ from perennial.api.object_names import (
     RUN_NAME_RULES,
 )
 from perennial.api.pipeline import CRON_RULE, DECAY_METRIC_SUITS_TASK, DECAY_THRESHOLD_IN_RANGE
+from perennial.api.tracking import TRACKING_URI_RULE
 from perennial.api.training import (
     BEAT_CHAMPION_METRIC_SUITS_TASK,
     ESTIMATOR_SUITS_TASK,
@@ -134,6 +135,33 @@ class Case:
 
 
 CASES = [
+    Case(
+        "mlflow-tracking-uri-not-http",
+        "TrainingPipeline",
+        {"spec.tracking": {"mlflow": {"trackingUri": "file:///mlruns"}}},
+        "spec.tracking.mlflow.trackingUri",
+        TRACKING_URI_RULE.message,
+    ),
+    Case(
+        "mlflow-tracking-uri-with-credentials",
+        "TrainingPipeline",
+        {"spec.tracking": {"mlflow": {"trackingUri": "https://user:secret@mlflow.example"}}},
+        "spec.tracking.mlflow.trackingUri",
+        TRACKING_URI_RULE.message,
+    ),
+    Case(
+        "run-mlflow-tracking-uri-not-http",
+        "TrainingRun",
+        {"spec.pipelineSpec.tracking": {"mlflow": {"trackingUri": "mlflow:5000"}}},
+        "spec.pipelineSpec.tracking.mlflow.trackingUri",
+        TRACKING_URI_RULE.message,
+    ),
+    Case(
+        "mlflow-without-tracking-uri",
+        "TrainingPipeline",
+        {"spec.tracking": {"mlflow": {"experimentName": "x"}}},
+        "spec.tracking.mlflow.trackingUri",
+    ),
     Case(
         "pipeline-name-too-long-for-its-run-names",
         "TrainingPipeline",
@@ -648,6 +676,11 @@ ADMITTED = [
         {**REGRESSION, "spec.gates.metrics": [{"metric": "mae", "threshold": 30}]},
     ),
     ("TrainingPipeline", {"spec.gates.metrics": [{"metric": "f1", "minAbsoluteChange": 1}]}),
+    ("TrainingPipeline", {"spec.tracking": {"mlflow": {"trackingUri": "http://mlflow:5000"}}}),
+    (
+        "TrainingPipeline",
+        {"spec.tracking": {"mlflow": {"trackingUri": "https://mlflow.example.com/prefix?x=1"}}},
+    ),
 ]
 
 

@@ -190,6 +190,45 @@ def test_secrets_are_env_from_never_read() -> None:
     assert container["envFrom"] == [{"secretRef": {"name": "a"}}, {"secretRef": {"name": "b"}}]
 
 
+def test_mlflow_settings_resolve_defaults_and_credentials_are_references() -> None:
+    tracking = {
+        "mlflow": {
+            "trackingUri": "http://mlflow.mlflow.svc:5000",
+            "credentialsSecretRef": {"name": "mlflow-creds"},
+        }
+    }
+    body = run_body(tracking=tracking)
+    job = build_job(body)
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e for e in container["env"]}
+    config = TrainConfig.model_validate_json(env["PERENNIAL_TRAIN_CONFIG"]["value"])
+    assert config.mlflow is not None
+    assert config.mlflow.tracking_uri == "http://mlflow.mlflow.svc:5000"
+    assert config.mlflow.experiment_name == "ml/churn"  # <namespace>/<pipeline>
+    assert config.mlflow.registered_model_name == "churn"
+    assert config.mlflow.spec_hash == body["spec"]["specHash"]
+    for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN"):
+        assert env[key]["valueFrom"] == {
+            "secretKeyRef": {"name": "mlflow-creds", "key": key, "optional": True}
+        }
+    assert "mlflow-creds" not in json.dumps(config.to_dict())
+    named = {"mlflow": {**tracking["mlflow"], "experimentName": "e", "registeredModelName": "m"}}
+    config = TrainConfig.model_validate_json(
+        build_job(run_body(tracking=named))["spec"]["template"]["spec"]["containers"][0]["env"][0][
+            "value"
+        ]
+    )
+    assert config.mlflow is not None
+    assert (config.mlflow.experiment_name, config.mlflow.registered_model_name) == ("e", "m")
+
+
+def test_no_tracking_no_mlflow() -> None:
+    (container,) = build_job(run_body())["spec"]["template"]["spec"]["containers"]
+    config = TrainConfig.model_validate_json(container["env"][0]["value"])
+    assert config.mlflow is None
+    assert not any(e["name"].startswith("MLFLOW_") for e in container["env"])
+
+
 def test_operator_labels_win_over_pod_labels() -> None:
     job = build_job(run_body(runTemplate={"podLabels": {"perennial.dev/run": "x", "team": "t"}}))
     labels = job["spec"]["template"]["metadata"]["labels"]
