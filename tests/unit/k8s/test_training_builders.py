@@ -308,3 +308,43 @@ def test_writing_out_a_default_does_not_change_the_spec_hash() -> None:
     assert pipeline_spec_hash(implicit) == pipeline_spec_hash(explicit)
     assert pipeline_spec_hash(implicit) != pipeline_spec_hash(changed)
     assert pipeline_spec_hash(implicit) == pipeline_spec_hash(template)  # not training-relevant
+
+
+@pytest.mark.parametrize("version", K8S_VERSIONS)
+def test_the_mlflow_finalize_job_is_restricted_owned_and_valid(version: str) -> None:
+    from perennial.core.pipeline_plan import LABEL_RUN
+    from perennial.k8s.builders.tracking_job import build_finalize_job
+    from perennial_runtime.contract import TrackingFinalize
+
+    tracking = {
+        "mlflow": {"trackingUri": "https://mlflow.example", "credentialsSecretRef": {"name": "c"}}
+    }
+    body = run_body(tracking=tracking)
+    body["metadata"]["name"] = "r" * 63
+    request = TrackingFinalize.model_validate(
+        {
+            "mlflow": {
+                "trackingUri": "https://mlflow.example",
+                "experimentName": "ml/churn",
+                "registeredModelName": "churn",
+            },
+            "mlflowRunId": "abc",
+            "modelVersion": "2",
+            "verdict": "Blessed",
+            "aliasVersion": "2",
+        }
+    )
+    job = build_finalize_job(body, request)
+    kubernetes_validate.validate(job, version, strict=True)
+    assert len(job["metadata"]["name"]) <= 63 and job["metadata"]["name"].endswith("-mlflow")
+    assert job["metadata"]["ownerReferences"][0]["uid"] == "tr-uid"
+    assert LABEL_RUN not in job["metadata"]["labels"]  # never taken for the training Job
+    pod = job["spec"]["template"]["spec"]
+    assert restricted_violations(pod) == []
+    assert pod["automountServiceAccountToken"] is False
+    (container,) = pod["containers"]
+    env = {e["name"]: e for e in container["env"]}
+    assert TrackingFinalize.model_validate_json(env["PERENNIAL_TRACKING_FINALIZE"]["value"]) == (
+        request
+    )
+    assert env["MLFLOW_TRACKING_TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == "c"
