@@ -5,6 +5,7 @@ Real training on iris; everything is read back through MLflow's own client.
 
 from __future__ import annotations
 
+import os
 import socket
 from collections.abc import Callable
 from pathlib import Path
@@ -231,3 +232,64 @@ def test_finalize_refuses_a_bad_request_and_reports_a_down_server(
         mlflow=_mlflow(f"http://127.0.0.1:{_closed_port()}", "m"), alias_version="1"
     )
     assert tracking.main(["finalize"], {TRACKING_FINALIZE_ENV: down.to_json()}) == 1
+
+
+def test_the_local_runner_finalizes_in_a_process(
+    mlflow_server: str, make_train_config: Callable[..., TrainConfig], tmp_path: Path
+) -> None:
+    """perennial.local's finalize process: the operator's request, run for real."""
+    import subprocess
+    from datetime import UTC, datetime
+
+    from perennial.api.enums import TriggerType
+    from perennial.api.run import TrainingRun
+    from perennial.core.pipeline_plan import Consumed, NewRun
+    from perennial.core.run_verdict import GateConfig, verdict_from_result
+    from perennial.core.triggers import Trigger
+    from perennial.k8s.builders.training_run import build_run
+    from perennial.local.tracking import FINALIZE_LOG, start_finalize
+
+    mlflow = _mlflow(mlflow_server, "iris-local")
+    _, result = _train(make_train_config, tmp_path, "iris-local-00001", mlflow)
+    assert result.tracking is not None and result.tracking.model_version == "1"
+    now = datetime(2026, 6, 1, tzinfo=UTC)
+    pipeline = {
+        "apiVersion": "perennial.dev/v1alpha1",
+        "kind": "TrainingPipeline",
+        "metadata": {"name": "iris-local", "namespace": "default", "uid": "u"},
+        "spec": {
+            "data": {"uri": "sklearn://iris", "target": "target"},
+            "model": {"task": "classification", "estimator": "RandomForestClassifier"},
+            "artifacts": {"uri": (tmp_path / "artifacts").as_uri()},
+            "tracking": {
+                "mlflow": {"trackingUri": mlflow_server, "experimentName": "default/iris-local"}
+            },
+        },
+    }
+    new = NewRun(
+        sequence=1,
+        name="iris-local-00001",
+        trigger=Trigger(TriggerType.MANUAL, "test"),
+        coalesced=(),
+        consumed=Consumed(spec_hash="h", triggers=("Manual",), time=now),
+    )
+    body = build_run(pipeline, new, champion=None, now=now)
+    run = TrainingRun.model_validate(body)
+    verdict = verdict_from_result(
+        result, GateConfig.from_spec(run.spec.pipeline_spec), had_champion=False
+    )
+    assert verdict.blessed
+    process = start_finalize(body, verdict, tmp_path / "job")
+    assert process is not None
+    try:
+        factor = float(os.environ.get("PERENNIAL_TEST_TIMEOUT_FACTOR", "").strip() or "1")
+        code = process.wait(timeout=120 * factor)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        raise
+    assert code == 0, (tmp_path / "job" / FINALIZE_LOG).read_text()
+    client = MlflowClient(tracking_uri=mlflow_server)
+    assert client.get_model_version_by_alias("iris-local", CHAMPION_ALIAS).version == "1"
+    tags = client.get_run(result.tracking.mlflow_run_id or "").data.tags
+    assert tags["perennial.verdict"] == "Blessed"
+    assert {k for k in tags if k.startswith("gate.")} >= {f"gate.{g.name}" for g in verdict.gates}
