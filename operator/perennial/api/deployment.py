@@ -15,8 +15,10 @@ from perennial.api.common import (
     LocalObjectReference,
     ObjectMeta,
     ObjectName,
+    PipelineReference,
     PodPlacement,
     ResourceRequirements,
+    RunReference,
 )
 from perennial.api.constants import DEFAULT_SERVING_PORT
 from perennial.api.enums import DeploymentPhase, RolloutResult, RolloutStrategyType
@@ -37,11 +39,11 @@ EXACTLY_ONE_SOURCE = CelRule(
 class DeploymentSource(SpecModel):
     """What to serve: the champion of a pipeline, or one pinned run."""
 
-    pipeline_ref: LocalObjectReference | None = Field(
+    pipeline_ref: PipelineReference | None = Field(
         default=None,
         description="Follow this TrainingPipeline: each new champion is rolled out.",
     )
-    run_ref: LocalObjectReference | None = Field(
+    run_ref: RunReference | None = Field(
         default=None, description="Serve the model of this Succeeded TrainingRun."
     )
 

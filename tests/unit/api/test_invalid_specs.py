@@ -163,6 +163,27 @@ CASES = [
         DEPLOYMENT_NAME_RULES[1].rule.message,
     ),
     Case(
+        "run-pipeline-ref-longer-than-a-pipeline-name",
+        "TrainingRun",
+        {"spec.pipelineRef.name": "p" * (MAX_PIPELINE_NAME + 1)},
+        "spec.pipelineRef.name",
+        "",
+    ),
+    Case(
+        "deployment-pipeline-ref-longer-than-a-pipeline-name",
+        "ModelDeployment",
+        {"spec.source.pipelineRef.name": "p" * (MAX_PIPELINE_NAME + 1)},
+        "spec.source.pipelineRef.name",
+        "",
+    ),
+    Case(
+        "deployment-run-ref-longer-than-a-label-value",
+        "ModelDeployment",
+        {"spec.source": {"runRef": {"name": "r" * (MAX_RUN_NAME + 1)}}},
+        "spec.source.runRef.name",
+        "",
+    ),
+    Case(
         "deployment-name-with-a-dot",
         "ModelDeployment",
         {"metadata.name": "iris.v2"},
