@@ -171,9 +171,21 @@ def start_metrics_server(port: int, addr: str = "0.0.0.0") -> bool:
         return True
 
 
-_BY_PIPELINE = (RUNS_STARTED, RUN_OUTCOMES, GATE_FAILURES, TRAINING_DURATION)
-_BY_PIPELINE += (TRIGGER_TO_VERDICT, CHAMPION_METRIC)
-_BY_DEPLOYMENT = (ROLLOUTS, ROLLBACKS, DEPLOYMENT_DRIFT_SCORE, DEPLOYMENT_LIVE_ACCURACY)
+_Series = Counter | Gauge | Histogram
+_BY_PIPELINE: tuple[_Series, ...] = (
+    RUNS_STARTED,
+    RUN_OUTCOMES,
+    GATE_FAILURES,
+    TRAINING_DURATION,
+    TRIGGER_TO_VERDICT,
+    CHAMPION_METRIC,
+)
+_BY_DEPLOYMENT: tuple[_Series, ...] = (
+    ROLLOUTS,
+    ROLLBACKS,
+    DEPLOYMENT_DRIFT_SCORE,
+    DEPLOYMENT_LIVE_ACCURACY,
+)
 
 
 def forget_pipeline(namespace: str, name: str) -> None:
