@@ -327,6 +327,12 @@ class ModelRevision(StatusModel):
     model_uri: str | None = Field(default=None, description="The model file.")
     sha256: str | None = Field(default=None, description="sha256 of the model file.")
     deployed_at: AwareDatetime | None = Field(default=None, description="When it went live.")
+    holdout_metrics: dict[str, float] | None = Field(
+        default=None,
+        max_length=64,
+        description="Its metrics on its training run's holdout (what live accuracy / rmse "
+        "is compared with, e.g. by a pipeline's performanceDecay.maxDrop).",
+    )
     image: str | None = Field(
         default=None, description="The image that trained it (serves it unless spec.image)."
     )
