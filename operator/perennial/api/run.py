@@ -7,7 +7,7 @@ from typing import ClassVar, Literal, Self
 from pydantic import AwareDatetime, Field, field_validator, model_validator
 
 from perennial.api.base import ApiModel, CelRule, SpecModel, StatusModel
-from perennial.api.common import Condition, LocalObjectReference, ObjectMeta
+from perennial.api.common import Condition, ObjectMeta, PipelineReference
 from perennial.api.enums import RunPhase, TriggerType
 from perennial.api.object_names import RUN_NAME_RULES, name_cel_rules, name_errors
 from perennial.api.training import TrainingSpec
@@ -62,7 +62,7 @@ class TrainingRunSpec(SpecModel):
     and the trigger that caused it. Create one by hand for an ad-hoc run or to reproduce
     an earlier run (trigger.type Reproduce)."""
 
-    pipeline_ref: LocalObjectReference | None = Field(
+    pipeline_ref: PipelineReference | None = Field(
         default=None, description="The TrainingPipeline this run belongs to; empty: ad hoc."
     )
     trigger: RunTrigger = Field(default_factory=RunTrigger, description="What started the run.")

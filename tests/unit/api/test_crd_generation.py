@@ -301,6 +301,7 @@ def test_cel_rules_sit_where_expected() -> None:
         "spec.model",
         "spec.runTemplate.tolerations[]",
         "spec.tracking.mlflow.trackingUri",
+        "spec.triggers.performanceDecay",
         "spec.triggers.schedule.cron",
     ]
     assert "" in where("TrainingRun")
