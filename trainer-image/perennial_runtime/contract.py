@@ -139,6 +139,20 @@ class DataSource(Wire):
     columns: list[ColumnSchema] | None = None
 
 
+class FeatureSpec(Wire):
+    """The part of the data spec that shapes a model's features (target and declared
+    columns; not where the data lives). Recorded with each model, so a later run can tell
+    a feature change the user asked for (the spec changed) from skew (the data changed
+    under an unchanged spec)."""
+
+    target: str
+    columns: list[ColumnSchema] | None = None
+
+    @classmethod
+    def of(cls, data: DataSource) -> FeatureSpec:
+        return cls(target=data.target, columns=data.columns)
+
+
 class ModelConfig(Wire):
     task: Task
     estimator: str
@@ -367,6 +381,9 @@ class TrainResult(Wire):
     metrics: dict[str, float] = Field(default_factory=dict)
     champion_metrics: dict[str, float] | None = None
     champion_run: str | None = None
+    # Why the champion was not scored on the holdout although there is one (its feature
+    # spec differs from this run's): the change gates are skipped with this reason.
+    champion_not_compared: str | None = Field(default=None, max_length=300)
     holdout_sha256: str | None = None
     holdout_rows: int | None = None
     artifact: ArtifactRef | None = None
@@ -466,6 +483,7 @@ class ModelMetadata(Wire):
     champion_run: str | None = None
     champion_metrics: dict[str, float] | None = None
     holdout_sha256: str | None = None
+    feature_spec: FeatureSpec | None = None  # None: a model from before it was recorded
     reference: dict[str, FeatureReference] = Field(default_factory=dict)
     prediction_reference: FeatureReference | None = None
     feature_importance: list[FeatureImportance] = Field(default_factory=list)

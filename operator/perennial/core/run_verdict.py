@@ -191,7 +191,8 @@ def verdict_from_result(
             status,
         )
     champion_metrics: Mapping[str, float] | None = result.champion_metrics
-    if had_champion and champion_metrics is None:
+    skipped_because = _cap(result.champion_not_compared) if result.champion_not_compared else None
+    if had_champion and champion_metrics is None and skipped_because is None:
         # The run was made to be compared with a champion: a missing comparison is a
         # failing change gate ("missing from the champion metrics"), never a skipped one.
         champion_metrics = {}
@@ -203,6 +204,7 @@ def verdict_from_result(
         beat_champion=config.beat_champion,
         data_passed=data_passed,
         data_message=_violations_text(result) if not data_passed else "",
+        skipped_because=skipped_because,
     )
     primary = config.primary_metric
     candidate = result.metrics.get(primary)
