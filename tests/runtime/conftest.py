@@ -318,6 +318,9 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         stdout=log_file,
         stderr=subprocess.STDOUT,
         cwd=root,
+        # No background job runner (its huey consumers are half a dozen processes the
+        # tests never use).
+        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
         start_new_session=True,  # its uvicorn child is in the same group: stop both
     )  # fmt: skip
     factor = float(os.environ.get("PERENNIAL_TEST_TIMEOUT_FACTOR", "").strip() or "1")
