@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 IMAGE_REGISTRY ?= ghcr.io/perennial-dev
 IMAGE_TAG ?= $(shell sed -n 's/__version__ = "\(.*\)"/\1/p' operator/perennial/_version.py)
 
-.PHONY: install test lint fmt crds locks demo images deploy bench bench-serving bench-operator clean
+.PHONY: install test lint fmt crds locks demo images deploy bench bench-serving bench-operator bench-ct clean
 
 install: $(STAMP)
 
@@ -63,6 +63,12 @@ bench-serving: install
 # make bench-operator BENCH_ARGS="--sizes 100,1000 --window 60"
 bench-operator: install
 	$(PY) -m bench.operator $(BENCH_ARGS)
+
+# Continuous-training triggers on seeded drifting streams, driven through `perennial local`
+# (predictions, feedback, data file updates); rewrites the table and plot in docs/ct.md
+# (~20 min). Smoke test: make bench-ct BENCH_ARGS=--quick
+bench-ct: install
+	$(PY) -m bench.ct $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,3 @@
+from bench.ct.run import main
+
+raise SystemExit(main())
