@@ -26,17 +26,22 @@ import kubernetes.config.kube_config
 import pytest
 
 from .harness import (
+    Access,
     ApiServerEmulator,
     KubeApi,
     Kubectl,
     OperatorRunner,
     StandInControllers,
+    shipped_cluster_role,
     use_emulator_for_kubernetes_client,
     write_kubeconfig,
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PROJECT_CRDS = sorted((REPO_ROOT / "crds").glob("*.perennial.dev.yaml"))
+# Every (group, resource, verb) the operator used across the integration tests of this
+# session: see pytest_sessionfinish below and docs/testing.md "RBAC".
+USED_ACCESS: set[Access] = set()
 
 
 @pytest.fixture
@@ -50,6 +55,11 @@ async def emulator() -> AsyncIterator[ApiServerEmulator]:
             "writes a real API server would silently drop (clear emulator.ignored_writes in "
             f"a test that makes them on purpose): {server.ignored_writes!r}"
         )
+        assert not server.rbac.refused, (
+            "the operator made requests its shipped RBAC (manifests/base/rbac.yaml) does not "
+            f"allow; a real API server answers them 403: {server.rbac.refused!r}"
+        )
+        USED_ACCESS.update(server.rbac.used)
 
 
 @pytest.fixture
@@ -103,3 +113,33 @@ def kubectl(kubeconfig: Path, tmp_path: Path) -> Kubectl:
     if shutil.which("kubectl") is None:
         pytest.skip("kubectl is not installed")
     return Kubectl(kubeconfig, tmp_path / "kubectl-cache")
+
+
+def _ran_all_integration_tests(session: pytest.Session, exitstatus: int) -> bool:
+    option = session.config.option
+    if exitstatus != 0 or option.keyword or option.markexpr or getattr(option, "deselect", None):
+        return False
+    here = Path(__file__).parent
+    files = {Path(str(item.path)) for item in session.items}
+    return set(here.glob("test_*.py")) <= files
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """After a complete, green run of tests/integration: every grant of the shipped
+    ClusterRole must have been used by the operator in some test (a grant nothing uses is a
+    grant to remove). Peering is the exception: only the HA overlay's --peering uses it."""
+    if not _ran_all_integration_tests(session, exitstatus):
+        return
+    unused = sorted(
+        (a.group, a.resource, a.verb)
+        for a in shipped_cluster_role() - USED_ACCESS
+        if a.group != "kopf.dev"
+    )
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(
+            f"RBAC: the operator used {len(USED_ACCESS)} (group, resource, verb) accesses, "
+            f"all granted; granted but never used: {unused or 'none'}"
+        )
+    if unused:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -37,7 +37,14 @@ from perennial_runtime.contract import TrainConfig, TrainResult
 from perennial_runtime.serve.config import ServeConfig
 from perennial_runtime.serve.embedded import EmbeddedServer
 
-from .harness import ApiServerEmulator, KubeApi, OperatorRunner, StandInControllers, wait_for
+from .harness import (
+    ApiServerEmulator,
+    KubeApi,
+    OperatorRunner,
+    StandInControllers,
+    WaitTimeoutError,
+    wait_for,
+)
 from .training_helpers import (
     CountingClock,
     Training,
@@ -361,10 +368,32 @@ class Serving:
                 return None
             return body
 
-        found: dict[str, Any] = await wait_for(
-            runs, interval=POLL, what=f"{deployment} serving {run} x{replicas}"
-        )
+        try:
+            found: dict[str, Any] = await wait_for(
+                runs, interval=POLL, what=f"{deployment} serving {run} x{replicas}"
+            )
+        except WaitTimeoutError as exc:
+            raise WaitTimeoutError(f"{exc}; {await self.describe_serving(deployment)}") from None
         return found
+
+    async def describe_serving(self, deployment: str) -> str:
+        """What a failed wait saw: the Deployment's model and replicas, and every
+        ModelDeployment's phase, message and rollout in the namespace."""
+        body = await self.deployment(deployment)
+        seen = (
+            "absent"
+            if body is None
+            else f"serves {served_run(body)} x{body['spec'].get('replicas')}, "
+            f"status {body.get('status')}"
+        )
+        mds = await self.api.list(MD, self.namespace)
+        states = [
+            f"md/{md['metadata']['name']}: {(md.get('status') or {}).get('phase')} "
+            f"{(md.get('status') or {}).get('message')!r} "
+            f"rollout={(md.get('status') or {}).get('rollout')}"
+            for md in mds
+        ]
+        return f"{deployment} {seen}; " + "; ".join(states)
 
     async def ready(self, deployment: str, **kw: Any) -> None:
         await self.controllers.set_deployment_ready(deployment, self.namespace, **kw)

@@ -11,6 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
+from perennial.k8s import metrics
+
 from .deployment_helpers import (
     NOWHERE,
     Serving,
@@ -24,7 +26,7 @@ from .deployment_helpers import (
     serving,
     train_iris,
 )
-from .harness import Kubectl, deadline
+from .harness import Kubectl, deadline, wait_for
 
 __all__ = ["full_operator", "iris_model", "serving"]
 
@@ -108,6 +110,20 @@ async def test_drift_seen_by_the_server_reaches_status_and_triggers_retraining(
     assert "drift score" in run["spec"]["trigger"]["reason"]
     assert scraped["status"]["phase"] == "Available"
     await serving.wait_events(md, "RolloutSucceeded")
+
+    # Deleted: its drift and live-accuracy series go with it.
+    await serving.api.delete("perennial.dev/v1alpha1/modeldeployments", "iris", "md-drift")
+    drift_series = {"namespace": "md-drift", "deployment": "iris"}
+    await wait_for(
+        lambda: (
+            metrics.REGISTRY.get_sample_value("perennial_deployment_drift_score", drift_series)
+            is None
+        )
+    )
+    assert (
+        metrics.REGISTRY.get_sample_value("perennial_deployment_live_accuracy", drift_series)
+        is None
+    )
 
 
 async def test_unreachable_server_is_a_condition_not_a_crash(

@@ -274,3 +274,33 @@ async def test_a_restarted_operator_finishes_the_rollout_in_progress(serving: Se
     deployments = await serving.api.list("apps/v1/deployments", serving.namespace)
     assert [d["metadata"]["name"] for d in deployments] == ["iris-serving"]
     assert serving.training.runner.problems() == []
+
+
+async def test_service_and_disruption_budget_follow_the_spec(serving: Serving) -> None:
+    """A changed port patches the Service, a changed budget patches the PDB, a removed
+    budget deletes it (the emulator holds each request to the shipped RBAC)."""
+    serving.namespace = "md-children"
+    await serving.serve_first("iris", "iris", replicas=3, podDisruptionBudget={"minAvailable": 1})
+    pdb = await serving.api.get(PDBS, "iris-serving", serving.namespace)
+    assert pdb["spec"]["minAvailable"] == 1
+
+    changes = {"spec": {"port": 9000, "podDisruptionBudget": {"minAvailable": 2}}}
+    await serving.api.patch(MD, "iris", serving.namespace, changes)
+
+    async def port_and_budget() -> tuple[int, int | None]:
+        service = await serving.api.get(SERVICES, "iris-serving", serving.namespace)
+        found = await serving.api.get_or_none(PDBS, "iris-serving", serving.namespace)
+        budget = None if found is None else int(found["spec"]["minAvailable"])
+        return int(service["spec"]["ports"][0]["port"]), budget
+
+    async def changed() -> bool:
+        return await port_and_budget() == (9000, 2)
+
+    await wait_for(changed, what="service port 9000 and minAvailable 2")
+
+    await serving.api.patch(MD, "iris", serving.namespace, {"spec": {"podDisruptionBudget": None}})
+
+    async def budget_gone() -> bool:
+        return await serving.api.get_or_none(PDBS, "iris-serving", serving.namespace) is None
+
+    await wait_for(budget_gone, what="the PodDisruptionBudget deleted")

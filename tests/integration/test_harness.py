@@ -205,6 +205,9 @@ class WidgetOperator:
 
 @pytest.fixture
 async def widget_crd(emulator: ApiServerEmulator) -> dict[str, Any]:
+    # The widget operator is not Perennial: its own kinds join the RBAC the emulator holds
+    # operator requests to (everything else stays as manifests/base/rbac.yaml grants).
+    emulator.rbac.grant(GROUP, (PLURAL, f"{PLURAL}/status"), ("get", "list", "watch", "patch"))
     return await emulator.add_crd(WIDGET_CRD)
 
 

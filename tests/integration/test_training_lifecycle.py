@@ -155,6 +155,16 @@ async def test_blessed_run_becomes_champion_and_a_failing_gate_keeps_it(
     assert tp["status"]["phase"] == "Idle"
     assert _sample("perennial_champion_metric", **champion_gauge) == 0.95  # still the champion
 
+    # Deleted: the pipeline's series go with it (no champion gauge for a model nobody serves).
+    await training.api.delete("perennial.dev/v1alpha1/trainingpipelines", "iris", "ml")
+    await wait_for(
+        lambda: (
+            metrics.REGISTRY.get_sample_value("perennial_champion_metric", champion_gauge) is None
+        )
+    )
+    runs_started = {"namespace": "ml", "pipeline": "iris", "trigger": "Manual"}
+    assert metrics.REGISTRY.get_sample_value("perennial_runs_started_total", runs_started) is None
+
 
 async def test_failed_job_and_data_validation(training: Training) -> None:
     await training.create_pipeline("iris")

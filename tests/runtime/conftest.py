@@ -282,3 +282,72 @@ def s3_bucket(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[s
     client = boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1")
     client.create_bucket(Bucket=bucket)
     yield bucket
+
+
+# --- a real MLflow tracking server (tests of perennial_runtime.tracking) ---------------
+
+MLFLOW_START_SECONDS = 180.0  # schema migrations on a busy 2-core machine took ~55 s
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``mlflow server`` on 127.0.0.1 (sqlite backend store, local artifact root, one
+    worker), started once per session; yields its tracking URI."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.error
+    import urllib.request
+
+    pytest.importorskip("mlflow", reason="the dev extra installs mlflow (the server)")
+    root = tmp_path_factory.mktemp("mlflow-server")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    uri = f"http://127.0.0.1:{port}"
+    log_file = (root / "server.log").open("wb")
+    process = subprocess.Popen(
+        [
+            sys.executable, "-m", "mlflow", "server",
+            "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+            "--artifacts-destination", str(root / "artifacts"),
+            "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+        ],
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+        cwd=root,
+        # No background job runner (its huey consumers are half a dozen processes the
+        # tests never use).
+        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+        start_new_session=True,  # its uvicorn child is in the same group: stop both
+    )  # fmt: skip
+    factor = float(os.environ.get("PERENNIAL_TEST_TIMEOUT_FACTOR", "").strip() or "1")
+    deadline = time.monotonic() + MLFLOW_START_SECONDS * factor
+    try:
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"mlflow server exited: {(root / 'server.log').read_text()[-2000:]}")
+            try:
+                with urllib.request.urlopen(f"{uri}/health", timeout=5) as response:
+                    if response.status == 200:
+                        break
+            except (urllib.error.URLError, OSError):
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(
+                    f"mlflow server not healthy: {(root / 'server.log').read_text()[-2000:]}"
+                )
+            time.sleep(0.2)
+        yield uri
+    finally:
+        import signal
+
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        log_file.close()

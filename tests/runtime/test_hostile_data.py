@@ -313,6 +313,50 @@ def test_a_schema_different_from_the_champions_is_a_violation(
     assert same.champion_metrics is not None
 
 
+COLUMNS = [
+    {"name": "age", "type": "integer"},
+    {"name": "income", "type": "numeric"},
+    {"name": "color", "type": "categorical"},
+]
+
+
+def test_a_feature_change_in_the_spec_is_intent_not_skew(
+    run: Runner, champion_block: Callable[[TrainResult], dict[str, Any]]
+) -> None:
+    """The user renames a feature in the spec (and the data): blessed on thresholds alone,
+    the change gates skipped with the reason; the same rename with the spec unchanged
+    stays a championSchema violation."""
+    champion = run(frame_of(rows=300, seed=1), name="champion", columns=COLUMNS)
+    assert champion.status == "Succeeded", champion.message
+    block = champion_block(champion)
+
+    renamed = frame_of(rows=300, seed=2).rename(columns={"income": "salary"})
+    spec = [c if c["name"] != "income" else {**c, "name": "salary"} for c in COLUMNS]
+    result = run(renamed, name="intended", champion=block, columns=spec)
+    assert result.status == "Succeeded", result.message
+    assert result.champion_metrics is None and result.champion_run is None
+    assert result.champion_not_compared == (
+        "champion champion was trained on a different feature spec (changed: columns "
+        "added: salary; columns removed: income)"
+    )
+
+    # Spec unchanged, data renamed under it: skew (the declared column is missing).
+    skewed = run(renamed, name="skewed", champion=block, columns=COLUMNS)
+    assert skewed.status == "Failed"
+    assert "income" in skewed.message
+
+    # Declaring the very columns the champion was trained on is no change at all.
+    inferred = run(frame_of(rows=300, seed=1), name="inferred-champion")
+    declared = run(
+        frame_of(rows=300, seed=2),
+        name="declared",
+        champion=champion_block(inferred),
+        columns=COLUMNS,
+    )
+    assert declared.status == "Succeeded", declared.message
+    assert declared.champion_not_compared is None and declared.champion_metrics is not None
+
+
 # --- the rest: run names, imbalance, duplicates between holdout and training ------
 
 

@@ -139,6 +139,20 @@ class DataSource(Wire):
     columns: list[ColumnSchema] | None = None
 
 
+class FeatureSpec(Wire):
+    """The part of the data spec that shapes a model's features (target and declared
+    columns; not where the data lives). Recorded with each model, so a later run can tell
+    a feature change the user asked for (the spec changed) from skew (the data changed
+    under an unchanged spec)."""
+
+    target: str
+    columns: list[ColumnSchema] | None = None
+
+    @classmethod
+    def of(cls, data: DataSource) -> FeatureSpec:
+        return cls(target=data.target, columns=data.columns)
+
+
 class ModelConfig(Wire):
     task: Task
     estimator: str
@@ -208,6 +222,16 @@ class OnnxConfig(Wire):
     value_rel_diff: float = Field(default=1e-5, ge=0)
 
 
+class MlflowConfig(Wire):
+    """MLflow tracking of one run (optional). Credentials never travel here: the Pod gets
+    MLFLOW_TRACKING_USERNAME/PASSWORD or MLFLOW_TRACKING_TOKEN from a Secret by reference."""
+
+    tracking_uri: str = Field(min_length=1, pattern=r"^https?://")
+    experiment_name: str = Field(min_length=1)
+    registered_model_name: str = Field(min_length=1)
+    spec_hash: str | None = None
+
+
 # A Kubernetes object name (DNS-1123 subdomain): the run's folder under artifactUri.
 RUN_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 RUN_NAME_MAX_LENGTH = 253
@@ -227,6 +251,7 @@ class TrainConfig(Wire):
     image: str | None = None
     result_path: str = DEFAULT_RESULT_PATH
     onnx: OnnxConfig = Field(default_factory=OnnxConfig)
+    mlflow: MlflowConfig | None = None
 
     @field_validator("run_name")
     @classmethod
@@ -333,6 +358,19 @@ class OnnxExport(Wire):
     tolerance: OnnxConfig | None = None  # metadata.json only
 
 
+# A tracking warning in the termination message is cut to this many characters.
+TRACKING_WARNING_LIMIT = 300
+
+
+class TrackingResult(Wire):
+    """What the run left in MLflow; a tracking server that failed leaves only a warning
+    (tracking never fails a training run)."""
+
+    mlflow_run_id: str | None = None
+    model_version: str | None = None
+    warning: str | None = Field(default=None, max_length=TRACKING_WARNING_LIMIT)
+
+
 class TrainResult(Wire):
     """Compact verdict-relevant result; must serialise to <= 4096 bytes."""
 
@@ -343,6 +381,9 @@ class TrainResult(Wire):
     metrics: dict[str, float] = Field(default_factory=dict)
     champion_metrics: dict[str, float] | None = None
     champion_run: str | None = None
+    # Why the champion was not scored on the holdout although there is one (its feature
+    # spec differs from this run's): the change gates are skipped with this reason.
+    champion_not_compared: str | None = Field(default=None, max_length=300)
     holdout_sha256: str | None = None
     holdout_rows: int | None = None
     artifact: ArtifactRef | None = None
@@ -350,7 +391,37 @@ class TrainResult(Wire):
     feature_importance: list[FeatureImportance] = Field(default_factory=list)
     duration_seconds: float | None = None
     onnx_export: OnnxExport | None = None
+    tracking: TrackingResult | None = None
     truncated: bool = False
+
+
+TRACKING_FINALIZE_ENV = "PERENNIAL_TRACKING_FINALIZE"
+CHAMPION_ALIAS = "champion"
+
+
+class GateOutcome(Wire):
+    """One gate's verdict, as the operator computed it (copied into the MLflow run)."""
+
+    name: str
+    passed: bool
+    skipped: bool = False
+    observed: float | None = None
+    threshold: float | None = None
+    message: str = ""
+
+
+class TrackingFinalize(Wire):
+    """Operator -> ``python -m perennial_runtime.tracking finalize``: write the verdict to
+    the MLflow run and, when ``alias_version`` is set, point the ``champion`` alias at it
+    (a new champion, or a rollback)."""
+
+    mlflow: MlflowConfig
+    mlflow_run_id: str | None = None
+    model_version: str | None = None
+    verdict: Literal["Blessed", "Rejected", "Failed", "RolledBack"] | None = None
+    reason: str | None = None
+    gates: list[GateOutcome] = Field(default_factory=list)
+    alias_version: str | None = None
 
 
 class FeatureReference(Wire):
@@ -412,6 +483,7 @@ class ModelMetadata(Wire):
     champion_run: str | None = None
     champion_metrics: dict[str, float] | None = None
     holdout_sha256: str | None = None
+    feature_spec: FeatureSpec | None = None  # None: a model from before it was recorded
     reference: dict[str, FeatureReference] = Field(default_factory=dict)
     prediction_reference: FeatureReference | None = None
     feature_importance: list[FeatureImportance] = Field(default_factory=list)

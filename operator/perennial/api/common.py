@@ -18,6 +18,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from perennial.api.base import CelRule, SpecModel, StatusModel
+from perennial.api.object_names import MAX_PIPELINE_NAME, MAX_RUN_NAME
 
 # A DNS-1123 subdomain: what Kubernetes accepts as the name of most objects.
 DNS1123_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
@@ -95,6 +96,31 @@ class LocalObjectReference(SpecModel):
     """A reference to an object in the same namespace."""
 
     name: ObjectName = Field(description="Name of the referenced object.")
+
+
+class PipelineReference(SpecModel):
+    """A reference to a TrainingPipeline in the same namespace."""
+
+    name: str = Field(
+        min_length=1,
+        max_length=MAX_PIPELINE_NAME,
+        pattern=DNS1123_SUBDOMAIN,
+        description=f"Name of the TrainingPipeline (at most {MAX_PIPELINE_NAME} characters, "
+        "as pipeline names are: it becomes the perennial.dev/pipeline label value of runs, "
+        "Jobs and Pods).",
+    )
+
+
+class RunReference(SpecModel):
+    """A reference to a TrainingRun in the same namespace."""
+
+    name: str = Field(
+        min_length=1,
+        max_length=MAX_RUN_NAME,
+        pattern=DNS1123_SUBDOMAIN,
+        description=f"Name of the TrainingRun (at most {MAX_RUN_NAME} characters, as run "
+        "names are: it becomes the perennial.dev/run label value).",
+    )
 
 
 class ResourceRequirements(SpecModel):

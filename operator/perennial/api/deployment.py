@@ -15,8 +15,10 @@ from perennial.api.common import (
     LocalObjectReference,
     ObjectMeta,
     ObjectName,
+    PipelineReference,
     PodPlacement,
     ResourceRequirements,
+    RunReference,
 )
 from perennial.api.constants import DEFAULT_SERVING_PORT
 from perennial.api.enums import DeploymentPhase, RolloutResult, RolloutStrategyType
@@ -37,11 +39,11 @@ EXACTLY_ONE_SOURCE = CelRule(
 class DeploymentSource(SpecModel):
     """What to serve: the champion of a pipeline, or one pinned run."""
 
-    pipeline_ref: LocalObjectReference | None = Field(
+    pipeline_ref: PipelineReference | None = Field(
         default=None,
         description="Follow this TrainingPipeline: each new champion is rolled out.",
     )
-    run_ref: LocalObjectReference | None = Field(
+    run_ref: RunReference | None = Field(
         default=None, description="Serve the model of this Succeeded TrainingRun."
     )
 
@@ -325,6 +327,12 @@ class ModelRevision(StatusModel):
     model_uri: str | None = Field(default=None, description="The model file.")
     sha256: str | None = Field(default=None, description="sha256 of the model file.")
     deployed_at: AwareDatetime | None = Field(default=None, description="When it went live.")
+    holdout_metrics: dict[str, float] | None = Field(
+        default=None,
+        max_length=64,
+        description="Its metrics on its training run's holdout (what live accuracy / rmse "
+        "is compared with, e.g. by a pipeline's performanceDecay.maxDrop).",
+    )
     image: str | None = Field(
         default=None, description="The image that trained it (serves it unless spec.image)."
     )

@@ -113,8 +113,16 @@ class DriftTrigger(SpecModel):
     )
 
 
+DECAY_ONE_LIMIT = CelRule(
+    rule="has(self.threshold) != has(self.maxDrop)",
+    message="set exactly one of threshold (an absolute limit on the live metric) or maxDrop "
+    "(a drop from the served model's own holdout score)",
+)
+
+
 class PerformanceDecayTrigger(SpecModel):
-    """Retrain when the live metric computed from feedback falls below a limit."""
+    """Retrain when the live metric computed from feedback falls below a limit: an absolute
+    threshold, or the served model's own holdout score minus maxDrop."""
 
     deployment_ref: LocalObjectReference = Field(
         description="The ModelDeployment whose live metric (from /feedback) is watched."
@@ -124,10 +132,28 @@ class PerformanceDecayTrigger(SpecModel):
         description="Live metric: accuracy (classification) or rmse (regression). Default: "
         "the one that suits model.task.",
     )
-    threshold: float = Field(
+    threshold: float | None = Field(
+        default=None,
         ge=0,
         description="Retrain when live accuracy falls below this (0..1), or live rmse rises "
-        "above it (>= 0).",
+        "above it (>= 0). Set this or maxDrop.",
+    )
+    max_drop: float | None = Field(
+        default=None,
+        gt=0,
+        description="Retrain when live accuracy falls more than this below the served "
+        "model's holdout accuracy (e.g. 0.05), or live rmse rises more than this fraction "
+        "above its holdout rmse (0.10 = 10%). Set this or threshold.",
+    )
+    confidence: float | None = Field(
+        default=None,
+        ge=0.5,
+        lt=1,
+        description="Fire only when the live metric is beyond the limit with this "
+        "confidence (one-sided: the Wilson upper bound of live accuracy lies below the "
+        "limit; for rmse the chi-square lower bound lies above it), so a small feedback "
+        "window neither fires on noise nor hides a real drop. Empty: compare the live "
+        "value itself.",
     )
     min_feedback_samples: int = Field(
         default=100, ge=1, description="Feedback samples needed before any verdict."
@@ -135,6 +161,14 @@ class PerformanceDecayTrigger(SpecModel):
     cooldown_seconds: int = Field(
         default=3600, ge=0, description="Least time between two decay-triggered runs."
     )
+
+    cel_rules: ClassVar[tuple[CelRule, ...]] = (DECAY_ONE_LIMIT,)
+
+    @model_validator(mode="after")
+    def _one_limit(self) -> Self:
+        if (self.threshold is None) == (self.max_drop is None):
+            raise DECAY_ONE_LIMIT.error()
+        return self
 
 
 class TriggersSpec(SpecModel):
@@ -173,10 +207,19 @@ DECAY_THRESHOLD_IN_RANGE = CelRule(
     rule=f"!has(self.triggers) || !has({_DECAY}) || "
     f"(has({_DECAY}.metric) ? {_DECAY}.metric : "
     "(self.model.task == 'classification' ? 'accuracy' : 'rmse')) != 'accuracy' || "
-    f"{_DECAY}.threshold <= 1.0",
+    f"!has({_DECAY}.threshold) || {_DECAY}.threshold <= 1.0",
     message="triggers.performanceDecay.threshold must lie in 0..1 when the metric is accuracy "
     "(the default for classification): live accuracy never exceeds 1",
     field_path=".triggers.performanceDecay.threshold",
+)
+DECAY_MAX_DROP_IN_RANGE = CelRule(
+    rule=f"!has(self.triggers) || !has({_DECAY}) || "
+    f"(has({_DECAY}.metric) ? {_DECAY}.metric : "
+    "(self.model.task == 'classification' ? 'accuracy' : 'rmse')) != 'accuracy' || "
+    f"!has({_DECAY}.maxDrop) || {_DECAY}.maxDrop < 1.0",
+    message="triggers.performanceDecay.maxDrop must be below 1 when the metric is accuracy: "
+    "it is a drop in accuracy points (0.05 = five points below the holdout accuracy)",
+    field_path=".triggers.performanceDecay.maxDrop",
 )
 
 
@@ -204,7 +247,11 @@ class TrainingPipelineSpec(TrainingSpec):
         default=5, ge=0, le=1000, description="Failed runs kept."
     )
 
-    cel_rules: ClassVar[tuple[CelRule, ...]] = (DECAY_METRIC_SUITS_TASK, DECAY_THRESHOLD_IN_RANGE)
+    cel_rules: ClassVar[tuple[CelRule, ...]] = (
+        DECAY_METRIC_SUITS_TASK,
+        DECAY_THRESHOLD_IN_RANGE,
+        DECAY_MAX_DROP_IN_RANGE,
+    )
 
     @model_validator(mode="after")
     def _decay_metric_suits_task(self) -> Self:
@@ -215,8 +262,11 @@ class TrainingPipelineSpec(TrainingSpec):
                 raise DECAY_METRIC_SUITS_TASK.error()
         if decay is not None:
             default = "accuracy" if self.model.task is Task.CLASSIFICATION else "rmse"
-            if (decay.metric or default) == "accuracy" and decay.threshold > 1:
+            accuracy = (decay.metric or default) == "accuracy"
+            if accuracy and decay.threshold is not None and decay.threshold > 1:
                 raise DECAY_THRESHOLD_IN_RANGE.error()
+            if accuracy and decay.max_drop is not None and decay.max_drop >= 1:
+                raise DECAY_MAX_DROP_IN_RANGE.error()
         return self
 
     def resolved_decay_metric(self) -> str | None:

@@ -7,7 +7,7 @@ from typing import ClassVar, Literal, Self
 from pydantic import AwareDatetime, Field, field_validator, model_validator
 
 from perennial.api.base import ApiModel, CelRule, SpecModel, StatusModel
-from perennial.api.common import Condition, LocalObjectReference, ObjectMeta
+from perennial.api.common import Condition, ObjectMeta, PipelineReference
 from perennial.api.enums import RunPhase, TriggerType
 from perennial.api.object_names import RUN_NAME_RULES, name_cel_rules, name_errors
 from perennial.api.training import TrainingSpec
@@ -62,7 +62,7 @@ class TrainingRunSpec(SpecModel):
     and the trigger that caused it. Create one by hand for an ad-hoc run or to reproduce
     an earlier run (trigger.type Reproduce)."""
 
-    pipeline_ref: LocalObjectReference | None = Field(
+    pipeline_ref: PipelineReference | None = Field(
         default=None, description="The TrainingPipeline this run belongs to; empty: ad hoc."
     )
     trigger: RunTrigger = Field(default_factory=RunTrigger, description="What started the run.")
@@ -174,6 +174,20 @@ class FeatureImportanceStatus(StatusModel):
     importance: float = Field(description="Its importance.")
 
 
+class RunTrackingStatus(StatusModel):
+    """Where the run is in MLflow (spec.tracking.mlflow)."""
+
+    mlflow_run_id: str | None = Field(default=None, description="The MLflow run's ID.")
+    model_version: str | None = Field(
+        default=None, description="The registered model version of this run's model."
+    )
+    warning: str | None = Field(
+        default=None,
+        description="Why the run is not (fully) tracked, e.g. the server was down; "
+        "training is never failed by tracking.",
+    )
+
+
 class TrainingRunStatus(StatusModel):
     """Observed state of a TrainingRun, written by the operator."""
 
@@ -208,6 +222,9 @@ class TrainingRunStatus(StatusModel):
     )
     artifact: ArtifactStatus | None = Field(default=None, description="The stored model.")
     data: RunDataStatus | None = Field(default=None, description="What was seen of the data.")
+    tracking: RunTrackingStatus | None = Field(
+        default=None, description="MLflow run and model version (spec.tracking)."
+    )
     feature_importance: list[FeatureImportanceStatus] = Field(
         default_factory=list, description="The most important features, highest first."
     )

@@ -21,6 +21,7 @@ from perennial.api.common import (
     ResourceRequirements,
 )
 from perennial.api.constants import DEFAULT_RUNTIME_IMAGE
+from perennial.api.tracking import TrackingSpec
 from perennial_runtime import contract
 from perennial_runtime.contract import (
     CLASSIFICATION_METRICS,
@@ -605,6 +606,10 @@ class TrainingSpec(SpecModel):
         default_factory=RunTemplate, description="How the training Job's Pod is built."
     )
     artifacts: ArtifactsSpec = Field(description="Where models and their metadata are stored.")
+    tracking: TrackingSpec | None = Field(
+        default=None,
+        description="Experiment tracking (MLflow), off by default; not part of the spec hash.",
+    )
 
     cel_rules: ClassVar[tuple[CelRule, ...]] = (
         PRIMARY_METRIC_SUITS_TASK,

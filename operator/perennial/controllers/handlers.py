@@ -9,11 +9,11 @@ from __future__ import annotations
 import importlib
 import importlib.util
 
-from perennial.controllers import training_pipeline, training_run
+from perennial.controllers import metric_series, training_pipeline, training_run
 
 OPTIONAL_MODULES = ("perennial.controllers.model_deployment",)
 
-LOADED: list[str] = [training_pipeline.__name__, training_run.__name__]
+LOADED: list[str] = [training_pipeline.__name__, training_run.__name__, metric_series.__name__]
 for _module in OPTIONAL_MODULES:
     if importlib.util.find_spec(_module) is not None:
         importlib.import_module(_module)

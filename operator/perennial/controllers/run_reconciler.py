@@ -25,7 +25,7 @@ from pydantic import ValidationError
 
 from perennial.api.enums import RunPhase
 from perennial.api.run import TrainingRun
-from perennial.controllers import clock
+from perennial.controllers import clock, tracking
 from perennial.controllers.keyed_locks import KeyedLocks
 from perennial.core.conditions import set_condition, timestamp
 from perennial.core.job_state import JobObservation, JobState, observe, parse_time
@@ -282,6 +282,7 @@ def _finish(
 ) -> RunReport:
     _write(state, body, finish_status(body, verdict, seen, now=now))
     _announce(body, run, verdict, seen, now=now)
+    tracking.start_finalize(state, body, run, verdict, event)
     return RunReport(_pipeline_of(body), verdict.phase.value, finished_now=True)
 
 

@@ -24,7 +24,7 @@ from datetime import datetime
 from typing import Any, Final
 
 from perennial.core import conditions as cond
-from perennial.core.model_source import Desired, ManualPin, Notice, Revision
+from perennial.core.model_source import Desired, ManualPin, Notice, Revision, holdout_metrics
 from perennial.core.rollout import (
     Action,
     Decision,
@@ -120,6 +120,7 @@ def ref_from_wire(data: Mapping[str, Any] | None) -> ModelRef | None:
         if volume.get("claimName")
         else None,
         secret_name=(data.get("secretRef") or {}).get("name") or None,
+        holdout_metrics=holdout_metrics(data.get("holdoutMetrics")),
     )
 
 
@@ -148,6 +149,8 @@ def revision_to_wire(ref: ModelRef, revision: int, deployed_at: datetime | None)
         }
     if ref.secret_name:
         out["secretRef"] = {"name": ref.secret_name}
+    if ref.holdout_metrics:
+        out["holdoutMetrics"] = dict(ref.holdout_metrics)
     return out
 
 
@@ -395,6 +398,17 @@ def next_status(
         now=now,
         generation=generation,
     )
+
+    source = desired.model
+    if (
+        current is not None
+        and source is not None
+        and current.ref.same(source)
+        and source.holdout_metrics
+        and not current.ref.holdout_metrics
+    ):
+        # A status written before holdout metrics were recorded: take them from the source.
+        current = replace(current, ref=replace(current.ref, holdout_metrics=source.holdout_metrics))
 
     weights = [st.weight for st in strategy.steps] if strategy is not None else canary_weights
     status.update(

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from perennial_runtime.contract import metric_higher_is_better
 
 DATA_VALIDATION_GATE = "dataValidation"
+NO_CHAMPION_YET = "no champion yet"
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,7 @@ class GateResult:
 class GateVerdict:
     passed: bool
     results: tuple[GateResult, ...] = field(default_factory=tuple)
+    skipped_because: str = NO_CHAMPION_YET
 
     @property
     def failed(self) -> tuple[GateResult, ...]:
@@ -64,7 +66,7 @@ class GateVerdict:
     def summary(self) -> str:
         if self.passed:
             skipped = [r.name for r in self.results if r.skipped]
-            note = f" ({len(skipped)} skipped: no champion yet)" if skipped else ""
+            note = f" ({len(skipped)} skipped: {self.skipped_because})" if skipped else ""
             return f"all {len(self.results)} gates passed{note}"
         return "; ".join(r.message for r in self.failed)
 
@@ -127,16 +129,20 @@ def change_gate(
     *,
     absolute: float | None = None,
     relative: float | None = None,
+    skipped_because: str | None = None,
 ) -> GateResult:
-    """Candidate vs champion on the same holdout, by an absolute or relative margin."""
+    """Candidate vs champion on the same holdout, by an absolute or relative margin.
+    Without champion metrics the gate is skipped: there is no champion yet, or
+    ``skipped_because`` says why it could not be compared (a changed feature spec)."""
     if champion is None:
+        why = skipped_because or f"{NO_CHAMPION_YET} (first blessed model)"
         return GateResult(
             name=name,
             passed=True,
             skipped=True,
             metric=metric,
             observed=candidate.get(metric),
-            message=f"{name} skipped: no champion yet (first blessed model)",
+            message=f"{name} skipped: {why}",
         )
     observed = candidate.get(metric)
     if observed is None or not _valid(observed):
@@ -182,8 +188,10 @@ def evaluate_gates(
     beat_champion: BeatChampion | None = None,
     data_passed: bool = True,
     data_message: str = "",
+    skipped_because: str | None = None,
 ) -> GateVerdict:
-    """Every gate's observed value, limit and verdict; all must pass."""
+    """Every gate's observed value, limit and verdict; all must pass. ``skipped_because``:
+    why there are no champion metrics although there is a champion (change gates skip)."""
     results: list[GateResult] = [data_validation_gate(data_passed, data_message)]
     for gate in metric_gates:
         if gate.threshold is not None:
@@ -196,6 +204,7 @@ def evaluate_gates(
                     candidate,
                     champion,
                     absolute=gate.min_absolute_change,
+                    skipped_because=skipped_because,
                 )
             )
         if gate.min_relative_change is not None:
@@ -206,6 +215,7 @@ def evaluate_gates(
                     candidate,
                     champion,
                     relative=gate.min_relative_change,
+                    skipped_because=skipped_because,
                 )
             )
     if beat_champion is not None and beat_champion.enabled:
@@ -216,6 +226,11 @@ def evaluate_gates(
                 candidate,
                 champion,
                 absolute=beat_champion.min_delta,
+                skipped_because=skipped_because,
             )
         )
-    return GateVerdict(passed=all(r.passed for r in results), results=tuple(results))
+    return GateVerdict(
+        passed=all(r.passed for r in results),
+        results=tuple(results),
+        skipped_because=skipped_because or NO_CHAMPION_YET,
+    )

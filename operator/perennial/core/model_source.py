@@ -17,6 +17,7 @@ A revision is named by its run (``iris-00003``) or by its revision number (``3``
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -103,6 +104,21 @@ def _context(training_spec: Mapping[str, Any] | None) -> dict[str, str | None]:
     }
 
 
+MAX_HOLDOUT_METRICS = 64  # as many as status.metrics holds
+
+
+def holdout_metrics(metrics: Any) -> tuple[tuple[str, float], ...]:
+    """The finite numeric metrics of a run's ``status.metrics``, as sorted pairs."""
+    if not isinstance(metrics, Mapping):
+        return ()
+    pairs = [
+        (str(name), float(value))
+        for name, value in metrics.items()
+        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    ]
+    return tuple(sorted(pairs)[:MAX_HOLDOUT_METRICS])
+
+
 def model_of_run(run: Mapping[str, Any]) -> ModelRef | None:
     """The servable model of a TrainingRun (its ``status.artifact``), or None."""
     artifact = _get(run, "status", "artifact")
@@ -114,6 +130,7 @@ def model_of_run(run: Mapping[str, Any]) -> ModelRef | None:
         run=str(name),
         model_uri=str(uri),
         sha256=str(sha),
+        holdout_metrics=holdout_metrics(_get(run, "status", "metrics")),
         **_context(_get(run, "spec", "pipelineSpec")),
     )
 
@@ -152,8 +169,13 @@ def champion_source(
             f"waiting for a blessed model: champion {run} of {pipeline_name} has no model "
             "file recorded yet",
         )
+    metric, value = _get(champion, "metric"), _get(champion, "value")
     ref = ModelRef(
-        run=str(run), model_uri=str(uri), sha256=str(sha), **_context(_get(pipeline, "spec"))
+        run=str(run),
+        model_uri=str(uri),
+        sha256=str(sha),
+        holdout_metrics=holdout_metrics({metric: value}) if metric else (),
+        **_context(_get(pipeline, "spec")),
     )
     return SourceModel(ref, "ChampionAvailable", f"champion of {pipeline_name}: {run}")
 

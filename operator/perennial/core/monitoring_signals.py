@@ -35,6 +35,13 @@ def watched_deployments(spec: TrainingPipelineSpec) -> tuple[str, ...]:
     return tuple(names)
 
 
+def _holdout(md: Mapping[str, Any], metric: str) -> float | None:
+    """The served model's holdout value of ``metric`` (status.currentModel.holdoutMetrics)."""
+    current = (md.get("status") or {}).get("currentModel") or {}
+    value = (current.get("holdoutMetrics") or {}).get(metric)
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
 def trigger_signals(spec: TrainingPipelineSpec, deployments: Deployments) -> Signals:
     """The drift and decay signals of the watched deployments (their
     ``status.monitoring``, which model it was measured on, and which model they serve); a
@@ -75,11 +82,21 @@ def trigger_signals(spec: TrainingPipelineSpec, deployments: Deployments) -> Sig
         if md is not None:
             serving = ServingModel.of(md)
             monitoring = (md.get("status") or {}).get("monitoring") or {}
+            holdout = _holdout(md, metric)
+            if rule.max_drop is not None and holdout is None and serving.run:
+                notes.append(
+                    f"ModelDeployment {rule.deployment_ref.name} does not record the holdout "
+                    f"{metric} of {serving.run}: performanceDecay.maxDrop has no limit until it "
+                    "does (it is recorded when a model is rolled out)"
+                )
             decay = DecaySignal(
                 metric=metric,
                 value=monitoring.get("liveAccuracy" if metric == "accuracy" else "liveRmse"),
                 samples=int(monitoring.get("feedbackSamples") or 0),
                 threshold=rule.threshold,
+                max_drop=rule.max_drop,
+                holdout=holdout,
+                confidence=rule.confidence,
                 min_samples=rule.min_feedback_samples,
                 cooldown_seconds=rule.cooldown_seconds,
                 last_fired=None,

@@ -43,3 +43,8 @@ def serving_name(deployment: str) -> str:
 
 def canary_name(deployment: str) -> str:
     return _fit(deployment, CANARY_SUFFIX)
+
+
+def tracking_job_name(run: str) -> str:
+    """The Job that writes a run's verdict to MLflow (``<run>-mlflow``)."""
+    return _fit(run, "-mlflow")

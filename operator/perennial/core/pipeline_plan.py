@@ -588,9 +588,15 @@ def watch_list(spec: TrainingPipelineSpec, next_schedule: datetime | None) -> tu
         )
     if triggers.performance_decay is not None:
         decay = triggers.performance_decay
+        limit = (
+            f"threshold {decay.threshold}"
+            if decay.threshold is not None
+            else f"holdout - maxDrop {decay.max_drop}"
+        )
+        if decay.confidence is not None:
+            limit += f", at {decay.confidence:.0%} confidence"
         out.append(
-            f"live {spec.resolved_decay_metric()} of md/{decay.deployment_ref.name} "
-            f"(threshold {decay.threshold})"
+            f"live {spec.resolved_decay_metric()} of md/{decay.deployment_ref.name} ({limit})"
         )
     if triggers.on_spec_change:
         out.append("spec changes")

@@ -66,6 +66,12 @@ class ModelRef:
     artifact_claim: str | None = None  # PersistentVolumeClaim holding a file:// model
     artifact_mount_path: str | None = None
     secret_name: str | None = None  # Secret with object-store credentials (envFrom)
+    # Its metrics on its run's holdout (sorted pairs). Not part of the model's identity: a
+    # status written before they were recorded names the same model.
+    holdout_metrics: tuple[tuple[str, float], ...] = field(default=(), compare=False)
+
+    def holdout(self, metric: str) -> float | None:
+        return dict(self.holdout_metrics).get(metric)
 
     def same(self, other: ModelRef | None) -> bool:
         return other is not None and other.sha256 == self.sha256

@@ -27,6 +27,7 @@ from perennial.core.run_verdict import (
     parse_result,
     verdict_conditions,
 )
+from perennial.core.tracking import TRACKING_FAILED, tracking_warning
 
 # After the trainer finished, how long to wait for its Pod to be listed before giving up
 # (the result is then lost: ResultMissing). A listed Pod without a readable result is
@@ -163,4 +164,6 @@ def verdict_events(verdict: RunVerdict) -> list[EventNote]:
         notes.append(EventNote("ModelRejected", verdict.message, "Warning"))
     else:
         notes.append(EventNote("TrainingFailed", f"{verdict.reason}: {verdict.message}", "Warning"))
+    if (warning := tracking_warning(verdict.status)) is not None:
+        notes.append(EventNote(TRACKING_FAILED, warning, "Warning"))
     return notes

@@ -37,6 +37,7 @@ from perennial.core.gates import (
     MetricGate,
     evaluate_gates,
 )
+from perennial.core.tracking import tracking_conditions, tracking_status
 from perennial_runtime.contract import FailureReason, TrainResult
 
 BLESSED = "Blessed"
@@ -155,6 +156,7 @@ def _result_status(result: TrainResult, config: GateConfig) -> dict[str, Any]:
     if result.feature_importance:
         top = sorted(result.feature_importance, key=lambda f: f.importance, reverse=True)
         out["featureImportance"] = [f.to_dict() for f in top[: config.top_features]]
+    out.update(tracking_status(result))
     return out
 
 
@@ -189,7 +191,8 @@ def verdict_from_result(
             status,
         )
     champion_metrics: Mapping[str, float] | None = result.champion_metrics
-    if had_champion and champion_metrics is None:
+    skipped_because = _cap(result.champion_not_compared) if result.champion_not_compared else None
+    if had_champion and champion_metrics is None and skipped_because is None:
         # The run was made to be compared with a champion: a missing comparison is a
         # failing change gate ("missing from the champion metrics"), never a skipped one.
         champion_metrics = {}
@@ -201,6 +204,7 @@ def verdict_from_result(
         beat_champion=config.beat_champion,
         data_passed=data_passed,
         data_message=_violations_text(result) if not data_passed else "",
+        skipped_because=skipped_because,
     )
     primary = config.primary_metric
     candidate = result.metrics.get(primary)
@@ -276,7 +280,7 @@ def verdict_conditions(
         blessed_reason = "ModelBlessed"
     else:
         blessed_reason = verdict.reason
-    return set_condition(
+    out = set_condition(
         out,
         BLESSED,
         verdict.blessed,
@@ -285,3 +289,4 @@ def verdict_conditions(
         now=now,
         generation=generation,
     )
+    return tracking_conditions(out, verdict.status, now=now, generation=generation)

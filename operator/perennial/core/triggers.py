@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from perennial.api.enums import TriggerType
+from perennial.core import decay
 from perennial.core.schedule import ScheduleDecision
-from perennial_runtime.contract import metric_higher_is_better
 
 # When several triggers are due at once, one run is started for the first of these and
 # the others are recorded as coalesced into it.
@@ -73,10 +73,13 @@ class DecaySignal:
     metric: str
     value: float | None
     samples: int
-    threshold: float
+    threshold: float | None
     min_samples: int
     cooldown_seconds: int
     last_fired: datetime | None
+    max_drop: float | None = None  # relative limit: below the served model's holdout score
+    holdout: float | None = None  # the served model's holdout value of ``metric``
+    confidence: float | None = None  # compare a one-sided bound, not the value
     # Which model the numbers describe: the ModelDeployment's name, the model it serves
     # (status.currentModel run and sha256), the run a rollout in progress moves to
     # (status.rollout.toRun) and the model the server said it measured
@@ -168,18 +171,20 @@ def decay_trigger(inputs: TriggerInputs) -> Trigger | None:
     sig = inputs.decay
     if sig is None or sig.value is None or sig.samples < sig.min_samples:
         return None
-    higher = metric_higher_is_better(sig.metric)
-    decayed = sig.value < sig.threshold if higher else sig.value > sig.threshold
-    if not decayed:
+    verdict = decay.judge(
+        metric=sig.metric,
+        value=sig.value,
+        samples=sig.samples,
+        threshold=sig.threshold,
+        max_drop=sig.max_drop,
+        holdout=sig.holdout,
+        confidence=sig.confidence,
+    )
+    if not verdict.decayed:
         return None
     if _cooling(inputs.now, sig.last_fired, sig.cooldown_seconds) is not None:
         return None
-    relation = "<" if higher else ">"
-    return Trigger(
-        TriggerType.PERFORMANCE_DECAY,
-        f"live {sig.metric} {sig.value:.4f} {relation} threshold {sig.threshold:.4f} "
-        f"over {sig.samples} feedback samples",
-    )
+    return Trigger(TriggerType.PERFORMANCE_DECAY, verdict.text)
 
 
 def due_triggers(inputs: TriggerInputs) -> list[Trigger]:

@@ -40,6 +40,7 @@ from typing import Any, Final, Generic, TypeVar
 import kubernetes
 from pydantic import BaseModel, ValidationError
 
+from perennial._version import __version__
 from perennial.api.constants import (
     GROUP,
     MODEL_DEPLOYMENT,
@@ -89,6 +90,10 @@ logger = logging.getLogger("perennial.k8s.client")
 
 MERGE_PATCH: Final = "application/merge-patch+json"
 JSON_PATCH: Final = "application/json-patch+json"
+
+# Who we are to the API server: audit logs, API Priority and Fairness flow schemas and the
+# emulator's RBAC check in the integration tests tell the operator's requests by it.
+USER_AGENT: Final = f"perennial/{__version__}"
 
 # Connect / read timeouts of one request (seconds).
 REQUEST_TIMEOUT: Final = (10.0, 60.0)
@@ -197,12 +202,16 @@ def configure(configuration: Any | None = None, *, retry: RetryPolicy | None = N
     the in-cluster service account in a Pod, else the kubeconfig)."""
     with _State.lock:
         _State.explicit = configuration is not None
-        _State.client = (
-            kubernetes.client.ApiClient(configuration) if configuration is not None else None
-        )
+        _State.client = _new_client(configuration) if configuration is not None else None
         _State.default_seen = None
         if retry is not None:
             _State.retry = retry
+
+
+def _new_client(configuration: Any | None = None) -> Any:
+    client = kubernetes.client.ApiClient(configuration)
+    client.user_agent = USER_AGENT
+    return client
 
 
 def _default_configuration() -> Any:
@@ -231,7 +240,7 @@ def api_client() -> Any:
             _load_default_configuration()
         default = _default_configuration()
         if _State.client is None or _State.default_seen is not default:
-            _State.client = kubernetes.client.ApiClient()
+            _State.client = _new_client()
             _State.default_seen = default
         return _State.client
 

@@ -169,3 +169,34 @@ def start_metrics_server(port: int, addr: str = "0.0.0.0") -> bool:
         start_http_server(port, addr=addr, registry=REGISTRY)
         _ServerState.port = port
         return True
+
+
+_Series = Counter | Gauge | Histogram
+_BY_PIPELINE: tuple[_Series, ...] = (
+    RUNS_STARTED,
+    RUN_OUTCOMES,
+    GATE_FAILURES,
+    TRAINING_DURATION,
+    TRIGGER_TO_VERDICT,
+    CHAMPION_METRIC,
+)
+_BY_DEPLOYMENT: tuple[_Series, ...] = (
+    ROLLOUTS,
+    ROLLBACKS,
+    DEPLOYMENT_DRIFT_SCORE,
+    DEPLOYMENT_LIVE_ACCURACY,
+)
+
+
+def forget_pipeline(namespace: str, name: str) -> None:
+    """Drop every series of a deleted TrainingPipeline (as kube-state-metrics does for
+    deleted objects): its champion gauge would otherwise report a model nobody serves,
+    and churning pipelines would grow the operator's series without bound."""
+    for metric in _BY_PIPELINE:
+        metric.remove_by_labels({"namespace": namespace, "pipeline": name})
+
+
+def forget_deployment(namespace: str, name: str) -> None:
+    """Drop every series of a deleted ModelDeployment (drift, live accuracy, rollouts)."""
+    for metric in _BY_DEPLOYMENT:
+        metric.remove_by_labels({"namespace": namespace, "deployment": name})

@@ -25,6 +25,7 @@ from perennial.core.naming import job_name
 from perennial.core.run_status import finish_status, judge, progress_status, verdict_events
 from perennial.core.run_verdict import GateConfig, RunVerdict, failure, verdict_conditions
 from perennial.k8s.builders.training_job import train_config
+from perennial.local import tracking
 from perennial.local.context import Context
 
 Body = dict[str, Any]
@@ -141,6 +142,8 @@ def _finish(
     body = _write(ctx, body, finish_status(body, verdict, seen, now=now))
     for note in verdict_events(verdict):
         ctx.event(body, note.reason, note.message, note.type)
+    meta = body["metadata"]
+    tracking.start_finalize(body, verdict, ctx.jobs.folder(meta.get("namespace", ""), meta["name"]))
 
 
 def cancel_run(ctx: Context, namespace: str, name: str, *, replaced_by: str) -> bool:

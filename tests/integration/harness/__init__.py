@@ -28,6 +28,7 @@ from .discovery import CrdError, crd_resources, read_crd_documents
 from .emulator import ApiServerEmulator, IgnoredWrite
 from .kopf_runner import HARNESS_LOGIN_ID, OperatorError, OperatorRunner, harness_settings
 from .kube_api import ApiError, KubeApi, PostedEvent, resource_path
+from .rbac import Access, RbacCheck, shipped_cluster_role
 from .waiting import WaitTimeoutError, wait_for
 
 __all__ = [
@@ -35,6 +36,7 @@ __all__ = [
     "FACTOR_VARIABLE",
     "HARNESS_LOGIN_ID",
     "TERMINATION_MESSAGE_LIMIT",
+    "Access",
     "ApiError",
     "ApiServerEmulator",
     "CrdError",
@@ -45,6 +47,7 @@ __all__ = [
     "OperatorError",
     "OperatorRunner",
     "PostedEvent",
+    "RbacCheck",
     "StandInControllers",
     "WaitTimeoutError",
     "api_error",
@@ -54,6 +57,7 @@ __all__ = [
     "read_crd_documents",
     "resource_path",
     "scaled",
+    "shipped_cluster_role",
     "timeout_factor",
     "use_emulator_for_kubernetes_client",
     "wait_for",

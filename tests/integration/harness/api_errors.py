@@ -10,6 +10,7 @@ __all__ = ["api_error", "describe"]
 
 _REASONS: Final = {
     400: "BadRequest",
+    403: "Forbidden",
     404: "NotFound",
     405: "MethodNotAllowed",
     409: "Conflict",

@@ -49,6 +49,7 @@ from .metadata import (
     updated_object,
 )
 from .patches import patched_object
+from .rbac import RbacCheck, is_operator, is_resource_request
 from .tables import printer_columns, render_table, wants_table
 
 __all__ = ["ApiServerEmulator", "IgnoredWrite"]
@@ -130,6 +131,8 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
     _custom_resources: set[kmock.resource] = attrs.field(factory=set, init=False)
     _columns: dict[kmock.resource, list[dict[str, Any]]] = attrs.field(factory=dict, init=False)
     _failures: list[_InjectedFailure] = attrs.field(factory=list, init=False)
+    rbac: RbacCheck = attrs.field(factory=RbacCheck, init=False)
+    """The shipped ClusterRole, enforced on the operator's requests (see :mod:`.rbac`)."""
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
@@ -244,6 +247,12 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
 
     async def _handle(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
         if request.resource is not None:
+            if is_resource_request(request) and is_operator(request):
+                refused = self.rbac.forbidden(request)
+            else:
+                refused = None
+            if refused is not None:
+                raise api_error(403, refused)
             self._raise_injected_failure(request)
             if request.method in _WRITES:
                 async with self._state_lock:

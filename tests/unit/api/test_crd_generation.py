@@ -300,6 +300,8 @@ def test_cel_rules_sit_where_expected() -> None:
         "spec.gates.metrics[]",
         "spec.model",
         "spec.runTemplate.tolerations[]",
+        "spec.tracking.mlflow.trackingUri",
+        "spec.triggers.performanceDecay",
         "spec.triggers.schedule.cron",
     ]
     assert "" in where("TrainingRun")

@@ -33,7 +33,14 @@ from perennial.api.object_names import (
     PIPELINE_NAME_RULES,
     RUN_NAME_RULES,
 )
-from perennial.api.pipeline import CRON_RULE, DECAY_METRIC_SUITS_TASK, DECAY_THRESHOLD_IN_RANGE
+from perennial.api.pipeline import (
+    CRON_RULE,
+    DECAY_MAX_DROP_IN_RANGE,
+    DECAY_METRIC_SUITS_TASK,
+    DECAY_ONE_LIMIT,
+    DECAY_THRESHOLD_IN_RANGE,
+)
+from perennial.api.tracking import TRACKING_URI_RULE
 from perennial.api.training import (
     BEAT_CHAMPION_METRIC_SUITS_TASK,
     ESTIMATOR_SUITS_TASK,
@@ -135,6 +142,33 @@ class Case:
 
 CASES = [
     Case(
+        "mlflow-tracking-uri-not-http",
+        "TrainingPipeline",
+        {"spec.tracking": {"mlflow": {"trackingUri": "file:///mlruns"}}},
+        "spec.tracking.mlflow.trackingUri",
+        TRACKING_URI_RULE.message,
+    ),
+    Case(
+        "mlflow-tracking-uri-with-credentials",
+        "TrainingPipeline",
+        {"spec.tracking": {"mlflow": {"trackingUri": "https://user:secret@mlflow.example"}}},
+        "spec.tracking.mlflow.trackingUri",
+        TRACKING_URI_RULE.message,
+    ),
+    Case(
+        "run-mlflow-tracking-uri-not-http",
+        "TrainingRun",
+        {"spec.pipelineSpec.tracking": {"mlflow": {"trackingUri": "mlflow:5000"}}},
+        "spec.pipelineSpec.tracking.mlflow.trackingUri",
+        TRACKING_URI_RULE.message,
+    ),
+    Case(
+        "mlflow-without-tracking-uri",
+        "TrainingPipeline",
+        {"spec.tracking": {"mlflow": {"experimentName": "x"}}},
+        "spec.tracking.mlflow.trackingUri",
+    ),
+    Case(
         "pipeline-name-too-long-for-its-run-names",
         "TrainingPipeline",
         {"metadata.name": "p" * (MAX_PIPELINE_NAME + 1)},
@@ -161,6 +195,27 @@ CASES = [
         {"metadata.name": "1iris"},
         "metadata.name",
         DEPLOYMENT_NAME_RULES[1].rule.message,
+    ),
+    Case(
+        "run-pipeline-ref-longer-than-a-pipeline-name",
+        "TrainingRun",
+        {"spec.pipelineRef.name": "p" * (MAX_PIPELINE_NAME + 1)},
+        "spec.pipelineRef.name",
+        "",
+    ),
+    Case(
+        "deployment-pipeline-ref-longer-than-a-pipeline-name",
+        "ModelDeployment",
+        {"spec.source.pipelineRef.name": "p" * (MAX_PIPELINE_NAME + 1)},
+        "spec.source.pipelineRef.name",
+        "",
+    ),
+    Case(
+        "deployment-run-ref-longer-than-a-label-value",
+        "ModelDeployment",
+        {"spec.source": {"runRef": {"name": "r" * (MAX_RUN_NAME + 1)}}},
+        "spec.source.runRef.name",
+        "",
     ),
     Case(
         "deployment-name-with-a-dot",
@@ -319,10 +374,11 @@ CASES = [
         DECAY_METRIC_SUITS_TASK.message,
     ),
     Case(
-        "decay-without-threshold",
+        "decay-without-threshold-or-maxdrop",
         "TrainingPipeline",
         {"spec.triggers.performanceDecay.threshold": DELETE},
-        "spec.triggers.performanceDecay.threshold",
+        "spec.triggers.performanceDecay",
+        DECAY_ONE_LIMIT.message,
     ),
     Case(
         "poll-too-often",
@@ -479,6 +535,29 @@ def _tolerations(prefix: str) -> list[Case]:
 
 
 CROSS_FIELD_CASES = [
+    Case(
+        "decay-maxdrop-1-for-accuracy",
+        "TrainingPipeline",
+        {
+            "spec.triggers.performanceDecay.threshold": DELETE,
+            "spec.triggers.performanceDecay.maxDrop": 1.0,
+        },
+        "spec.triggers.performanceDecay.maxDrop",
+        DECAY_MAX_DROP_IN_RANGE.message,
+    ),
+    Case(
+        "decay-threshold-and-maxdrop",
+        "TrainingPipeline",
+        {"spec.triggers.performanceDecay.maxDrop": 0.05},
+        "spec.triggers.performanceDecay",
+        DECAY_ONE_LIMIT.message,
+    ),
+    Case(
+        "decay-confidence-1",
+        "TrainingPipeline",
+        {"spec.triggers.performanceDecay.confidence": 1.0},
+        "spec.triggers.performanceDecay.confidence",
+    ),
     Case(
         "decay-threshold-7-for-accuracy-by-default",
         "TrainingPipeline",
@@ -648,6 +727,11 @@ ADMITTED = [
         {**REGRESSION, "spec.gates.metrics": [{"metric": "mae", "threshold": 30}]},
     ),
     ("TrainingPipeline", {"spec.gates.metrics": [{"metric": "f1", "minAbsoluteChange": 1}]}),
+    ("TrainingPipeline", {"spec.tracking": {"mlflow": {"trackingUri": "http://mlflow:5000"}}}),
+    (
+        "TrainingPipeline",
+        {"spec.tracking": {"mlflow": {"trackingUri": "https://mlflow.example.com/prefix?x=1"}}},
+    ),
 ]
 
 

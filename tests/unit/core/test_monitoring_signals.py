@@ -96,3 +96,28 @@ def test_drift_samples_fall_back_to_requests_and_min_samples_to_the_default() ->
     del body["spec"]
     drift = trigger_signals(SPEC, {"iris": body}).drift
     assert drift is not None and drift.samples == 150 and drift.min_samples == 100
+
+
+RELATIVE = pipeline(
+    performanceDecay={"deploymentRef": {"name": "iris"}, "maxDrop": 0.05, "confidence": 0.9},
+)
+
+
+def test_relative_decay_reads_the_served_models_holdout_score() -> None:
+    current = {"run": "iris-00003", "sha256": "a" * 64, "holdoutMetrics": {"accuracy": 0.93}}
+    signals = trigger_signals(RELATIVE, {"iris": md(currentModel=current)})
+    decay = signals.decay
+    assert decay is not None and signals.notes == []
+    assert (decay.threshold, decay.max_drop, decay.holdout, decay.confidence) == (
+        None,
+        0.05,
+        0.93,
+        0.9,
+    )
+
+
+def test_relative_decay_without_a_recorded_holdout_says_why() -> None:
+    signals = trigger_signals(RELATIVE, {"iris": md()})
+    assert signals.decay is not None and signals.decay.holdout is None
+    (note,) = signals.notes
+    assert "holdout accuracy of iris-00003" in note and "maxDrop" in note

@@ -384,3 +384,17 @@ def test_revision_wire_round_trip() -> None:
     state = read_state({"currentModel": wire})
     assert state.current is not None and state.current.ref == V1
     assert state.current.revision == 4 and state.current.deployed_at == T0
+
+
+def test_the_served_models_holdout_metrics_are_recorded_and_backfilled() -> None:
+    v1 = replace(V1, holdout_metrics=(("accuracy", 0.93),))
+    sim = Sim()
+    sim.step(v1, serving(None), T0)
+    sim.step(v1, serving(v1), at(10))
+    assert sim.status["currentModel"]["holdoutMetrics"] == {"accuracy": 0.93}
+    # A status written before the metrics were recorded gets them from the source, without
+    # a rollout (the model is the same).
+    del sim.status["currentModel"]["holdoutMetrics"]
+    sim.step(v1, serving(v1), at(20))
+    assert sim.status["currentModel"]["holdoutMetrics"] == {"accuracy": 0.93}
+    assert sim.reasons() == ["RolloutStarted", "RolloutSucceeded"]

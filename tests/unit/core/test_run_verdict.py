@@ -105,6 +105,24 @@ def test_a_champion_that_was_not_rescored_fails_the_change_gates() -> None:
     assert all("missing from the champion" in g.message for g in verdict.failed_gates)
 
 
+def test_a_champion_on_a_different_feature_spec_skips_the_change_gates_saying_why() -> None:
+    why = (
+        "champion iris-00003 was trained on a different feature spec (changed: columns "
+        "added: petal ratio)"
+    )
+    changed = result(0.96, None).model_copy(update={"champion_not_compared": why})
+    verdict = verdict_from_result(changed, CONFIG, had_champion=True)
+    assert verdict.phase is RunPhase.SUCCEEDED and verdict.blessed
+    skipped = [g for g in verdict.gates if g.skipped]
+    assert names(skipped) == ["f1.minAbsoluteChange", "beatChampion"]
+    assert all(g.message.endswith(f"skipped: {why}") for g in skipped)
+    assert f"2 skipped: {why}" in verdict.message
+    # Thresholds still hold.
+    low = result(0.85, None).model_copy(update={"champion_not_compared": why})
+    rejected = verdict_from_result(low, CONFIG, had_champion=True)
+    assert names(rejected.failed_gates) == ["accuracy.threshold"]
+
+
 def test_data_validation_failure_is_a_rejection_with_the_gate_failing() -> None:
     report = DataReport(
         uri="s3://b/d.csv",

@@ -190,6 +190,45 @@ def test_secrets_are_env_from_never_read() -> None:
     assert container["envFrom"] == [{"secretRef": {"name": "a"}}, {"secretRef": {"name": "b"}}]
 
 
+def test_mlflow_settings_resolve_defaults_and_credentials_are_references() -> None:
+    tracking = {
+        "mlflow": {
+            "trackingUri": "http://mlflow.mlflow.svc:5000",
+            "credentialsSecretRef": {"name": "mlflow-creds"},
+        }
+    }
+    body = run_body(tracking=tracking)
+    job = build_job(body)
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e for e in container["env"]}
+    config = TrainConfig.model_validate_json(env["PERENNIAL_TRAIN_CONFIG"]["value"])
+    assert config.mlflow is not None
+    assert config.mlflow.tracking_uri == "http://mlflow.mlflow.svc:5000"
+    assert config.mlflow.experiment_name == "ml/churn"  # <namespace>/<pipeline>
+    assert config.mlflow.registered_model_name == "churn"
+    assert config.mlflow.spec_hash == body["spec"]["specHash"]
+    for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN"):
+        assert env[key]["valueFrom"] == {
+            "secretKeyRef": {"name": "mlflow-creds", "key": key, "optional": True}
+        }
+    assert "mlflow-creds" not in json.dumps(config.to_dict())
+    named = {"mlflow": {**tracking["mlflow"], "experimentName": "e", "registeredModelName": "m"}}
+    config = TrainConfig.model_validate_json(
+        build_job(run_body(tracking=named))["spec"]["template"]["spec"]["containers"][0]["env"][0][
+            "value"
+        ]
+    )
+    assert config.mlflow is not None
+    assert (config.mlflow.experiment_name, config.mlflow.registered_model_name) == ("e", "m")
+
+
+def test_no_tracking_no_mlflow() -> None:
+    (container,) = build_job(run_body())["spec"]["template"]["spec"]["containers"]
+    config = TrainConfig.model_validate_json(container["env"][0]["value"])
+    assert config.mlflow is None
+    assert not any(e["name"].startswith("MLFLOW_") for e in container["env"])
+
+
 def test_operator_labels_win_over_pod_labels() -> None:
     job = build_job(run_body(runTemplate={"podLabels": {"perennial.dev/run": "x", "team": "t"}}))
     labels = job["spec"]["template"]["metadata"]["labels"]
@@ -269,3 +308,43 @@ def test_writing_out_a_default_does_not_change_the_spec_hash() -> None:
     assert pipeline_spec_hash(implicit) == pipeline_spec_hash(explicit)
     assert pipeline_spec_hash(implicit) != pipeline_spec_hash(changed)
     assert pipeline_spec_hash(implicit) == pipeline_spec_hash(template)  # not training-relevant
+
+
+@pytest.mark.parametrize("version", K8S_VERSIONS)
+def test_the_mlflow_finalize_job_is_restricted_owned_and_valid(version: str) -> None:
+    from perennial.core.pipeline_plan import LABEL_RUN
+    from perennial.k8s.builders.tracking_job import build_finalize_job
+    from perennial_runtime.contract import TrackingFinalize
+
+    tracking = {
+        "mlflow": {"trackingUri": "https://mlflow.example", "credentialsSecretRef": {"name": "c"}}
+    }
+    body = run_body(tracking=tracking)
+    body["metadata"]["name"] = "r" * 63
+    request = TrackingFinalize.model_validate(
+        {
+            "mlflow": {
+                "trackingUri": "https://mlflow.example",
+                "experimentName": "ml/churn",
+                "registeredModelName": "churn",
+            },
+            "mlflowRunId": "abc",
+            "modelVersion": "2",
+            "verdict": "Blessed",
+            "aliasVersion": "2",
+        }
+    )
+    job = build_finalize_job(body, request)
+    kubernetes_validate.validate(job, version, strict=True)
+    assert len(job["metadata"]["name"]) <= 63 and job["metadata"]["name"].endswith("-mlflow")
+    assert job["metadata"]["ownerReferences"][0]["uid"] == "tr-uid"
+    assert LABEL_RUN not in job["metadata"]["labels"]  # never taken for the training Job
+    pod = job["spec"]["template"]["spec"]
+    assert restricted_violations(pod) == []
+    assert pod["automountServiceAccountToken"] is False
+    (container,) = pod["containers"]
+    env = {e["name"]: e for e in container["env"]}
+    assert TrackingFinalize.model_validate_json(env["PERENNIAL_TRACKING_FINALIZE"]["value"]) == (
+        request
+    )
+    assert env["MLFLOW_TRACKING_TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == "c"

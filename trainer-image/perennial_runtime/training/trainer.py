@@ -50,6 +50,7 @@ from perennial_runtime.contract import (
     FailureReason,
     FeatureImportance,
     FeatureReference,
+    FeatureSpec,
     ModelFile,
     ModelMetadata,
     SampleSet,
@@ -88,7 +89,7 @@ from perennial_runtime.training.preprocessing import (
     feature_infos,
     feature_schema,
 )
-from perennial_runtime.training.validation import holdout_warnings, validate
+from perennial_runtime.training.validation import feature_spec_changes, holdout_warnings, validate
 from perennial_runtime.versions import library_versions
 
 log = logging.getLogger("perennial_runtime.training.trainer")
@@ -185,6 +186,12 @@ def _train(config: TrainConfig, progress: _Progress) -> TrainResult:
     estimator = build_estimator(config.model, config.evaluation.seed)
     loaded = _load_data(config, progress)
     champion = _load_champion(config.champion, config.model.task) if config.champion else None
+    not_compared = _feature_spec_change(config, champion)
+    if not_compared is not None:
+        # The user changed the features on purpose: no skew check against the champion's
+        # schema and no scoring of it on a holdout it was not trained for.
+        log.info("champion not compared: %s", not_compared)
+        champion = None
     if champion is not None:
         progress.champion_run = champion.ref.run
     assert progress.data is not None
@@ -205,7 +212,30 @@ def _train(config: TrainConfig, progress: _Progress) -> TrainResult:
     )
     meta_inputs = _MetaInputs(primary, estimator, prepared, evaluation, champion, data_report)
     stored = _store(config, pipeline, compiled, meta_inputs)
-    return _succeeded(config, loaded.rows, meta_inputs, stored, compiled)
+    result = _succeeded(config, loaded.rows, meta_inputs, stored, compiled)
+    result.champion_not_compared = not_compared
+    if config.mlflow is not None:
+        from perennial_runtime import tracking
+
+        result.tracking = tracking.log_training(config, result)
+    return result
+
+
+def _feature_spec_change(config: TrainConfig, champion: _Champion | None) -> str | None:
+    """Why the champion cannot be compared with this run (None: it can): its recorded
+    feature spec differs from this run's. A champion that recorded none (trained before
+    the spec was recorded) counts as unchanged, so a schema difference stays skew."""
+    if champion is None or champion.meta.feature_spec is None:
+        return None
+    changed = feature_spec_changes(
+        champion.meta.feature_spec, FeatureSpec.of(config.data), champion.meta.features
+    )
+    if not changed:
+        return None
+    return (
+        f"champion {champion.ref.run} was trained on a different feature spec (changed: "
+        f"{'; '.join(changed)})"
+    )[:300]
 
 
 def _load_data(config: TrainConfig, progress: _Progress) -> data.LoadedData:
@@ -416,6 +446,7 @@ def _metadata(
         champion_run=champion.ref.run if champion else None,
         champion_metrics=evaluation.champion_metrics,
         holdout_sha256=prepared.holdout_sha256,
+        feature_spec=FeatureSpec.of(config.data),
         reference=_references(prepared.x_train, prepared.features),
         prediction_reference=_prediction_reference(evaluation.predictions, task),
         feature_importance=evaluation.importance,

@@ -54,6 +54,7 @@ from perennial_runtime.contract import (
     DataValidationLimits,
     FeatureInfo,
     FeatureReference,
+    FeatureSpec,
     Task,
     Violation,
 )
@@ -607,6 +608,34 @@ def _copy_of_target(
 
 def _kind(column_type: ColumnType) -> str:
     return "numeric" if column_type in NUMERIC_TYPES else column_type.value
+
+
+def feature_spec_changes(
+    old: FeatureSpec, new: FeatureSpec, trained: Sequence[FeatureInfo] = ()
+) -> list[str]:
+    """What the user changed between two feature specs, in words (empty: nothing).
+
+    Declared columns are compared by name and kind. A spec that newly declares its
+    columns is compared with the features the old model was trained on (``trained``); a
+    spec that stops declaring them changes nothing (the features are inferred from the
+    data again, and a different schema there is skew)."""
+    changes: list[str] = []
+    if old.target != new.target:
+        changes.append(f"target {old.target} -> {new.target}")
+    if new.columns is None:
+        return changes
+    if old.columns is not None:
+        before = {c.name: _kind(c.type) for c in old.columns}
+    else:
+        before = {f.name: _kind(f.type) for f in trained}
+    after = {c.name: _kind(c.type) for c in new.columns}
+    added = [n for n in after if n not in before]
+    removed = [n for n in before if n not in after]
+    retyped = [n for n in after if n in before and after[n] != before[n]]
+    for label, names in (("added", added), ("removed", removed), ("retyped", retyped)):
+        if names:
+            changes.append(f"columns {label}: {_shown(names, 5)}")
+    return changes
 
 
 def _check_champion_schema(

@@ -23,6 +23,7 @@ from perennial.k8s.client import owner_reference
 from perennial_runtime.contract import (
     TRAIN_CONFIG_ENV,
     ExitCode,
+    MlflowConfig,
     TrainConfig,
 )
 
@@ -33,6 +34,11 @@ TMP_VOLUME: Final = "tmp"
 ARTIFACTS_VOLUME: Final = "artifacts"
 TMP_SIZE_LIMIT: Final = "2Gi"
 TERMINATION_LOG: Final = "/dev/termination-log"
+MLFLOW_CREDENTIAL_KEYS: Final = (
+    "MLFLOW_TRACKING_USERNAME",
+    "MLFLOW_TRACKING_PASSWORD",
+    "MLFLOW_TRACKING_TOKEN",
+)
 
 MANAGED_BY: Final = {"app.kubernetes.io/managed-by": "perennial"}
 COMPONENT_TRAINING: Final = "training"
@@ -63,7 +69,37 @@ def train_config(run: TrainingRun, namespace: str | None) -> TrainConfig:
         artifact_uri=spec.artifacts.uri,
         image=spec.run_template.image,
         result_path=TERMINATION_LOG,
+        mlflow=mlflow_config(run, namespace),
     )
+
+
+def mlflow_config(run: TrainingRun, namespace: str | None) -> MlflowConfig | None:
+    """The run's MLflow settings with defaults resolved, or None when tracking is off."""
+    tracking = run.spec.pipeline_spec.tracking
+    if tracking is None or tracking.mlflow is None:
+        return None
+    pipeline = run.spec.pipeline_ref.name if run.spec.pipeline_ref else run.metadata.name
+    return tracking.mlflow.contract(namespace, pipeline, run.spec.spec_hash)
+
+
+def mlflow_credentials_env(run: TrainingRun) -> list[dict[str, Any]]:
+    """MLflow's credential variables from the referenced Secret, each optional (basic
+    auth or a token): the kubelet resolves them, the operator never reads the Secret."""
+    tracking = run.spec.pipeline_spec.tracking
+    if (
+        tracking is None
+        or tracking.mlflow is None
+        or tracking.mlflow.credentials_secret_ref is None
+    ):
+        return []
+    secret = tracking.mlflow.credentials_secret_ref.name
+    return [
+        {
+            "name": key,
+            "valueFrom": {"secretKeyRef": {"name": secret, "key": key, "optional": True}},
+        }
+        for key in MLFLOW_CREDENTIAL_KEYS
+    ]
 
 
 def job_labels(run: TrainingRun) -> dict[str, str]:
@@ -104,6 +140,7 @@ def _container(run: TrainingRun, config: TrainConfig) -> dict[str, Any]:
             {"name": TRAIN_CONFIG_ENV, "value": config.to_json()},
             {"name": "HOME", "value": "/tmp"},
             {"name": "TMPDIR", "value": "/tmp"},
+            *mlflow_credentials_env(run),
         ],
         "resources": template.resources.to_dict(),
         "securityContext": {

@@ -1,0 +1,96 @@
+"""MLflow tracking as the operator sees it (pure): status fields, the condition and the
+event of a run's tracking outcome, and the finalize request after the verdict.
+
+The trainer logs to MLflow (it holds the credentials, from a Secret by reference); a
+tracking server that failed leaves a warning in the TrainResult, never a failed run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any, Final
+
+from perennial.core.conditions import Condition, set_condition
+from perennial.core.gates import GateResult
+from perennial_runtime.contract import (
+    GateOutcome,
+    MlflowConfig,
+    TrackingFinalize,
+    TrainResult,
+)
+
+TRACKING_FAILED: Final = "TrackingFailed"  # abnormal-true condition type and event reason
+
+
+def tracking_status(result: TrainResult) -> dict[str, Any]:
+    """``status.tracking`` from the result (nothing when tracking is off)."""
+    if result.tracking is None:
+        return {}
+    return {"tracking": result.tracking.to_dict()}
+
+
+def tracking_warning(status: Mapping[str, Any]) -> str | None:
+    tracking = status.get("tracking") or {}
+    warning = tracking.get("warning")
+    return str(warning) if warning else None
+
+
+def tracking_conditions(
+    conditions: Sequence[Condition],
+    status: Mapping[str, Any],
+    *,
+    now: datetime,
+    generation: int | None,
+) -> list[Condition]:
+    """``TrackingFailed`` (abnormal-true) when the run was tracked; untouched otherwise."""
+    if "tracking" not in status:
+        return list(conditions)
+    warning = tracking_warning(status)
+    if warning is not None:
+        return set_condition(
+            conditions, TRACKING_FAILED, True, "MlflowUnavailable", warning,
+            now=now, generation=generation,
+        )  # fmt: skip
+    run_id = (status.get("tracking") or {}).get("mlflowRunId", "")
+    return set_condition(
+        conditions, TRACKING_FAILED, False, "Tracked", f"MLflow run {run_id}",
+        now=now, generation=generation,
+    )  # fmt: skip
+
+
+def finalize_request(
+    mlflow: MlflowConfig,
+    status: Mapping[str, Any],
+    *,
+    verdict: str,
+    reason: str,
+    gates: Sequence[GateResult],
+    blessed: bool,
+) -> TrackingFinalize | None:
+    """What the finalize Job must write after the verdict, or None when the run left
+    nothing in MLflow (tracking off or the server was down)."""
+    tracking = status.get("tracking") or {}
+    run_id = tracking.get("mlflowRunId")
+    if not run_id:
+        return None
+    version = tracking.get("modelVersion")
+    return TrackingFinalize(
+        mlflow=mlflow,
+        mlflow_run_id=run_id,
+        model_version=version,
+        verdict="Blessed" if blessed else verdict,
+        reason=reason,
+        gates=[
+            GateOutcome(
+                name=g.name,
+                passed=g.passed,
+                skipped=g.skipped,
+                observed=g.observed,
+                threshold=g.threshold,
+                message=g.message,
+            )
+            for g in gates
+        ],
+        alias_version=version if blessed else None,
+    )

@@ -1,0 +1,52 @@
+"""The local form of the MLflow finalize Job: ``python -m perennial_runtime.tracking
+finalize`` as a process, started after a tracked run's verdict (the same request as the
+operator's Job, :func:`perennial.core.tracking.finalize_request`). Credentials come from
+the runner's own environment (``MLFLOW_TRACKING_USERNAME``/``PASSWORD``/``TOKEN``)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Final
+
+from pydantic import ValidationError
+
+from perennial.api.run import TrainingRun
+from perennial.core.run_verdict import RunVerdict
+from perennial.core.tracking import finalize_request
+from perennial.k8s.builders.training_job import mlflow_config
+from perennial.local import processes
+from perennial_runtime.contract import TRACKING_FINALIZE_ENV
+
+FINALIZE_LOG: Final = "mlflow-finalize.log"
+
+
+def start_finalize(
+    body: Mapping[str, Any], verdict: RunVerdict, folder: Path
+) -> subprocess.Popen[bytes] | None:
+    """Start the finalize process of a finished, tracked run (log in ``folder``)."""
+    try:
+        run = TrainingRun.model_validate(body)
+    except ValidationError:
+        return None
+    config = mlflow_config(run, run.metadata.namespace)
+    if config is None:
+        return None
+    request = finalize_request(
+        config,
+        {**(body.get("status") or {}), **verdict.status},
+        verdict="Blessed" if verdict.blessed else verdict.phase.value,
+        reason=verdict.message,
+        gates=verdict.gates,
+        blessed=verdict.blessed,
+    )
+    if request is None:
+        return None
+    return processes.spawn(
+        [sys.executable, "-m", "perennial_runtime.tracking", "finalize"],
+        folder / FINALIZE_LOG,
+        env={**os.environ, TRACKING_FINALIZE_ENV: request.to_json()},
+    )

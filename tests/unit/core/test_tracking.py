@@ -1,0 +1,99 @@
+"""MLflow tracking as the operator sees it: status, condition, event, finalize request."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from perennial.api.run import TrainingRunStatus
+from perennial.core.conditions import get
+from perennial.core.gates import BeatChampion, MetricGate
+from perennial.core.run_status import verdict_events
+from perennial.core.run_verdict import GateConfig, verdict_conditions, verdict_from_result
+from perennial.core.tracking import TRACKING_FAILED, finalize_request
+from perennial_runtime.contract import ArtifactRef, MlflowConfig, TrackingResult, TrainResult
+
+NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
+CONFIG = GateConfig(
+    primary_metric="accuracy",
+    metric_gates=(MetricGate("accuracy", threshold=0.9),),
+    beat_champion=BeatChampion("accuracy"),
+    top_features=2,
+)
+ARTIFACT = ArtifactRef(
+    uri="file:///a/r1", model_uri="file:///a/r1/model.skops", sha256="a" * 64, size=1
+)
+MLFLOW = MlflowConfig(
+    tracking_uri="http://mlflow:5000", experiment_name="ns/p", registered_model_name="p"
+)
+
+
+def result(accuracy: float, tracking: TrackingResult | None) -> TrainResult:
+    return TrainResult(
+        status="Succeeded", metrics={"accuracy": accuracy}, artifact=ARTIFACT, tracking=tracking
+    )
+
+
+def test_a_tracked_run_records_its_mlflow_ids_in_status() -> None:
+    verdict = verdict_from_result(
+        result(0.95, TrackingResult(mlflow_run_id="abc", model_version="3")),
+        CONFIG,
+        had_champion=False,
+    )
+    assert verdict.status["tracking"] == {"mlflowRunId": "abc", "modelVersion": "3"}
+    TrainingRunStatus.model_validate({"tracking": verdict.status["tracking"]})
+    conditions = verdict_conditions(verdict, [], now=NOW, generation=1)
+    condition = get(conditions, TRACKING_FAILED)
+    assert condition is not None and condition["status"] == "False"
+    assert condition["reason"] == "Tracked"
+    assert TRACKING_FAILED not in [n.reason for n in verdict_events(verdict)]
+    request = finalize_request(
+        MLFLOW,
+        verdict.status,
+        verdict=verdict.reason,
+        reason=verdict.message,
+        gates=verdict.gates,
+        blessed=verdict.blessed,
+    )
+    assert request is not None
+    assert (request.verdict, request.alias_version) == ("Blessed", "3")
+    assert [g.name for g in request.gates] == [g.name for g in verdict.gates]
+
+
+def test_a_rejected_run_does_not_move_the_alias() -> None:
+    verdict = verdict_from_result(
+        result(0.5, TrackingResult(mlflow_run_id="abc", model_version="4")),
+        CONFIG,
+        had_champion=False,
+    )
+    request = finalize_request(
+        MLFLOW, verdict.status, verdict="Rejected", reason=verdict.message,
+        gates=verdict.gates, blessed=verdict.blessed,
+    )  # fmt: skip
+    assert request is not None
+    assert request.verdict == "Rejected" and request.alias_version is None
+    assert any(not g.passed for g in request.gates)
+
+
+def test_a_tracking_failure_is_a_warning_never_a_failed_run() -> None:
+    warning = "MLflow run logging failed: ConnectionError: refused"
+    verdict = verdict_from_result(
+        result(0.95, TrackingResult(warning=warning)), CONFIG, had_champion=False
+    )
+    assert verdict.blessed
+    condition = get(verdict_conditions(verdict, [], now=NOW, generation=1), TRACKING_FAILED)
+    assert condition is not None and condition["status"] == "True"
+    assert (condition["reason"], condition["message"]) == ("MlflowUnavailable", warning)
+    notes = [n for n in verdict_events(verdict) if n.reason == TRACKING_FAILED]
+    assert [(n.type, n.message) for n in notes] == [("Warning", warning)]
+    assert (
+        finalize_request(
+            MLFLOW, verdict.status, verdict="Blessed", reason="", gates=(), blessed=True
+        )
+        is None
+    )
+
+
+def test_an_untracked_run_has_no_tracking_condition() -> None:
+    verdict = verdict_from_result(result(0.95, None), CONFIG, had_champion=False)
+    assert "tracking" not in verdict.status
+    assert get(verdict_conditions(verdict, [], now=NOW, generation=1), TRACKING_FAILED) is None
