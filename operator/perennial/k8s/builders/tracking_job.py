@@ -21,6 +21,7 @@ from perennial.k8s.builders.training_job import (
     TMP_SIZE_LIMIT,
     TMP_VOLUME,
     mlflow_credentials_env,
+    restricted_container_security,
 )
 from perennial.k8s.client import owner_reference
 from perennial_runtime.contract import TRACKING_FINALIZE_ENV, TrackingFinalize
@@ -58,14 +59,7 @@ def build_finalize_job(run_body: Mapping[str, Any], request: TrackingFinalize) -
             "requests": {"cpu": "50m", "memory": "128Mi"},
             "limits": {"memory": "512Mi"},
         },
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "capabilities": {"drop": ["ALL"]},
-            "privileged": False,
-            "readOnlyRootFilesystem": True,
-            "runAsNonRoot": True,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": restricted_container_security(),
         "volumeMounts": [{"name": TMP_VOLUME, "mountPath": "/tmp"}],
     }
     pod: dict[str, Any] = {

@@ -34,6 +34,21 @@ TMP_VOLUME: Final = "tmp"
 ARTIFACTS_VOLUME: Final = "artifacts"
 TMP_SIZE_LIMIT: Final = "2Gi"
 TERMINATION_LOG: Final = "/dev/termination-log"
+
+
+def restricted_container_security() -> dict[str, Any]:
+    """A container's securityContext under the restricted Pod Security Standard (a fresh
+    dict per call: the Job bodies are mutated by the client)."""
+    return {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "privileged": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
 MLFLOW_CREDENTIAL_KEYS: Final = (
     "MLFLOW_TRACKING_USERNAME",
     "MLFLOW_TRACKING_PASSWORD",
@@ -143,14 +158,7 @@ def _container(run: TrainingRun, config: TrainConfig) -> dict[str, Any]:
             *mlflow_credentials_env(run),
         ],
         "resources": template.resources.to_dict(),
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "capabilities": {"drop": ["ALL"]},
-            "privileged": False,
-            "readOnlyRootFilesystem": True,
-            "runAsNonRoot": True,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": restricted_container_security(),
         "terminationMessagePath": TERMINATION_LOG,
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "volumeMounts": mounts,
