@@ -77,7 +77,12 @@ class CountingEmulator(ApiServerEmulator):
         verb = request.action.value if request.action is not None else request.method.value
         agent = request.headers.get("User-Agent", "")
         self.log.append((time.monotonic(), str(verb).upper(), name, agent))
-        return await super()._handle(request)
+        t = time.monotonic()
+        try:
+            return await super()._handle(request)
+        finally:
+            if os.environ.get("BENCH_DEBUG"):
+                print(f"{time.monotonic() - t:.3f} {verb} {name}", file=sys.stderr)
 
 
 def _log_path(n: int) -> Path:
@@ -356,7 +361,19 @@ async def _latencies(
     )
     job_to_rollout = time.monotonic() - t1
     await controllers.set_deployment_ready(f"{pipeline}-serving", NS)
+    _trace(emulator, pipeline, t0)
     return trigger_to_job, job_to_rollout
+
+
+def _trace(emulator: CountingEmulator, pipeline: str, t0: float) -> None:
+    """The requests of one latency sample, in order, to .bench/operator/trace-<pipeline>.txt
+    (who sent what when: where the time between trigger, Job and rollout goes)."""
+    lines = [
+        f"{moment - t0:8.3f}s {verb:7} {resource:40} {agent}"
+        for moment, verb, resource, agent in emulator.log
+        if moment >= t0 and verb != "WATCH"
+    ]
+    _log_path(0).with_name(f"trace-{pipeline}.txt").write_text("\n".join(lines) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:

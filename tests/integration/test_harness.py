@@ -347,7 +347,7 @@ async def test_restart_mid_handler_creates_no_duplicate_job(
     assert hooks.create_calls == 2  # the handler ran again after the restart ...
     job_posts = [
         request
-        for request in emulator
+        for request in emulator.writes
         if request.method == kmock.method.POST and request.resource == kmock.resource(JOBS)
     ]
     assert len(job_posts) == 2  # ... and tried to create the Job again, which already existed

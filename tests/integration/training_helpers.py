@@ -141,7 +141,7 @@ def created_jobs(emulator: ApiServerEmulator) -> list[dict[str, Any]]:
     jobs = kmock.resource(JOBS)
     return [
         request.data
-        for request in emulator
+        for request in emulator.writes
         if request.method.value == "POST" and request.resource == jobs and request.data
     ]
 

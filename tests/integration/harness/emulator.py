@@ -18,7 +18,10 @@ on (see docs/testing.md): ``resourceVersion``, ``uid``, ``creationTimestamp``,
 
 It refuses what it cannot do faithfully: label selectors and other field selectors (HTTP 400
 unless the test calls :meth:`ApiServerEmulator.answer_selectors_unfiltered`), server-side
-apply, subresources other than ``status``, collection deletes. It has no garbage collector
+apply, subresources other than ``status``, collection deletes. It keeps no history of reads:
+kmock matches every request against every request it has kept (quadratic: after a few
+thousand requests each answer took ~0.2 s), so a request is forgotten once answered and only
+writes are kept, in :attr:`ApiServerEmulator.writes`. It has no garbage collector
 and no controllers: the test plays them (:mod:`.controllers`). kmock is pinned
 (``kmock==0.8``): this class overrides kmock's ``_handle`` and ``_serve_*`` methods, which
 are not public API.
@@ -118,6 +121,9 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
     selector_requests: list[str] = attrs.field(factory=list, init=False)
     """Every LIST/WATCH that carried a label or field selector (``METHOD path?query``)."""
 
+    writes: list[kmock.Request] = attrs.field(factory=list, init=False)
+    """Every write request (POST, PUT, PATCH, DELETE) received, in order, refused ones too."""
+
     _selectors_unfiltered: bool = attrs.field(default=False, init=False)
     _revision: int = attrs.field(default=0, init=False)
     _names_generated: collections.Counter[str] = attrs.field(
@@ -127,6 +133,8 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
     _feeds: collections.defaultdict[kmock.resource, _Feed] = attrs.field(
         factory=lambda: collections.defaultdict(_Feed), init=False
     )
+    # By the request object's id(): kmock numbers requests by how many it keeps, and it
+    # keeps only the ones in flight here.
     _outcomes: dict[int, dict[str, Any]] = attrs.field(factory=dict, init=False)
     _custom_resources: set[kmock.resource] = attrs.field(factory=set, init=False)
     _columns: dict[kmock.resource, list[dict[str, Any]]] = attrs.field(factory=dict, init=False)
@@ -246,6 +254,22 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
     # first, then the _serve_* fallbacks below)
 
     async def _handle(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
+        if request.method in _WRITES:
+            self.writes.append(request)
+        try:
+            return await self._answer(request)
+        finally:
+            self._forget(request)
+
+    def _forget(self, request: kmock.Request) -> None:
+        """Drop an answered request from kmock's history (and its reactions' lists)."""
+        for kept in (self._requests, *(payload._requests for payload in self._payloads)):
+            for i in range(len(kept) - 1, -1, -1):
+                if kept[i] is request:
+                    del kept[i]
+                    break
+
+    async def _answer(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
         if request.resource is not None:
             if is_resource_request(request) and is_operator(request):
                 refused = self.rbac.forbidden(request)
@@ -256,12 +280,12 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
             self._raise_injected_failure(request)
             if request.method in _WRITES:
                 async with self._state_lock:
-                    self._outcomes[request.id] = await self._write(request)
+                    self._outcomes[id(request)] = await self._write(request)
         try:
             # Not super()._handle(): kmock's own would store the write a second time.
             return await kmock.RawHandler._handle(self, request)
         finally:
-            self._outcomes.pop(request.id, None)
+            self._outcomes.pop(id(request), None)
 
     def _raise_injected_failure(self, request: kmock.Request) -> None:
         for failure in self._failures:
@@ -338,7 +362,7 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
         return answer
 
     async def _serve_outcome(self, request: kmock.Request) -> kmock.Payload:
-        return self._outcomes[request.id]
+        return self._outcomes[id(request)]
 
     _serve_create = _serve_update = _serve_delete = _serve_outcome
 
