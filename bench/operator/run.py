@@ -257,7 +257,23 @@ async def _drive(
         ok = sum(1 for r in runs if (r.get("status") or {}).get("phase") == "Succeeded")
         return ok >= n
 
-    await _wait(all_succeeded, 120 + n * 10, "every initial run Succeeded", interval=0.5)
+    try:
+        await _wait(
+            all_succeeded,
+            float(os.environ.get("BENCH_SETUP_TIMEOUT", 120 + n * 10)),
+            "every initial run Succeeded",
+            interval=0.5,
+        )
+    except TimeoutError as exc:
+        phases = collections.Counter(
+            (r.get("status") or {}).get("phase") for r in _objects(emulator, TR)
+        )
+        failed = [
+            f"{r['metadata']['name']}: {r['status'].get('reason')}: {r['status'].get('message')}"
+            for r in _objects(emulator, TR)
+            if (r.get("status") or {}).get("phase") == "Failed"
+        ][:3]
+        raise TimeoutError(f"{exc}: runs by phase {dict(phases)} {failed}") from None
     await _make_ready(emulator, controllers, names[:deployments], "00001")
     setup = time.monotonic() - started
 

@@ -38,11 +38,15 @@ RESULT_GRACE_SECONDS: Final = 120.0
 
 def awaiting_result(seen: JobObservation, *, pods_listed: bool, now: datetime) -> bool:
     """The trainer succeeded but its result is not readable because its Pod is not listed
-    (yet), within :data:`RESULT_GRACE_SECONDS` of the end: wait, do not judge."""
-    if seen.state is not JobState.SUCCEEDED or pods_listed:
+    (yet), or is listed but not yet seen terminated (the Pod watch lags behind the Job
+    watch: separate streams), within :data:`RESULT_GRACE_SECONDS` of the end: wait, do not
+    judge."""
+    if seen.state is not JobState.SUCCEEDED:
         return False
     if parse_result(seen.result_text) is not None:
         return False
+    if pods_listed and seen.exit_code is not None:
+        return False  # the trainer's end is seen: its result is what it is
     waited = (now - (seen.finished or now)).total_seconds()
     return waited < RESULT_GRACE_SECONDS
 

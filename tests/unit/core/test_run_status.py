@@ -75,18 +75,22 @@ def test_a_failed_trainer_report_wins_over_the_job_reason() -> None:
 
 
 @pytest.mark.parametrize(
-    ("pods_listed", "text", "after", "waits"),
+    ("pods_listed", "exit_code", "text", "after", "waits"),
     [
-        (False, None, RESULT_GRACE_SECONDS - 1, True),
-        (False, None, RESULT_GRACE_SECONDS, False),
-        (True, None, 0, False),  # a listed Pod's termination message is final
-        (False, "ok", 0, True),  # unreadable text: still waiting for the Pod
+        (False, None, None, RESULT_GRACE_SECONDS - 1, True),
+        (False, None, None, RESULT_GRACE_SECONDS, False),
+        (True, 0, None, 0, False),  # a terminated Pod's termination message is final
+        (True, 0, "ok", 0, False),
+        # The Pod is listed but seen still running: the Pod watch lags the Job watch.
+        (True, None, None, 0, True),
+        (True, None, None, RESULT_GRACE_SECONDS, False),
+        (False, None, "ok", 0, True),  # unreadable text: still waiting for the Pod
     ],
 )
 def test_awaiting_result_within_the_grace(
-    pods_listed: bool, text: str | None, after: float, waits: bool
+    pods_listed: bool, exit_code: int | None, text: str | None, after: float, waits: bool
 ) -> None:
-    observed = seen(JobState.SUCCEEDED, text)
+    observed = seen(JobState.SUCCEEDED, text, exit_code=exit_code)
     now = ENDED + timedelta(seconds=after)
     assert awaiting_result(observed, pods_listed=pods_listed, now=now) is waits
     readable = seen(JobState.SUCCEEDED, blessed_text())
