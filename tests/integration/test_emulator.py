@@ -185,16 +185,44 @@ async def test_supported_field_selectors_filter_and_the_rest_is_refused(
         not_a = await client.get(path, params={"fieldSelector": "metadata.name!=a"})
         assert [i["metadata"]["name"] for i in not_a.json()["items"]] == ["b"]
 
-        refused = await client.get(path, params={"labelSelector": "app=x"})
-        assert refused.status_code == 400
-        assert "answer_selectors_unfiltered" in refused.json()["message"]
         unknown = await client.get(path, params={"fieldSelector": "status.succeeded=1"})
         assert unknown.status_code == 400
+        assert "answer_selectors_unfiltered" in unknown.json()["message"]
 
         emulator.answer_selectors_unfiltered()
-        unfiltered = await client.get(path, params={"labelSelector": "app=x"})
+        unfiltered = await client.get(path, params={"fieldSelector": "status.succeeded=1"})
     assert len(unfiltered.json()["items"]) == 2  # NOT filtered: a real server returns none
-    assert emulator.selector_requests[-1] == f"GET {path}?labelSelector=app%3Dx"
+    assert emulator.selector_requests[-1] == f"GET {path}?fieldSelector=status.succeeded%3D1"
+
+
+@pytest.mark.parametrize(
+    ("selector", "names"),
+    [
+        ("app=x", ["a", "b"]),
+        ("app==x,tier=web", ["a"]),
+        ("tier!=web", ["b", "c"]),  # != also matches objects without the key
+        ("tier", ["a", "b"]),
+        ("!tier", ["c"]),
+        ("tier in (web, db)", ["a", "b"]),
+        ("tier notin (web)", ["b", "c"]),
+        ("app=x,tier in (db),!other", ["b"]),
+        ("app=nothing", []),
+    ],
+)
+async def test_label_selectors_filter_as_a_real_server(
+    emulator: ApiServerEmulator, kube_api: KubeApi, selector: str, names: list[str]
+) -> None:
+    for name, labels in (("a", {"app": "x", "tier": "web"}), ("b", {"app": "x", "tier": "db"}),
+                         ("c", {"app": "y"})):  # fmt: skip
+        body = job(name)
+        body["metadata"]["labels"] = labels
+        await kube_api.create(body)
+    async with httpx.AsyncClient(base_url=emulator.base_url) as client:
+        found = await client.get(resource_path(JOBS, NS), params={"labelSelector": selector})
+        assert found.status_code == 200, found.text
+        assert sorted(i["metadata"]["name"] for i in found.json()["items"]) == names
+        bad = await client.get(resource_path(JOBS, NS), params={"labelSelector": "app=(x"})
+    assert bad.status_code == 400 and "app=(x" in bad.json()["message"]
 
 
 async def test_custom_resources_refuse_strategic_merge_patch(

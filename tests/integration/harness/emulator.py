@@ -16,8 +16,9 @@ on (see docs/testing.md): ``resourceVersion``, ``uid``, ``creationTimestamp``,
 - the field selectors a real server supports for every kind, or for events and pods
   (``metadata.name``, ``involvedObject.uid``, ...: exact equalities).
 
-It refuses what it cannot do faithfully: label selectors and other field selectors (HTTP 400
-unless the test calls :meth:`ApiServerEmulator.answer_selectors_unfiltered`), server-side
+It applies label selectors (:mod:`.label_selectors`) and refuses what it cannot do
+faithfully: other field selectors (HTTP 400 unless the test calls
+:meth:`ApiServerEmulator.answer_selectors_unfiltered`), server-side
 apply, subresources other than ``status``, collection deletes. It keeps no history of reads:
 kmock matches every request against every request it has kept (quadratic: after a few
 thousand requests each answer took ~0.2 s), so a request is forgotten once answered and only
@@ -44,6 +45,7 @@ import kmock
 from .api_errors import api_error, describe
 from .discovery import CRD_RESOURCE, api_version_of, crd_resources, read_crd_documents
 from .field_selectors import FieldTerm, field_terms, matches
+from .label_selectors import LabelSelectorError, label_filter
 from .metadata import (
     created_object,
     deletion_marked,
@@ -168,8 +170,8 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
         return self._revision
 
     def answer_selectors_unfiltered(self) -> None:
-        """Let LIST/WATCH with label selectors (or field selectors the emulator does not
-        apply, see :mod:`.field_selectors`) through, answered WITHOUT that filtering.
+        """Let LIST/WATCH with field selectors the emulator does not apply (see
+        :mod:`.field_selectors`) through, answered WITHOUT that filtering.
 
         By default such requests get HTTP 400: the emulator cannot filter, and an unfiltered
         answer would let a test pass where a real cluster returns fewer objects. Call this in
@@ -468,32 +470,32 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
             position = len(feed.events)
 
     def _selection(self, request: kmock.Request) -> Callable[[Mapping[str, Any]], bool]:
-        """The filter of a LIST/WATCH: field selectors a real server supports are applied
-        exactly (:mod:`.field_selectors`); label selectors and other field selectors are
-        refused (HTTP 400) unless the test accepts unfiltered answers."""
+        """The filter of a LIST/WATCH: label selectors and the field selectors a real server
+        supports are applied exactly (:mod:`.label_selectors`, :mod:`.field_selectors`);
+        other field selectors are refused (HTTP 400) unless the test accepts unfiltered
+        answers."""
         labels = request.params.get("labelSelector", "")
         fields = request.params.get("fieldSelector", "")
         if not labels and not fields:
             return lambda obj: True
         self.selector_requests.append(f"{request.method.value} {request.url.path_qs}")
         assert request.resource is not None
+        try:
+            by_labels = label_filter(labels)
+        except LabelSelectorError as exc:
+            raise api_error(400, f"labelSelector {labels!r}: {exc}") from None
         terms: list[FieldTerm] | None = field_terms(fields, request.resource) if fields else []
-        if (labels or terms is None) and not self._selectors_unfiltered:
-            given = ", ".join(
-                f"{key}={value!r}"
-                for key, value in (("labelSelector", labels), ("fieldSelector", fields))
-                if value
-            )
+        if terms is None and not self._selectors_unfiltered:
             raise api_error(
                 400,
-                f"the emulator does not filter by label selectors, nor by this field selector "
-                f"({given} on {request.url.path}): a real API server would return fewer "
-                "objects. Filter client-side (e.g. by "
-                "ownerReferences), or call emulator.answer_selectors_unfiltered() in a test that "
-                "accepts unfiltered answers",
+                f"the emulator does not filter by this field selector ({fields!r} on "
+                f"{request.url.path}): a real API server would return fewer objects. Filter "
+                "client-side (e.g. by ownerReferences), or call "
+                "emulator.answer_selectors_unfiltered() in a test that accepts unfiltered "
+                "answers",
             )
         exact = terms or []
-        return lambda obj: matches(obj, exact)
+        return lambda obj: by_labels(obj) and matches(obj, exact)
 
     # ----------------------------------------------------------------------------------
     # State changes (called with _state_lock held)
