@@ -1,16 +1,9 @@
-"""Reconcile one TrainingPipeline: triggers -> runs, champion, history, status, events.
+"""The operator's side of the pipeline reconciler (:mod:`perennial.reconcile.pipelines`).
 
-Read (the pipeline, its runs, the ModelDeployments its drift/decay triggers watch: from
-the watch-fed :class:`~perennial.k8s.cluster_state.ClusterState`, no request; the data's
-fingerprint when a poll is due), decide (:func:`perennial.core.pipeline_plan.plan`, with
-the time from :mod:`perennial.controllers.clock`), write (cancel, create, prune runs; the
-status through the status subresource, only what changed). Idempotent, so the change
-handlers, the trigger timer and the run watchers may all call it; a reconcile that
-changes nothing sends nothing.
-
-An invalid spec (one that slipped past the CRD schema, or a cron the schema could not
-check) marks the pipeline ``Stalled`` with a message naming the field; the handler does
-not raise, so there is no retry loop, and other pipelines are not affected.
+Reads come from the watch-fed :class:`~perennial.k8s.cluster_state.ClusterState` (no
+request), the data's fingerprint from the data source when a poll is due; writes go to the
+API (runs, their Jobs, the status subresource, events), and the metrics are Prometheus'.
+Each pipeline is reconciled under its own lock (lock order: pipeline, then run).
 """
 
 from __future__ import annotations
@@ -18,55 +11,116 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
 from pydantic import ValidationError
 
-from perennial.api.constants import RETRAIN_ANNOTATION
-from perennial.api.pipeline import TrainingPipeline, TrainingPipelineStatus
+from perennial.api.enums import TriggerType
+from perennial.api.pipeline import TrainingPipeline
 from perennial.controllers import clock, run_reconciler
 from perennial.controllers.keyed_locks import KeyedLocks
-from perennial.controllers.run_reconciler import event
-from perennial.core.monitoring_signals import trigger_signals, watched_deployments
-from perennial.core.naming import job_name, run_name
-from perennial.core.pipeline_plan import (
-    LABEL_PIPELINE,
-    ChampionRecord,
-    Memory,
-    PipelineFacts,
-    PipelinePlan,
-    deployment_references,
-    plan,
-    summarize_run,
-    watch_list,
-)
-from perennial.core.pipeline_status import stalled_changes, status_changes
-from perennial.core.schedule import ScheduleDecision, ScheduleError, decide
-from perennial.core.timers import data_poll_due, next_due
+from perennial.core.naming import job_name
+from perennial.core.pipeline_plan import LABEL_PIPELINE, ChampionRecord, NewRun
+from perennial.core.timers import next_due
 from perennial.k8s import metrics
-from perennial.k8s.builders.training_run import build_run, champion_ref, pipeline_spec_hash
+from perennial.k8s.builders.training_run import new_run_body
 from perennial.k8s.client import JOBS, PIPELINE_STATUS, TRAINING_RUNS_RESOURCE
 from perennial.k8s.cluster_state import ClusterState
 from perennial.k8s.data_fingerprint import DataCheckError, fingerprint
+from perennial.reconcile import pipelines
+from perennial.reconcile.pipelines import Body, DataCheck
 
 logger = logging.getLogger("perennial.controllers.pipeline")
 
 LOCKS: Final = KeyedLocks()
-MAX_NAME_COLLISIONS: Final = 5
+
+
+def check_data(uri: str, now: datetime) -> DataCheck:
+    """Fingerprint the data source (an error is reported in the check, never raised)."""
+    try:
+        return DataCheck(time=now, fingerprint=fingerprint(uri))
+    except DataCheckError as exc:
+        return DataCheck(time=now, error=str(exc))
 
 
 @dataclass(frozen=True)
-class DataCheck:
-    """The outcome of polling the data (outside the pipeline's lock: it may be slow)."""
+class ClusterPipelines:
+    """:class:`perennial.reconcile.pipelines.PipelinePort` on the cluster."""
 
-    time: datetime
-    fingerprint: str | None = None
-    error: str | None = None
+    state: ClusterState
 
+    def now(self) -> datetime:
+        return clock.now()
 
-# --- entry points ----------------------------------------------------------------------
+    def pipeline(self, namespace: str, name: str) -> Body | None:
+        return self.state.pipeline(namespace, name)
+
+    def runs(self, namespace: str, pipeline: str) -> list[Body]:
+        return [
+            r
+            for r in self.state.runs_of(namespace, pipeline)
+            if ((r.get("metadata") or {}).get("labels") or {}).get(LABEL_PIPELINE) == pipeline
+        ]
+
+    def deployment(self, namespace: str, name: str) -> Body | None:
+        return self.state.deployment(namespace, name)
+
+    def deployments(self, namespace: str) -> list[Body]:
+        return self.state.deployments(namespace)
+
+    def check_data(self, uri: str, now: datetime) -> DataCheck:
+        return check_data(uri, now)
+
+    def create_run(
+        self,
+        body: Mapping[str, Any],
+        pipeline: TrainingPipeline,
+        new: NewRun,
+        *,
+        champion_run: Mapping[str, Any] | None,
+        champion: ChampionRecord | None,
+        now: datetime,
+    ) -> tuple[Body, bool]:
+        run = new_run_body(
+            body, pipeline, new, champion_run=champion_run, champion=champion, now=now
+        )
+        namespace = body["metadata"].get("namespace") or ""
+        return self.state.create_if_absent(TRAINING_RUNS_RESOURCE, run, namespace)
+
+    def start_run(self, namespace: str, name: str) -> None:
+        # The run's watch event retries on its own if this fails: the pipeline's status is
+        # written regardless.
+        try:
+            run_reconciler.reconcile_run(self.state, namespace, name)
+        except Exception as exc:
+            logger.warning("run %s/%s: first reconcile failed: %s", namespace, name, exc)
+
+    def cancel_run(self, namespace: str, name: str, *, replaced_by: str) -> None:
+        run_reconciler.cancel_run(self.state, namespace, name, replaced_by=replaced_by)
+
+    def delete_run(self, namespace: str, name: str) -> None:
+        self.state.delete(TRAINING_RUNS_RESOURCE, name, namespace)
+        self.state.delete(JOBS, job_name(name), namespace)
+
+    def write_status(self, body: Mapping[str, Any], delta: Mapping[str, Any]) -> None:
+        self.state.write_status(PIPELINE_STATUS, body, delta)
+
+    def event(
+        self, body: Mapping[str, Any], reason: str, message: str, type: str = "Normal"
+    ) -> None:
+        run_reconciler.event(body, reason, message, "Warning" if type == "Warning" else "Normal")
+
+    def run_started(self, body: Mapping[str, Any], trigger: TriggerType) -> None:
+        meta = body["metadata"]
+        metrics.RUNS_STARTED.labels(meta.get("namespace") or "", meta["name"], trigger.value).inc()
+
+    def champion_held(self, body: Mapping[str, Any], champion: ChampionRecord) -> None:
+        meta = body["metadata"]
+        if champion.value is not None:
+            labels = (meta.get("namespace") or "", meta["name"], champion.metric)
+            metrics.CHAMPION_METRIC.labels(*labels).set(champion.value)
 
 
 def holding(namespace: str, name: str) -> AbstractContextManager[None]:
@@ -77,290 +131,25 @@ def holding(namespace: str, name: str) -> AbstractContextManager[None]:
 def reconcile_pipeline(state: ClusterState, namespace: str, name: str) -> None:
     """React to a change of the pipeline (spec, annotation) or of one of its runs."""
     with LOCKS.hold(namespace, name):
-        _reconcile(state, namespace, name, data=None)
+        pipelines.reconcile_pipeline(ClusterPipelines(state), namespace, name)
 
 
 def check_triggers(state: ClusterState, namespace: str, name: str) -> datetime | None:
-    """The trigger timer's turn: poll the data if due, reconcile (schedule, drift, decay
-    and cool-downs are decided there); when the timer is next due (None: only a watch
-    event can start a run)."""
+    """The trigger timer's turn: poll the data if due (outside the lock: it may be slow),
+    reconcile (schedule, drift, decay and cool-downs are decided there); when the timer is
+    next due (None: only a watch event can start a run)."""
+    port = ClusterPipelines(state)
     body = state.pipeline(namespace, name)
     if body is None:
         return None
-    try:
-        pipeline = TrainingPipeline.model_validate(body)
-    except ValidationError:
-        pipeline = None  # the reconcile marks it Stalled
-    data = None
-    if pipeline is not None and data_poll_due(pipeline.spec, pipeline.status, clock.now()):
-        data = _poll_data(pipeline.spec.data.uri, clock.now())
+    data = pipelines.poll_data_if_due(port, body)
     with LOCKS.hold(namespace, name):
-        _reconcile(state, namespace, name, data=data)
+        pipelines.reconcile_pipeline(port, namespace, name, data=data)
     fresh = state.pipeline(namespace, name)
-    if fresh is None or pipeline is None:
+    if fresh is None:
         return None
     try:
         after = TrainingPipeline.model_validate(fresh)
     except ValidationError:
         return None
     return next_due(after.spec, after.status, clock.now())
-
-
-def _poll_data(uri: str, now: datetime) -> DataCheck:
-    try:
-        return DataCheck(time=now, fingerprint=fingerprint(uri))
-    except DataCheckError as exc:
-        return DataCheck(time=now, error=str(exc))
-
-
-# --- the reconcile ---------------------------------------------------------------------
-
-
-def _owned(run: Mapping[str, Any], pipeline_uid: str | None) -> bool:
-    refs = (run.get("metadata") or {}).get("ownerReferences") or ()
-    return any(ref.get("uid") == pipeline_uid and ref.get("controller") for ref in refs)
-
-
-def _runs(state: ClusterState, namespace: str, name: str, uid: str | None) -> list[dict[str, Any]]:
-    found = state.runs_of(namespace, name)
-    return [
-        r
-        for r in found
-        if ((r.get("metadata") or {}).get("labels") or {}).get(LABEL_PIPELINE) == name
-        and _owned(r, uid)
-    ]
-
-
-def _reconcile(state: ClusterState, namespace: str, name: str, *, data: DataCheck | None) -> None:
-    body = state.pipeline(namespace, name)
-    if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
-        return
-    now = clock.now()
-    meta = body["metadata"]
-    try:
-        pipeline = TrainingPipeline.model_validate(body)
-    except ValidationError as exc:
-        _stall(state, body, "InvalidSpec", _explain(exc), now=now)
-        return
-    spec = pipeline.spec
-    schedule: ScheduleDecision | None = None
-    if spec.triggers.schedule is not None:
-        created = pipeline.metadata.creation_timestamp or now
-        try:
-            schedule = decide(
-                spec.triggers.schedule.cron,
-                now,
-                last_scheduled=pipeline.status.last_schedule_time,
-                created=min(created, now),
-                time_zone=spec.triggers.schedule.time_zone,
-                starting_deadline_seconds=spec.triggers.schedule.starting_deadline_seconds,
-            )
-        except ScheduleError as exc:
-            _stall(state, body, "InvalidSchedule", str(exc), now=now)
-            return
-
-    runs = _runs(state, namespace, name, meta.get("uid"))
-    summaries = tuple(summarize_run(r) for r in runs)
-
-    notes: list[str] = []
-    watched = {ref: state.deployment(namespace, ref) for ref in watched_deployments(spec)}
-    signals = trigger_signals(spec, watched)
-    notes.extend(signals.notes)
-    drift, decay = signals.drift, signals.decay
-    finished = [s for s in summaries if not s.active]
-    protected: frozenset[str] = frozenset()
-    if len(finished) > min(spec.successful_runs_history_limit, spec.failed_runs_history_limit):
-        protected = deployment_references(state.deployments(namespace))
-
-    memory = _memory(pipeline.status)
-    facts = PipelineFacts(
-        pipeline=name,
-        now=now,
-        spec_hash=pipeline_spec_hash(pipeline),
-        memory=memory,
-        runs=summaries,
-        suspend=spec.suspend,
-        policy=spec.concurrency_policy,
-        on_spec_change=spec.triggers.on_spec_change,
-        manual_token=pipeline.metadata.annotations.get(RETRAIN_ANNOTATION) or None,
-        schedule=schedule,
-        data_fingerprint=data.fingerprint if data else None,
-        drift=drift,
-        decay=decay,
-        successful_limit=spec.successful_runs_history_limit,
-        failed_limit=spec.failed_runs_history_limit,
-        protected=protected,
-        watching=watch_list(spec, schedule.next_time if schedule else None),
-    )
-    decision = plan(facts)
-    decision = _carry_out(state, body, pipeline, decision, runs, now=now)
-    if data is not None and data.error:
-        notes.append(f"Data check failed: {data.error}")
-        previous = (body.get("status") or {}).get("message") or ""
-        if data.error not in previous:
-            event(body, "DataCheckFailed", data.error, "Warning")
-    _write_status(
-        state, body, decision=decision, schedule=schedule, data=data, notes=notes, now=now
-    )
-
-
-def _memory(status: TrainingPipelineStatus) -> Memory:
-    champion = status.champion
-    return Memory(
-        run_sequence=status.run_sequence,
-        spec_hash=status.spec_hash,
-        retrain_token=status.last_retrain_token,
-        schedule_time=status.last_schedule_time,
-        data_fingerprint=status.last_data_fingerprint,
-        last_triggers=dict(status.last_triggers),
-        champion=ChampionRecord(
-            run=champion.run,
-            model_uri=champion.model_uri,
-            sha256=champion.sha256,
-            metric=champion.metric,
-            value=champion.value,
-            blessed_at=champion.blessed_at,
-        )
-        if champion is not None
-        else None,
-    )
-
-
-def _carry_out(
-    state: ClusterState,
-    body: Mapping[str, Any],
-    pipeline: TrainingPipeline,
-    decision: PipelinePlan,
-    runs: list[dict[str, Any]],
-    *,
-    now: datetime,
-) -> PipelinePlan:
-    """Cancel, create and prune runs; announce a new champion. The plan as carried out."""
-    namespace = body["metadata"].get("namespace") or ""
-    held = decision.memory.champion
-    if held is not None and held.metric and held.value is not None:
-        metrics.CHAMPION_METRIC.labels(namespace, body["metadata"]["name"], held.metric).set(
-            held.value
-        )
-    if decision.champion_changed and decision.memory.champion is not None:
-        champion = decision.memory.champion
-        score = (
-            f" ({champion.metric} {champion.value:.4f})"
-            if champion.metric and champion.value is not None
-            else ""
-        )
-        event(body, "ChampionUpdated", f"run {champion.run} is the new champion{score}")
-    if decision.create is not None:
-        for old in decision.cancel:
-            run_reconciler.cancel_run(state, namespace, old, replaced_by=decision.create.name)
-        decision = _start_run(state, body, pipeline, decision, runs, now=now)
-    if decision.prune:
-        for old in decision.prune:
-            state.delete(TRAINING_RUNS_RESOURCE, old, namespace)
-            state.delete(JOBS, job_name(old), namespace)
-        event(
-            body,
-            "RunsPruned",
-            f"deleted {len(decision.prune)} finished run(s) beyond the history limits: "
-            + ", ".join(decision.prune),
-        )
-    return decision
-
-
-def _start_run(
-    state: ClusterState,
-    body: Mapping[str, Any],
-    pipeline: TrainingPipeline,
-    decision: PipelinePlan,
-    runs: list[dict[str, Any]],
-    *,
-    now: datetime,
-) -> PipelinePlan:
-    assert decision.create is not None
-    namespace = body["metadata"].get("namespace") or ""
-    name = body["metadata"]["name"]
-    champion = decision.memory.champion
-    champion_run = None
-    if champion is not None:
-        champion_run = next((r for r in runs if r["metadata"]["name"] == champion.run), None)
-    ref = champion_ref(
-        champion_run,
-        fallback=champion.to_status() if champion else None,
-        spec=pipeline.spec,
-    )
-    new = decision.create
-    for _ in range(MAX_NAME_COLLISIONS):
-        created, fresh = state.create_if_absent(
-            TRAINING_RUNS_RESOURCE, build_run(body, new, champion=ref, now=now), namespace
-        )
-        if _owned(created, body["metadata"].get("uid")):
-            break
-        # A run of that name exists that this pipeline does not own: take the next number.
-        sequence = new.sequence + 1
-        new = replace(new, sequence=sequence, name=run_name(name, sequence))
-    else:
-        raise RuntimeError(
-            f"run names {decision.create.name}..{new.name} are all taken by runs this "
-            "pipeline does not own; delete them"
-        )
-    if fresh:
-        trigger = new.trigger
-        event(body, "RunCreated", f"created run {new.name}: {trigger.type.value}: {new.reason}")
-        event(created, "RunCreated", f"{trigger.type.value}: {new.reason}")
-        metrics.RUNS_STARTED.labels(namespace, name, trigger.type.value).inc()
-    memory = replace(decision.memory, run_sequence=max(decision.memory.run_sequence, new.sequence))
-    # Create the Job right away instead of waiting for the run's watch event (which
-    # retries on its own if this fails: the pipeline's status is written regardless).
-    try:
-        run_reconciler.reconcile_run(state, namespace, new.name)
-    except Exception as exc:
-        logger.warning("run %s/%s: first reconcile failed: %s", namespace, new.name, exc)
-    return replace(decision, create=new, memory=memory)
-
-
-# --- status ----------------------------------------------------------------------------
-
-
-def _explain(exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors()[:5]:
-        where = ".".join(str(p) for p in err["loc"]) or "(root)"
-        parts.append(f"{where}: {err['msg']}")
-    return "invalid spec: " + "; ".join(parts) + "; fix the pipeline (kubectl edit tp)"
-
-
-def _patch_status(state: ClusterState, body: Mapping[str, Any], changes: Mapping[str, Any]) -> None:
-    current = body.get("status") or {}
-    delta = {key: value for key, value in changes.items() if current.get(key) != value}
-    if delta:
-        state.write_status(PIPELINE_STATUS, body, delta)
-
-
-def _stall(
-    state: ClusterState, body: Mapping[str, Any], reason: str, message: str, *, now: datetime
-) -> None:
-    previous = (body.get("status") or {}).get("message")
-    _patch_status(state, body, stalled_changes(body, reason, message, now=now))
-    if previous != message:
-        event(body, reason, message, "Warning")
-
-
-def _write_status(
-    state: ClusterState,
-    body: Mapping[str, Any],
-    *,
-    decision: PipelinePlan,
-    schedule: ScheduleDecision | None,
-    data: DataCheck | None,
-    notes: list[str],
-    now: datetime,
-) -> None:
-    changes = status_changes(
-        body,
-        decision,
-        next_schedule=schedule.next_time if schedule else None,
-        data_checked=data.time if data else None,
-        notes=notes,
-        now=now,
-    )
-    _patch_status(state, body, changes)

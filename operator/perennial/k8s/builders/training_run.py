@@ -24,6 +24,7 @@ from perennial.core.pipeline_plan import (
     ANNOTATION_CONSUMED,
     LABEL_PIPELINE,
     LABEL_SEQUENCE,
+    ChampionRecord,
     NewRun,
 )
 from perennial.core.spec_hash import spec_hash
@@ -171,3 +172,22 @@ def rerun_name(old: str, taken: set[str]) -> str:
         if candidate not in taken:
             return candidate
     raise ValueError(f"run {old} has been reproduced 999 times; delete some reproductions")
+
+
+def new_run_body(
+    pipeline_body: Mapping[str, Any],
+    pipeline: TrainingPipeline,
+    new_run: NewRun,
+    *,
+    champion_run: Mapping[str, Any] | None,
+    champion: ChampionRecord | None,
+    now: datetime,
+) -> dict[str, Any]:
+    """The TrainingRun to create for ``new_run``, compared with the current champion (its
+    run, or the pipeline's record of it when the run is gone)."""
+    ref = champion_ref(
+        champion_run,
+        fallback=champion.to_status() if champion else None,
+        spec=pipeline.spec,
+    )
+    return build_run(pipeline_body, new_run, champion=ref, now=now)
