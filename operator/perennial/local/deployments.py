@@ -1,23 +1,10 @@
-"""The local ModelDeployment controller: desired model -> rollout step -> servers, status.
-
-The same read-decide-write as the operator's deployment reconciler: what should serve
-(:func:`perennial.core.model_source.desired_model` over the pipeline's champion or the
-pinned run, with ``rollbackTo`` and the rollback annotation), the next rollout step
-(:func:`perennial.core.rollout.plan`, with the canary analysis of
-:func:`perennial.core.analysis.analysis_sample` when :func:`~perennial.core.rollout.
-analysis_due`), the whole new status and its events
-(:func:`perennial.core.deployment_status.next_status`), and the serving layout it
-computes (:func:`perennial.core.rollout.layout`), carried out by local server processes
-(:mod:`perennial.local.serving`) behind the deployment's stable endpoint. The rollout
-strategy comes from the core's ``strategy_of``, as the operator's.
-
-Monitoring: every ``scrapeIntervalSeconds`` (on the runner's clock) the endpoint's
-``/v2/models/{name}/monitoring`` goes into ``status.monitoring``
-(:func:`~perennial.core.analysis.monitoring_status`, :func:`~perennial.core.
-deployment_status.with_monitoring`), where the pipeline's drift and decay triggers read it,
-with the run and sha256 the server says it measured. A rollout drops the replaced model's
-numbers (``next_status``), so the next tick scrapes the new server at once. The servers
-get the spec's ``driftWindow`` and ``feedbackWindow``.
+"""The local runner's side of the deployment reconciler
+(:mod:`perennial.reconcile.deployments`): model server processes
+(:mod:`perennial.local.serving`, one per track) behind the deployment's stable endpoint
+(:mod:`perennial.local.proxy`, which splits a canary's traffic by the step's weight), the
+objects in the state store, events in the event log. The servers get the spec's
+``driftWindow`` and ``feedbackWindow``; the monitoring scrape reads the stable endpoint
+every ``scrapeIntervalSeconds`` of the runner's clock.
 """
 
 from __future__ import annotations
@@ -26,39 +13,28 @@ import http.client
 import json
 import logging
 from collections.abc import Mapping
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from perennial.api.constants import (
-    MODEL_DEPLOYMENT,
-    ROLLBACK_ANNOTATION,
-    TRAINING_PIPELINE,
-    TRAINING_RUN,
-)
+from pydantic import ValidationError
+
+from perennial.api.constants import MODEL_DEPLOYMENT, TRAINING_PIPELINE, TRAINING_RUN
 from perennial.api.deployment import ModelDeploymentSpec
-from perennial.core import conditions as cond
-from perennial.core import deployment_status, model_source, rollout
-from perennial.core.analysis import (
-    SnapshotError,
-    analysis_sample,
-    monitoring_status,
-    parse_snapshot,
-    scrape_message,
-)
-from perennial.core.deployment_status import (
-    METRICS_AVAILABLE,
-    parse_time,
-    read_state,
-    with_monitoring,
-)
-from perennial.core.model_source import SourceModel, champion_source, pinned_source
-from perennial.core.rollout import RolloutState, Strategy
-from perennial.core.strategy import strategy_of
+from perennial.core import rollout
+from perennial.core.analysis import SnapshotError, analysis_sample, parse_snapshot
+from perennial.core.deployment_status import StatusUpdate
+from perennial.core.model_source import Notice
+from perennial.core.rollout import AnalysisSample, RolloutState, Strategy
 from perennial.k8s.serving import monitoring_path
 from perennial.local.context import Context
 from perennial.local.proxy import StableEndpoint
 from perennial.local.serving import CANARY, STABLE, LocalServing
 from perennial.local.store import read_json, write_json
+from perennial.reconcile import deployments
+from perennial.reconcile.deployments import Scrape, Serving, next_scrape
 from perennial_runtime.contract import MonitoringSnapshot
 
 log = logging.getLogger("perennial.local.deployments")
@@ -69,20 +45,6 @@ Body = dict[str, Any]
 LOCAL_REPLICAS = 1
 SCRAPE_TIMEOUT_SECONDS = 5.0
 ENDPOINT_FILE = "endpoint.json"
-
-
-def read_source(ctx: Context, namespace: str, spec: ModelDeploymentSpec) -> SourceModel:
-    if spec.source.pipeline_ref is not None:
-        name = spec.source.pipeline_ref.name
-        pipeline = ctx.store.get(TRAINING_PIPELINE, namespace, name)
-        champion = ((pipeline or {}).get("status") or {}).get("champion") or {}
-        run = (
-            ctx.store.get(TRAINING_RUN, namespace, champion["run"]) if champion.get("run") else None
-        )
-        return champion_source(name, pipeline, run)
-    assert spec.source.run_ref is not None
-    name = spec.source.run_ref.name
-    return pinned_source(name, ctx.store.get(TRAINING_RUN, namespace, name))
 
 
 # --- the endpoint and the servers of a deployment ----------------------------------------
@@ -164,121 +126,103 @@ def canary_weight(state: RolloutState | None, strategy: Strategy) -> int:
     return strategy.step(state.step).weight
 
 
-# --- reconcile ---------------------------------------------------------------------------
+# --- the port ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LocalDeployments:
+    """:class:`perennial.reconcile.deployments.DeploymentPort` on the local runner."""
+
+    ctx: Context
+    port: int = 0  # the stable endpoint's port when it is first started (0: any)
+
+    def now(self) -> datetime:
+        return self.ctx.clock.now()
+
+    def deployment(self, namespace: str, name: str) -> Body | None:
+        return self.ctx.store.get(MODEL_DEPLOYMENT, namespace, name)
+
+    def pipeline(self, namespace: str, name: str) -> Body | None:
+        return self.ctx.store.get(TRAINING_PIPELINE, namespace, name)
+
+    def run(self, namespace: str, name: str) -> Body | None:
+        return self.ctx.store.get(TRAINING_RUN, namespace, name)
+
+    def hold(self, namespace: str, name: str) -> AbstractContextManager[None]:
+        return nullcontext()  # one runner thread does everything
+
+    def _serving(self, md: Mapping[str, Any], spec: ModelDeploymentSpec) -> LocalServing:
+        meta = md["metadata"]
+        return serving_of(self.ctx, meta.get("namespace") or "", meta["name"], spec, self.port)
+
+    def serving(self, md: Mapping[str, Any], spec: ModelDeploymentSpec) -> Serving:
+        serving = self._serving(md, spec)
+        serving.sync()
+        return Serving(
+            serving.stable_workload(),
+            serving.canary_workload(),
+            serving.endpoint.url,
+            LOCAL_REPLICAS,
+        )
+
+    def analyse(self, md: Mapping[str, Any], spec: ModelDeploymentSpec) -> AnalysisSample | None:
+        serving, name = self._serving(md, spec), md["metadata"]["name"]
+        return analysis_sample(_snapshots(serving, CANARY, name), _snapshots(serving, STABLE, name))
+
+    def apply(
+        self,
+        md: Mapping[str, Any],
+        spec: ModelDeploymentSpec,
+        update: StatusUpdate,
+        strategy: Strategy,
+    ) -> None:
+        assert update.layout is not None
+        serving = self._serving(md, spec)
+        serving.apply(update.layout, canary_weight(update.rollout, strategy))
+        serving.sync()
+
+    def write_status(self, md: Mapping[str, Any], status: Mapping[str, Any]) -> None:
+        self.ctx.store.save({**md, "status": dict(status)})
+
+    def event(self, md: Mapping[str, Any], notice: Notice) -> None:
+        self.ctx.event(md, notice.reason, notice.message, notice.type)
+
+    def scrape(self, md: Mapping[str, Any], spec: ModelDeploymentSpec) -> Scrape:
+        serving, name = self._serving(md, spec), md["metadata"]["name"]
+        try:
+            return Scrape(fetch_snapshot(serving.endpoint.url + monitoring_path(name)))
+        except SnapshotError as exc:
+            return Scrape(None, str(exc))
+
+    def observed(
+        self,
+        md: Mapping[str, Any],
+        update: StatusUpdate | None,
+        snapshot: MonitoringSnapshot | None,
+    ) -> None:
+        """No metrics locally: the status and the event log say it."""
+
+
+# --- entry points ------------------------------------------------------------------------
 
 
 def reconcile_deployment(ctx: Context, namespace: str, name: str, *, port: int = 0) -> None:
-    md = ctx.store.get(MODEL_DEPLOYMENT, namespace, name)
-    if md is None:
-        return
-    spec = ModelDeploymentSpec.model_validate(md.get("spec") or {})
-    meta = md["metadata"]
-    now = ctx.clock.now()
-    old = dict(md.get("status") or {})
-    state = read_state(old)
-    desired = model_source.desired_model(
-        source=read_source(ctx, namespace, spec),
-        rollback_to=spec.rollback_to,
-        annotation=(meta.get("annotations") or {}).get(ROLLBACK_ANNOTATION),
-        last_token=state.last_token,
-        pin=state.pin,
-        current=state.current,
-        history=state.history,
-        now=now,
-    )
-    strategy = strategy_of(spec)
-    serving = serving_of(ctx, namespace, name, spec, port)
-    serving.sync()
-    stable = serving.stable_workload()
-    canary = serving.canary_workload()
-    analysis = None
-    if rollout.analysis_due(
-        state.rollout, strategy=strategy, replicas=LOCAL_REPLICAS, canary=canary, now=now
-    ):
-        analysis = analysis_sample(
-            _snapshots(serving, CANARY, name), _snapshots(serving, STABLE, name)
-        )
-    decision = rollout.plan(
-        desired=desired.model,
-        current=state.current.ref if state.current else None,
-        rollout=state.rollout,
-        strategy=strategy,
-        replicas=LOCAL_REPLICAS,
-        stable=stable,
-        canary=canary,
-        analysis=analysis,
-        rolled_back=state.rolled_back,
-        now=now,
-        manual=desired.manual,
-    )
-    update = deployment_status.next_status(
-        old=old,
-        generation=meta.get("generation"),
-        desired=desired,
-        decision=decision,
-        stable=stable,
-        canary=canary,
-        history_limit=spec.revision_history_limit,
-        endpoint=serving.endpoint.url,
-        strategy=strategy,
-        replicas=LOCAL_REPLICAS,
-        now=now,
-    )
-    assert update.layout is not None
-    serving.apply(update.layout, canary_weight(update.rollout, strategy))
-    serving.sync()
-    if update.status != old:
-        ctx.store.save({**md, "status": update.status})
-    for notice in update.events:
-        ctx.event(md, notice.reason, notice.message, notice.type)
-
-
-# --- monitoring --------------------------------------------------------------------------
+    deployments.reconcile_deployment(LocalDeployments(ctx, port), namespace, name)
 
 
 def scrape_due(md: Mapping[str, Any], spec: ModelDeploymentSpec, ctx: Context) -> bool:
-    status = md.get("status") or {}
-    if not spec.monitoring.enabled or not status.get("currentModel"):
-        return False
-    last = parse_time((status.get("monitoring") or {}).get("lastScrapeTime"))
-    if last is None:
-        return True
-    return (ctx.clock.now() - last).total_seconds() >= spec.monitoring.scrape_interval_seconds
+    due = next_scrape(md.get("status") or {}, spec, ctx.clock.now())
+    return due is not None and ctx.clock.now() >= due
 
 
 def scrape_deployment(ctx: Context, namespace: str, name: str, *, force: bool = False) -> None:
     """Read the endpoint's monitoring snapshot into ``status.monitoring`` when due."""
     md = ctx.store.get(MODEL_DEPLOYMENT, namespace, name)
-    serving = ctx.servings.get((namespace, name))
-    if md is None or serving is None:
+    if md is None or (namespace, name) not in ctx.servings:
         return
-    spec = ModelDeploymentSpec.model_validate(md.get("spec") or {})
-    if not force and not scrape_due(md, spec, ctx):
-        return
-    now = ctx.clock.now()
-    url = serving.endpoint.url + monitoring_path(name)
     try:
-        snapshot = fetch_snapshot(url)
-    except SnapshotError as exc:
-        monitoring, reachable, message = None, False, str(exc)
-    else:
-        monitoring = monitoring_status(snapshot, scraped_at=cond.timestamp(now))
-        reachable = True
-        message = scrape_message(snapshot)
-    old = dict(md.get("status") or {})
-    before = cond.get(old.get("conditions"), METRICS_AVAILABLE)
-    status = with_monitoring(
-        old,
-        monitoring,
-        reachable=reachable,
-        message=message,
-        now=now,
-        generation=md["metadata"].get("generation"),
-    )
-    if status != old:
-        ctx.store.save({**md, "status": status})
-    was_reachable = before is None or before.get("status") == "True"
-    if was_reachable and not reachable:
-        ctx.event(md, "MetricsUnavailable", f"cannot read the model server: {message}", "Warning")
-    elif before is not None and before.get("status") == "False" and reachable:
-        ctx.event(md, "MetricsAvailable", f"the model server answers again: {message}")
+        spec = ModelDeploymentSpec.model_validate(md.get("spec") or {})
+    except ValidationError:
+        return  # the reconcile reports it
+    if force or scrape_due(md, spec, ctx):
+        deployments.scrape_deployment(LocalDeployments(ctx), namespace, name)
