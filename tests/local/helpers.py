@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from testsupport import scaled, wait_until
 
 PIPELINE_YAML = """\
 apiVersion: perennial.dev/v1alpha1
@@ -75,33 +75,17 @@ def read_object(state: Path, plural: str, name: str, namespace: str = "default")
         return None
 
 
-# One generous deadline for every wait, scaled by the factor the integration harness uses
-# too (tests/integration/harness/deadlines.py): real training runs in subprocesses here.
+# One generous deadline for every wait: the one every test folder shares
+# (tests/testsupport), longer here because real training runs in subprocesses.
 DEADLINE_SECONDS = 90.0
-FACTOR_VARIABLE = "PERENNIAL_TEST_TIMEOUT_FACTOR"
 
 
 def deadline() -> float:
     """:data:`DEADLINE_SECONDS` times ``$PERENNIAL_TEST_TIMEOUT_FACTOR`` (default 1)."""
-    raw = os.environ.get(FACTOR_VARIABLE, "").strip() or "1"
-    try:
-        factor = float(raw)
-    except ValueError:
-        factor = 0.0
-    if not 0 < factor < float("inf"):
-        raise ValueError(f"{FACTOR_VARIABLE}={raw!r}: give a positive number, or unset it for 1")
-    return DEADLINE_SECONDS * factor
+    return scaled(DEADLINE_SECONDS)
 
 
 def wait_for(what: str, done: Callable[[], Any], step: float = 0.2) -> Any:
-    """Call ``done`` every ``step`` seconds until it returns something truthy; fail after
-    the :func:`deadline`."""
-    limit = deadline()
-    ends = time.monotonic() + limit
-    while True:
-        value = done()
-        if value:
-            return value
-        if time.monotonic() > ends:
-            raise AssertionError(f"timed out after {limit:g} s waiting for {what}")
-        time.sleep(step)
+    """Poll ``done`` (fast at first, then every ``step`` seconds) until it returns
+    something truthy; fail after the :func:`deadline`."""
+    return wait_until(done, what=what, timeout=DEADLINE_SECONDS, max_interval=step)

@@ -16,7 +16,7 @@ import pytest
 from perennial.cli import main
 from perennial.local.store import StateStore
 
-from .helpers import read_object, wait_for, write_manifests
+from .helpers import deadline, read_object, wait_for, write_manifests
 
 
 def test_local_refuses_a_bad_manifest(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -94,7 +94,7 @@ def test_local_speed_runs_the_runners_clock_faster(tmp_path: Path, manifests_dir
         )[:2]
     finally:
         process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=60) == 0
+        assert process.wait(timeout=deadline()) == 0
         log.close()
     # The schedule times each run consumed (the perennial.dev/consumed annotation): cron
     # boundaries of the runner's clock, at least an hour apart.

@@ -20,7 +20,7 @@ from perennial.api.constants import MODEL_DEPLOYMENT, TRAINING_PIPELINE, TRAININ
 from perennial.local.clock import ManualClock
 from perennial.local.runner import Runner
 
-from .helpers import wait_for, write_manifests
+from .helpers import deadline, wait_for, write_manifests
 
 DECAY = (
     "    performanceDecay: {deploymentRef: {name: bc}, threshold: 0.8, "
@@ -30,7 +30,7 @@ DECAY = (
 
 def _post(url: str, path: str, body: Any) -> Any:
     host, port = url.removeprefix("http://").split(":")
-    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+    conn = http.client.HTTPConnection(host, int(port), timeout=deadline())
     try:
         conn.request("POST", path, json.dumps(body), {"Content-Type": "application/json"})
         response = conn.getresponse()

@@ -11,6 +11,8 @@ from typing import Any
 import pytest
 import yaml
 
+from testsupport import scaled
+
 REPO = Path(__file__).resolve().parents[2]
 MANIFESTS = REPO / "manifests"
 
@@ -31,7 +33,7 @@ def kustomize() -> Callable[[str], Objects]:
                 [kubectl, "kustomize", str(MANIFESTS / relative)],
                 capture_output=True,
                 text=True,
-                timeout=60,
+                timeout=scaled(60),
                 check=False,
             )
             assert result.returncode == 0, f"kubectl kustomize {relative}:\n{result.stderr}"

@@ -29,6 +29,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from perennial.k8s import metrics as operator_metrics
 from perennial.k8s.serving import common_labels, pod_template
 from perennial_runtime.contract import MIN_DRIFT_SAMPLES, TrainConfig
+from testsupport import deadline
 
 REPO = Path(__file__).resolve().parents[2]
 DASHBOARD = REPO / "manifests" / "monitoring" / "dashboards" / "perennial.json"
@@ -143,7 +144,7 @@ def model_server_page(tmp_path_factory: pytest.TempPathFactory) -> str:
         names = [c for c in frame.columns if c != "target"]
         rows = frame[names].to_numpy(dtype=float)
         targets = frame["target"].tolist()
-        with httpx.Client(base_url=server.url, timeout=10) as client:
+        with httpx.Client(base_url=server.url, timeout=deadline()) as client:
             answered = 0
             while answered < MIN_DRIFT_SAMPLES:  # enough rows for a drift verdict
                 response = client.post("/predict", json={"instances": rows.tolist()})

@@ -28,6 +28,7 @@ from typing import Any
 import pytest
 
 from perennial_runtime.contract import ModelMetadata, TrainConfig, TrainResult
+from testsupport import deadline, wait_until
 
 # Small, fast defaults per dataset.
 DATASET_TASKS = {
@@ -286,7 +287,8 @@ def s3_bucket(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[s
 
 # --- a real MLflow tracking server (tests of perennial_runtime.tracking) ---------------
 
-MLFLOW_START_SECONDS = 180.0  # schema migrations on a busy 2-core machine took ~55 s
+# Longer than the one deadline: schema migrations on a busy 2-core machine took ~55 s.
+MLFLOW_START_SECONDS = 180.0  # times $PERENNIAL_TEST_TIMEOUT_FACTOR
 
 
 @pytest.fixture(scope="session")
@@ -297,7 +299,6 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     import socket
     import subprocess
     import sys
-    import time
     import urllib.error
     import urllib.request
 
@@ -323,30 +324,30 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
         start_new_session=True,  # its uvicorn child is in the same group: stop both
     )  # fmt: skip
-    factor = float(os.environ.get("PERENNIAL_TEST_TIMEOUT_FACTOR", "").strip() or "1")
-    deadline = time.monotonic() + MLFLOW_START_SECONDS * factor
+
+    def healthy() -> bool:
+        if process.poll() is not None:
+            pytest.fail(f"mlflow server exited: {(root / 'server.log').read_text()[-2000:]}")
+        with urllib.request.urlopen(f"{uri}/health", timeout=deadline()) as response:
+            return bool(response.status == 200)
+
     try:
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"mlflow server exited: {(root / 'server.log').read_text()[-2000:]}")
-            try:
-                with urllib.request.urlopen(f"{uri}/health", timeout=5) as response:
-                    if response.status == 200:
-                        break
-            except (urllib.error.URLError, OSError):
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(
-                    f"mlflow server not healthy: {(root / 'server.log').read_text()[-2000:]}"
-                )
-            time.sleep(0.2)
+        try:
+            wait_until(
+                healthy,
+                what="mlflow server healthy",
+                timeout=MLFLOW_START_SECONDS,
+                ignoring=(urllib.error.URLError, OSError),
+            )
+        except AssertionError as exc:
+            pytest.fail(f"{exc}: {(root / 'server.log').read_text()[-2000:]}")
         yield uri
     finally:
         import signal
 
         os.killpg(process.pid, signal.SIGTERM)
         try:
-            process.wait(timeout=30)
+            process.wait(timeout=deadline())
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()

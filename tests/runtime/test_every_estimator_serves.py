@@ -15,6 +15,7 @@ import pytest
 from perennial_runtime.contract import CLASSIFIERS, REGRESSORS
 from perennial_runtime.serve.config import ServeConfig
 from perennial_runtime.serve.embedded import EmbeddedServer
+from testsupport import deadline
 
 # Small models: the point is that they load and answer, not that they are good.
 SMALL: dict[str, dict[str, Any]] = {
@@ -38,9 +39,9 @@ def test_trained_model_is_served(trained_run: Any, dataset: str, estimator: str)
     run = trained_run(dataset, estimator=estimator, params=SMALL.get(estimator, {}))
     server = EmbeddedServer(ServeConfig(model_uri=run.model_uri, sha256=run.sha256)).start()
     try:
-        server.wait_ready()
+        server.wait_ready(deadline())
         rows = run.metadata.sample.instances[:3]
-        with httpx.Client(base_url=server.url, timeout=10) as client:
+        with httpx.Client(base_url=server.url, timeout=deadline()) as client:
             answer = client.post("/predict", json={"instances": rows})
         assert answer.status_code == 200, answer.text
         body = answer.json()

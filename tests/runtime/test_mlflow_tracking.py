@@ -5,7 +5,6 @@ Real training on iris; everything is read back through MLflow's own client.
 
 from __future__ import annotations
 
-import os
 import socket
 from collections.abc import Callable
 from pathlib import Path
@@ -25,6 +24,7 @@ from perennial_runtime.contract import (
 )
 from perennial_runtime.training.report import size_of
 from perennial_runtime.training.trainer import train, write_result
+from testsupport import scaled
 
 pytest.importorskip("mlflow")
 from mlflow.tracking import MlflowClient
@@ -282,8 +282,7 @@ def test_the_local_runner_finalizes_in_a_process(
     process = start_finalize(body, verdict, tmp_path / "job")
     assert process is not None
     try:
-        factor = float(os.environ.get("PERENNIAL_TEST_TIMEOUT_FACTOR", "").strip() or "1")
-        code = process.wait(timeout=120 * factor)
+        code = process.wait(timeout=scaled(120))
     except subprocess.TimeoutExpired:
         process.kill()
         raise

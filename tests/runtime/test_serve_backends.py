@@ -22,6 +22,7 @@ from perennial_runtime import artifacts
 from perennial_runtime.compiled.onnx_layout import EMBEDDED_SHA256_ATTRIBUTE
 from perennial_runtime.serve.config import ServeConfig
 from perennial_runtime.serve.embedded import EmbeddedServer
+from testsupport import deadline
 
 MODELS = {
     "logistic": (
@@ -64,8 +65,8 @@ def serve(run: Any, **overrides: Any) -> EmbeddedServer:
 
 
 def answers(server: EmbeddedServer, run: Any, rows: list[Any]) -> dict[str, Any]:
-    server.wait_ready()
-    with httpx.Client(base_url=server.url, timeout=30) as client:
+    server.wait_ready(deadline())
+    with httpx.Client(base_url=server.url, timeout=deadline()) as client:
         meta = client.get(f"/v2/models/{run.metadata.run}").json()["parameters"]
         batch = client.post("/predict", json={"instances": rows})
         assert batch.status_code == 200, batch.text
@@ -121,8 +122,8 @@ def forest_copy(runs: dict[str, Any], tmp_path: Path) -> Path:
 
 def refused(server: EmbeddedServer) -> str:
     with pytest.raises(RuntimeError) as failure:
-        server.wait_ready()
-    with httpx.Client(base_url=server.url) as client:
+        server.wait_ready(deadline())
+    with httpx.Client(base_url=server.url, timeout=deadline()) as client:
         assert client.get("/v2/health/live").status_code == 200
         ready = client.get("/v2/health/ready")
         assert ready.status_code == 503 and ready.json()["state"] == "failed"
@@ -130,8 +131,8 @@ def refused(server: EmbeddedServer) -> str:
 
 
 def backend_of(server: EmbeddedServer, run_name: str) -> dict[str, Any]:
-    server.wait_ready()
-    with httpx.Client(base_url=server.url) as client:
+    server.wait_ready(deadline())
+    with httpx.Client(base_url=server.url, timeout=deadline()) as client:
         parameters: dict[str, Any] = client.get(f"/v2/models/{run_name}").json()["parameters"]
         metrics = client.get("/metrics").text
     info = [line for line in metrics.splitlines() if line.startswith("perennial_model_info{")]

@@ -19,6 +19,7 @@ from sklearn.datasets import load_breast_cancer, load_diabetes, load_iris
 
 from perennial_runtime.serve.config import ServeConfig
 from perennial_runtime.serve.embedded import EmbeddedServer
+from testsupport import deadline
 
 LOGISTIC = {"estimator": "LogisticRegression", "params": {"max_iter": 1000}}
 
@@ -26,7 +27,7 @@ LOGISTIC = {"estimator": "LogisticRegression", "params": {"max_iter": 1000}}
 def serve(run: Any, **overrides: Any) -> EmbeddedServer:
     server = EmbeddedServer(ServeConfig(model_uri=run.model_uri, sha256=run.sha256, **overrides))
     server.start()
-    server.wait_ready()
+    server.wait_ready(deadline())
     return server
 
 
@@ -38,7 +39,7 @@ def iris_run(trained_run: Any) -> Any:
 @pytest.fixture(scope="module")
 def iris(iris_run: Any) -> Iterator[tuple[httpx.Client, str]]:
     server = serve(iris_run)
-    with httpx.Client(base_url=server.url, timeout=10) as client:
+    with httpx.Client(base_url=server.url, timeout=deadline()) as client:
         yield client, f"/v2/models/{iris_run.metadata.run}/infer"
     server.stop()
 
@@ -157,7 +158,7 @@ def test_values_beyond_single_precision_are_a_422_alone_or_in_a_batch(
         names = [f.name for f in run.metadata.features]
         server = serve(run, backend=backend)
         try:
-            with httpx.Client(base_url=server.url, timeout=10) as client:
+            with httpx.Client(base_url=server.url, timeout=deadline()) as client:
                 batch = client.post("/predict", json={"instances": rows})
                 alone = client.post("/predict", json={"instances": [rows[3]]})
                 v2 = client.post(
@@ -187,7 +188,7 @@ def test_a_row_gets_the_same_answer_alone_and_in_a_batch(cancer_run: Any, traine
         x = x * rng.uniform(0.5, 2.0, size=x.shape)  # rows the model never saw
         server = serve(run)
         try:
-            with httpx.Client(base_url=server.url, timeout=10) as client:
+            with httpx.Client(base_url=server.url, timeout=deadline()) as client:
                 batch = client.post("/predict", json={"instances": x.tolist()}).json()
                 for i, row in enumerate(x.tolist()):
                     alone = client.post("/predict", json={"instances": [row]}).json()
@@ -235,9 +236,9 @@ def test_a_non_finite_output_is_a_422_naming_the_row_and_feature(
         backend=backend,
     )
     server = EmbeddedServer(config).start()
-    server.wait_ready()
+    server.wait_ready(deadline())
     try:
-        with httpx.Client(base_url=server.url, timeout=10) as client:
+        with httpx.Client(base_url=server.url, timeout=deadline()) as client:
             fine = client.post("/predict", json={"instances": [[0.5, 1.0]]})
             assert fine.status_code == 200, fine.text
             rows = [[0.5, 1.0], [0.1, 1e30], [0.2, -1e30]]
@@ -334,7 +335,7 @@ def test_mutated_requests_are_never_a_5xx(which: str, cancer_run: Any, mixed_run
     columns = [[row[j] for row in sample] for j in range(len(names))]
     server = serve(run)
     try:
-        with httpx.Client(base_url=server.url, timeout=10) as client:
+        with httpx.Client(base_url=server.url, timeout=deadline()) as client:
             served = client.post("/predict", json={"instances": sample}).json()
             infer = f"/v2/models/{run.metadata.run}/infer"
             datatype = "FP64" if which == "cancer" else "BYTES"

@@ -22,6 +22,7 @@ from perennial_runtime.contract import MonitoringSnapshot
 from perennial_runtime.drift import MIN_DRIFT_SAMPLES
 from perennial_runtime.serve.config import ServeConfig
 from perennial_runtime.serve.embedded import EmbeddedServer
+from testsupport import deadline
 
 LOGISTIC = {"estimator": "LogisticRegression", "params": {"max_iter": 1000}}
 
@@ -32,7 +33,7 @@ def config_for(run: Any, **overrides: Any) -> ServeConfig:
 
 def serve(config: ServeConfig) -> EmbeddedServer:
     server = EmbeddedServer(config).start()
-    server.wait_ready()
+    server.wait_ready(deadline())
     return server
 
 
@@ -44,7 +45,7 @@ def cancer_run(trained_run: Any) -> Any:
 @pytest.fixture(scope="module")
 def cancer(cancer_run: Any) -> Iterator[httpx.Client]:
     server = serve(config_for(cancer_run, max_rows=50, max_body_bytes=64 * 1024))
-    with httpx.Client(base_url=server.url, timeout=10) as client:
+    with httpx.Client(base_url=server.url, timeout=deadline()) as client:
         yield client
     server.stop()
 
@@ -337,7 +338,7 @@ def test_drift_score_rises_for_a_shifted_feature(
     window = len(rows)
     server = serve(config_for(cancer_run, drift_window=window))
     try:
-        with httpx.Client(base_url=server.url, timeout=10) as client:
+        with httpx.Client(base_url=server.url, timeout=deadline()) as client:
             run = cancer_run.metadata.run
             few = client.post("/predict", json={"instances": rows[:50].tolist()})
             assert few.status_code == 200
@@ -386,7 +387,7 @@ def test_live_accuracy_from_feedback(cancer_run: Any, cancer_data: pd.DataFrame)
     names = features_of(cancer_run)
     server = serve(config_for(cancer_run, feedback_window=100, prediction_cache_rows=1000))
     try:
-        with httpx.Client(base_url=server.url, timeout=10) as client:
+        with httpx.Client(base_url=server.url, timeout=deadline()) as client:
             x = cancer_data[names].to_numpy(dtype=float)
             y = cancer_data["target"].to_numpy()
             first = client.post("/predict", json={"instances": x[:100].tolist()}).json()
@@ -460,7 +461,7 @@ def test_regression_model(trained_run: Any) -> None:
     names = features_of(run)
     server = serve(config_for(run, feedback_window=200))
     try:
-        with httpx.Client(base_url=server.url, timeout=10) as client:
+        with httpx.Client(base_url=server.url, timeout=deadline()) as client:
             meta = client.get(f"/v2/models/{run.metadata.run}").json()
             assert [o["name"] for o in meta["outputs"]] == ["predict"]
             assert meta["parameters"]["backend"] == "numpy"
@@ -506,7 +507,7 @@ def test_regression_model(trained_run: Any) -> None:
 def test_categorical_and_boolean_features(mixed_run: Any) -> None:
     server = serve(config_for(mixed_run))
     try:
-        with httpx.Client(base_url=server.url, timeout=10) as client:
+        with httpx.Client(base_url=server.url, timeout=deadline()) as client:
             meta = client.get("/v2/models/mixed").json()
             assert [(i["name"], i["datatype"]) for i in meta["inputs"]] == [
                 ("x1", "FP64"),

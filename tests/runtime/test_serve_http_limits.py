@@ -17,8 +17,10 @@ import pytest
 
 from perennial_runtime.serve.config import ServeConfig
 from perennial_runtime.serve.embedded import EmbeddedServer
+from testsupport import deadline
 
-BOUND = 20.0  # seconds a socket read may block before the test fails (a hung server)
+# Seconds a socket read may block before the test fails (a hung server): the one deadline.
+BOUND = deadline()
 
 
 def answer(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
@@ -80,7 +82,7 @@ def run(trained_run: Any) -> Any:
 def start(run: Any, **limits: Any) -> EmbeddedServer:
     config = ServeConfig(model_uri=run.model_uri, sha256=run.sha256, **limits)
     server = EmbeddedServer(config).start()
-    server.wait_ready()
+    server.wait_ready(BOUND)
     return server
 
 

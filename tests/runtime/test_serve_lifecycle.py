@@ -15,7 +15,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from perennial_runtime.serve import main
 from perennial_runtime.serve.config import ServeConfig, available_cores, parse_args
 from perennial_runtime.serve.embedded import EmbeddedServer
 from perennial_runtime.serve.model import load
+from testsupport import deadline, wait_until
 
 LOGISTIC = {"estimator": "LogisticRegression", "params": {"max_iter": 1000}}
 
@@ -51,16 +51,14 @@ def free_port() -> int:
         return port
 
 
-def wait_for(predicate: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if predicate():
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+def wait_for(predicate: Any, what: str) -> None:
+    """Poll until ``predicate`` holds (a refused connection means not yet)."""
+    wait_until(predicate, what=what, ignoring=(httpx.TransportError,))
+
+
+def client_of(url: str) -> httpx.Client:
+    """A client whose requests may take up to the one deadline (a loaded machine)."""
+    return httpx.Client(base_url=url, timeout=deadline())
 
 
 @pytest.fixture
@@ -86,7 +84,7 @@ def subprocess_server(cancer_run: Any) -> Iterator[Any]:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
             try:
-                proc.wait(timeout=15)
+                proc.wait(timeout=deadline())
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
@@ -100,9 +98,9 @@ def test_serve_command_end_to_end(cancer_run: Any, subprocess_server: Any) -> No
             "PERENNIAL_MODEL_NAME": "cancer",
         }
     )
-    with httpx.Client(base_url=url, timeout=5) as client:
-        wait_for(lambda: client.get("/v2/health/live").status_code == 200, 30, "liveness")
-        wait_for(lambda: client.get("/v2/health/ready").status_code == 200, 30, "readiness")
+    with client_of(url) as client:
+        wait_for(lambda: client.get("/v2/health/live").status_code == 200, "liveness")
+        wait_for(lambda: client.get("/v2/health/ready").status_code == 200, "readiness")
         assert client.get("/v2/models/cancer/ready").status_code == 200
         sample = cancer_run.metadata.sample
         body = {
@@ -117,7 +115,7 @@ def test_serve_command_end_to_end(cancer_run: Any, subprocess_server: Any) -> No
         assert response.json()["outputs"][0]["data"] == sample.predictions[:2]
         assert "perennial_requests_total" in client.get("/metrics").text
     proc.send_signal(signal.SIGTERM)
-    output, _ = proc.communicate(timeout=20)
+    output, _ = proc.communicate(timeout=deadline())
     # uvicorn shuts down gracefully, then re-raises SIGTERM (exit status 143 in a pod)
     assert proc.returncode in (0, -signal.SIGTERM), output
     assert "Application shutdown complete" in output
@@ -131,12 +129,13 @@ def test_serve_with_two_workers(cancer_run: Any, subprocess_server: Any) -> None
 
     def every_worker_ready() -> bool:
         # a fresh connection per probe, so the probes reach both worker processes
-        return all(httpx.get(f"{url}/v2/health/ready").status_code == 200 for _ in range(20))
+        probes = (httpx.get(f"{url}/v2/health/ready", timeout=deadline()) for _ in range(20))
+        return all(probe.status_code == 200 for probe in probes)
 
-    wait_for(every_worker_ready, 60, "both workers to be ready")
+    wait_for(every_worker_ready, "both workers to be ready")
     rows = cancer_run.metadata.sample.instances[:3]
     for _ in range(10):
-        response = httpx.post(f"{url}/predict", json={"instances": rows})
+        response = httpx.post(f"{url}/predict", json={"instances": rows}, timeout=deadline())
         assert response.status_code == 200, response.text
         assert response.json()["predictions"] == cancer_run.metadata.sample.predictions[:3]
     assert proc.poll() is None
@@ -145,7 +144,7 @@ def test_serve_with_two_workers(cancer_run: Any, subprocess_server: Any) -> None
 def refused(server: EmbeddedServer, client: httpx.Client) -> str:
     """Assert the model never became ready; returns the reason in the readiness body."""
     with pytest.raises(RuntimeError) as failure:
-        server.wait_ready()
+        server.wait_ready(deadline())
     assert client.get("/v2/health/live").status_code == 200  # the process stays up
     ready = client.get("/v2/health/ready")
     assert ready.status_code == 503
@@ -167,7 +166,7 @@ def test_tampered_model_never_becomes_ready(
     with (
         caplog.at_level(logging.ERROR, logger="perennial_runtime.serve"),
         EmbeddedServer(config) as server,
-        httpx.Client(base_url=server.url, timeout=5) as client,
+        client_of(server.url) as client,
     ):
         reason = refused(server, client)
         assert "sha256 mismatch" in reason and "refusing to load it" in reason
@@ -184,7 +183,7 @@ def test_truncated_model_never_becomes_ready(cancer_run: Any, run_copy: Path) ->
     model = run_copy / "model.skops"
     model.write_bytes(model.read_bytes()[:1000])
     config = ServeConfig(model_uri=model.as_uri(), sha256=cancer_run.sha256)
-    with EmbeddedServer(config) as server, httpx.Client(base_url=server.url) as client:
+    with EmbeddedServer(config) as server, client_of(server.url) as client:
         assert "(1000 bytes)" in refused(server, client)
 
 
@@ -194,7 +193,7 @@ def test_metadata_of_another_model_is_refused(cancer_run: Any, run_copy: Path) -
     meta["model"]["sha256"] = "0" * 64
     meta_path.write_text(json.dumps(meta))
     config = ServeConfig(model_uri=(run_copy / "model.skops").as_uri(), sha256=cancer_run.sha256)
-    with EmbeddedServer(config) as server, httpx.Client(base_url=server.url) as client:
+    with EmbeddedServer(config) as server, client_of(server.url) as client:
         assert "describes a different model file" in refused(server, client)
 
 
@@ -204,7 +203,7 @@ def test_failed_smoke_test_never_becomes_ready(cancer_run: Any, run_copy: Path) 
     meta["sample"]["predictions"][3] = 1 - meta["sample"]["predictions"][3]
     meta_path.write_text(json.dumps(meta))
     config = ServeConfig(model_uri=(run_copy / "model.skops").as_uri(), sha256=cancer_run.sha256)
-    with EmbeddedServer(config) as server, httpx.Client(base_url=server.url) as client:
+    with EmbeddedServer(config) as server, client_of(server.url) as client:
         reason = refused(server, client)
         assert "smoke test failed: 1 of 20 sample rows differ" in reason
         assert "row 3" in reason
@@ -215,7 +214,7 @@ def test_ready_only_after_loading_and_smoke_test(cancer_run: Any) -> None:
     smoke_done = threading.Event()
 
     def gated_load(config: ServeConfig) -> Any:
-        gate.wait(timeout=30)
+        gate.wait(timeout=deadline())
         served = load(config)  # the real verification, load and smoke test
         smoke_done.set()
         return served
@@ -225,7 +224,7 @@ def test_ready_only_after_loading_and_smoke_test(cancer_run: Any) -> None:
     )
     with (
         EmbeddedServer(config, loader=gated_load) as server,
-        httpx.Client(base_url=server.url) as client,
+        client_of(server.url) as client,
     ):
         assert client.get("/v2/health/live").status_code == 200  # listening while loading
         ready = client.get("/v2/health/ready")
@@ -236,7 +235,7 @@ def test_ready_only_after_loading_and_smoke_test(cancer_run: Any) -> None:
         assert client.post("/predict", json={"instances": [[0.0] * 30]}).status_code == 503
         assert not smoke_done.is_set()
         gate.set()
-        server.wait_ready()
+        server.wait_ready(deadline())
         assert smoke_done.is_set()
         assert client.get("/v2/health/ready").status_code == 200
         assert client.get("/v2/models/cancer/ready").json() == {"name": "cancer", "ready": True}
@@ -246,11 +245,11 @@ def test_missing_artifacts_are_retried(cancer_run: Any, tmp_path: Path) -> None:
     """Storage errors are transient: the server keeps trying until the files appear."""
     folder = tmp_path / "later"
     config = ServeConfig(model_uri=(folder / "model.skops").as_uri(), sha256=cancer_run.sha256)
-    with EmbeddedServer(config) as server, httpx.Client(base_url=server.url) as client:
-        wait_for(lambda: "retrying" in client.get("/v2/health/ready").text, 10, "a retry")
+    with EmbeddedServer(config) as server, client_of(server.url) as client:
+        wait_for(lambda: "retrying" in client.get("/v2/health/ready").text, "a retry")
         assert client.get("/v2/health/ready").json()["state"] == "loading"
         shutil.copytree(cancer_run.run_dir, folder)
-        server.wait_ready(timeout=15)
+        server.wait_ready(deadline())
         assert client.get("/v2/health/ready").status_code == 200
 
 
@@ -258,9 +257,9 @@ def test_insecure_skip_verify_still_checks_metadata(cancer_run: Any, run_copy: P
     model = run_copy / "model.skops"
     ok = ServeConfig(model_uri=model.as_uri(), sha256=None, insecure_skip_verify=True)
     with EmbeddedServer(ok) as server:
-        server.wait_ready()
+        server.wait_ready(deadline())
     model.write_bytes(model.read_bytes()[:-10])
-    with EmbeddedServer(ok) as server, httpx.Client(base_url=server.url) as client:
+    with EmbeddedServer(ok) as server, client_of(server.url) as client:
         assert "sha256 mismatch" in refused(server, client)
 
 

@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from perennial_runtime.contract import TERMINATION_MESSAGE_LIMIT, ExitCode, TrainResult
+from testsupport import scaled
 
 
 def run_cli(
@@ -27,7 +28,7 @@ def run_cli(
         cwd=cwd,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=scaled(120),
         check=False,
     )
 

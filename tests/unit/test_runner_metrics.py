@@ -9,6 +9,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from perennial.k8s import metrics
+from testsupport import deadline
 
 EXPECTED = {
     "perennial_runs_started": ("counter", {"namespace", "pipeline", "trigger"}),
@@ -72,7 +73,7 @@ def test_the_metrics_server_serves_our_registry_once() -> None:
     with pytest.raises(RuntimeError, match="already runs"):
         metrics.start_metrics_server(port + 1 if port < 65535 else port - 1, addr="127.0.0.1")
 
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=deadline()) as response:
         text = response.read().decode()
     served = {family.name for family in text_string_to_metric_families(text)}
     assert set(EXPECTED) <= served

@@ -19,6 +19,8 @@ import aiohttp
 import kmock
 import pytest
 
+from testsupport import deadline
+
 NAMESPACE = "perennial-test"
 DISCOVERY = re.compile(r"/api|/apis|/api/v1|/apis/[^/?]+/[^/?]+")
 STARTUP_TIMEOUT = 30.0
@@ -106,7 +108,7 @@ async def _stop(process: asyncio.subprocess.Process) -> str:
     if process.returncode is None:
         process.send_signal(signal.SIGTERM)
     try:
-        output, _ = await asyncio.wait_for(process.communicate(), timeout=30)
+        output, _ = await asyncio.wait_for(process.communicate(), timeout=deadline())
     except TimeoutError:
         process.kill()
         raise

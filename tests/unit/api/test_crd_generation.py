@@ -15,6 +15,7 @@ from perennial import api
 from perennial.api.crdgen import HEADER, KINDS, crd, generate, kind_info, write_crds
 from perennial.api.structural import SchemaError, model_schema, structural_problems
 from perennial_runtime.contract import CLASSIFIERS, ESTIMATORS, METRICS, REGRESSORS
+from testsupport import scaled
 
 from .crd_support import CRD_DIR, ROOT, compile_rule, load_crd, openapi, walk
 
@@ -43,7 +44,7 @@ def test_cli_check_passes_on_the_repository() -> None:
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=scaled(60),
         check=False,
     )
     assert done.returncode == 0, done.stderr

@@ -27,17 +27,20 @@ from perennial.k8s.notifications import (
     cloud_event,
     notification_settings,
 )
+from testsupport import deadline
 
 FAST = NotificationSettings(backoff_base=0.001, backoff_max=0.002)
 
 
-async def until(predicate: Callable[[], Any], what: str, timeout: float = 10.0) -> None:
-    """Wait for a condition (polling); fail with ``what`` if it never holds."""
+async def until(predicate: Callable[[], Any], what: str) -> None:
+    """Wait for a condition (polling); fail with ``what`` if it never holds within the one
+    deadline (``testsupport``)."""
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
+    limit = deadline()
+    ends = loop.time() + limit
     while not predicate():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
+        if loop.time() > ends:
+            raise AssertionError(f"timed out after {limit:g} s waiting for {what}")
         await asyncio.sleep(0.005)
 
 
