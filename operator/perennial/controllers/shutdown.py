@@ -11,7 +11,9 @@ leftover task ended with. So every loop of ours:
   the ``n`` seconds pass; when that task is a leftover, kopf re-raises the ``TimeoutError``
   and the operator exits with an error (under load, often);
 - also ends when :func:`requested` says so: kopf runs the cleanup handlers (which set the
-  flag) before it waits for the leftovers, so a respawned loop ends at its next turn.
+  flag and close the :class:`~perennial.controllers.wakeups.Wakeups`, waking every sleeper
+  and refusing new sleeps) before it waits for the leftovers, so a respawned loop ends at
+  its next turn instead of sleeping until kopf cancels it.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ import weakref
 from typing import Any, Final
 
 import kopf
+
+from perennial.controllers.wakeups import Wakeups
 
 __all__ = ["MEMO_KEY", "register", "requested"]
 
@@ -36,6 +40,9 @@ def operator_stopping(memo: kopf.Memo, **_: Any) -> None:
     flag = memo.get(MEMO_KEY)
     if isinstance(flag, threading.Event):
         flag.set()
+    for value in memo.values():
+        if isinstance(value, Wakeups):
+            value.close()  # sleeping loops end now; a respawned one does not sleep
 
 
 def requested(memo: kopf.Memo) -> bool:

@@ -25,6 +25,7 @@ class Wakeups:
         self._loop = loop
         self._lock = threading.Lock()
         self._events: dict[Key, asyncio.Event] = {}
+        self._closed = False
 
     def _event(self, key: Key) -> asyncio.Event:
         with self._lock:
@@ -46,6 +47,18 @@ class Wakeups:
         for event in events:
             self._loop.call_soon_threadsafe(event.set)
 
+    def close(self) -> None:
+        """The operator is exiting: wake every sleeper, and let no one sleep again (a loop
+        kopf respawns while it drains its queues must end at once, not wait for kopf to
+        cancel it after its 5 s grace)."""
+        with self._lock:
+            self._closed = True
+        self.wake_all()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     async def sleep(
         self,
         kind: str,
@@ -56,6 +69,8 @@ class Wakeups:
     ) -> None:
         """Sleep ``seconds`` (None: until woken), or until woken, or until ``stopped``
         (kopf's ``stopped.wait()``) completes."""
+        if self._closed:
+            return
         event = self._event((kind, namespace, name))
         timeout = MAX_SLEEP_SECONDS if seconds is None else min(seconds, MAX_SLEEP_SECONDS)
         waits = {asyncio.ensure_future(event.wait()), asyncio.ensure_future(stopped)}
