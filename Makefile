@@ -58,11 +58,12 @@ bench: install
 bench-serving: install
 	$(PY) -m bench.serving $(BENCH_ARGS)
 
-# The operator at scale on the emulator: N idle pipelines, requests/s at rest, CPU, RSS,
-# trigger and rollout latencies; writes its section of docs/benchmarks.md. Smaller N:
+# The operator at scale on the emulator (the tests' harness: tests/ on the path): N idle
+# pipelines, requests/s at rest, CPU, RSS, trigger and rollout latencies; writes its
+# section of docs/benchmarks.md. Smaller N:
 # make bench-operator BENCH_ARGS="--sizes 100,1000 --window 60"
 bench-operator: install
-	$(PY) -m bench.operator $(BENCH_ARGS)
+	PYTHONPATH=tests $(PY) -m bench.operator $(BENCH_ARGS)
 
 # Continuous-training triggers on seeded drifting streams, driven through `perennial local`
 # (predictions, feedback, data file updates); rewrites the table and plot in docs/ct.md
