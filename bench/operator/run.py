@@ -138,8 +138,23 @@ async def _wait(predicate: Any, timeout: float, what: str, interval: float = 0.0
 
 
 def _objects(emulator: ApiServerEmulator, resource: str) -> list[dict[str, Any]]:
-    """Stored objects of a kind, read in-process (no request)."""
-    return emulator.live_objects(resource)
+    """Stored objects of a kind, read in-process (no request, no copy: read only)."""
+    wanted = kmock.resource(resource)
+    return [
+        obj.raw
+        for (res, _, _), obj in list(emulator.objects.items())
+        if res == wanted and not obj.deleted
+    ]
+
+
+def _names(emulator: ApiServerEmulator, resource: str) -> list[str]:
+    """The names of the stored objects of a kind, read in-process (no request, no copy)."""
+    wanted = kmock.resource(resource)
+    return [
+        name
+        for (res, _, name), obj in list(emulator.objects.items())
+        if res == wanted and not obj.deleted
+    ]
 
 
 def _object(emulator: ApiServerEmulator, resource: str, name: str) -> dict[str, Any] | None:
@@ -235,9 +250,8 @@ async def _drive(
     # Play the Job controller for every initial run.
     done: set[str] = set()
     while len(done) < n:
-        jobs = [j for j in _objects(emulator, JOBS) if j["metadata"]["name"] not in done]
-        for job in jobs:
-            run = job["metadata"]["name"]
+        jobs = [name for name in _names(emulator, JOBS) if name not in done]
+        for run in jobs:
             await controllers.complete_job(
                 run, NS, termination_message=result_json(run, accuracy=0.9)
             )

@@ -100,10 +100,11 @@ class KubeApi:
             raise
 
     async def list(
-        self, resource: str, namespace: str | None = None
+        self, resource: str, namespace: str | None = None, *, label_selector: str = ""
     ) -> builtins.list[dict[str, Any]]:
-        """All objects (of one namespace, or of all); no selectors: filter in the test."""
-        body = await self._request("GET", resource_path(resource, namespace))
+        """All objects (of one namespace, or of all), or those matching ``label_selector``."""
+        params = {"labelSelector": label_selector} if label_selector else None
+        body = await self._request("GET", resource_path(resource, namespace), params=params)
         items: builtins.list[dict[str, Any]] = body["items"]
         return items
 

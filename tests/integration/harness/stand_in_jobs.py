@@ -31,11 +31,12 @@ class JobStandIn(StandIn):
     """``start_job`` / ``complete_job``: what the Job controller and the kubelet write."""
 
     async def job_pods(self, name: str, namespace: str) -> list[dict[str, Any]]:
-        """The Pods owned by Job ``name`` (by owner uid, as a real client should filter)."""
+        """The Pods owned by Job ``name``: those the Job controller labels with its name,
+        owned by its uid (as a real client should check)."""
         job = await self._api.get(JOBS, name, namespace)
         return [
             pod
-            for pod in await self._api.list(PODS, namespace)
+            for pod in await self._api.list(PODS, namespace, label_selector=f"job-name={name}")
             if any(
                 ref.get("uid") == job["metadata"]["uid"]
                 for ref in pod["metadata"].get("ownerReferences", [])
