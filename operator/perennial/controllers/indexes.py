@@ -56,12 +56,32 @@ def _ns(namespace: str | None) -> str:
 
 
 # --- index functions ---------------------------------------------------------------------
+#
+# The indexes keep what the reconcilers read and no more: the operator's memory grows with
+# every object it watches. ``managedFields`` (the server's field-ownership records, often
+# the largest part of an object) never; Jobs and Pods only their metadata and status (the
+# run reconciler reads ownership, labels, conditions and container states, never a spec).
+
+
+def _kept(body: kopf.Body) -> dict[str, Any]:
+    """The object without ``metadata.managedFields``."""
+    out = dict(body)
+    meta = out.get("metadata")
+    if isinstance(meta, Mapping) and "managedFields" in meta:
+        out["metadata"] = {k: v for k, v in meta.items() if k != "managedFields"}
+    return out
+
+
+def _observed(body: kopf.Body) -> dict[str, Any]:
+    """Metadata and status only (a Job's or Pod's spec is never read)."""
+    kept = _kept(body)
+    return {k: kept[k] for k in ("apiVersion", "kind", "metadata", "status") if k in kept}
 
 
 def perennial_pipelines(
     name: str, namespace: str | None, body: kopf.Body, **_: Any
 ) -> dict[tuple[str, str], dict[str, Any]]:
-    return {(_ns(namespace), name): dict(body)}
+    return {(_ns(namespace), name): _kept(body)}
 
 
 def perennial_watchers(
@@ -79,7 +99,7 @@ def perennial_watchers(
 def perennial_runs(
     name: str, namespace: str | None, body: kopf.Body, **_: Any
 ) -> dict[tuple[str, str], dict[str, Any]]:
-    return {(_ns(namespace), name): dict(body)}
+    return {(_ns(namespace), name): _kept(body)}
 
 
 def perennial_runs_of(
@@ -92,19 +112,19 @@ def perennial_runs_of(
 def perennial_jobs(
     namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any
 ) -> dict[tuple[str, str], dict[str, Any]]:
-    return {(_ns(namespace), labels[LABEL_RUN]): dict(body)}
+    return {(_ns(namespace), labels[LABEL_RUN]): _observed(body)}
 
 
 def perennial_pods(
     namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any
 ) -> dict[tuple[str, str], dict[str, Any]]:
-    return {(_ns(namespace), labels[LABEL_RUN]): dict(body)}
+    return {(_ns(namespace), labels[LABEL_RUN]): _observed(body)}
 
 
 def perennial_deployments(
     name: str, namespace: str | None, body: kopf.Body, **_: Any
 ) -> dict[tuple[str, ...], dict[str, Any]]:
-    copy = dict(body)
+    copy = _kept(body)
     return {(_ns(namespace), name): copy, (_ns(namespace),): copy}
 
 
