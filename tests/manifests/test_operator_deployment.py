@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import re
 import urllib.parse
 from collections.abc import Callable
@@ -11,21 +12,10 @@ from typing import Any
 import pytest
 
 from perennial._version import __version__
+from testsupport.pod_security import restricted_violations
 
 REPO = Path(__file__).resolve().parents[2]
 Build = Callable[[str], list[dict[str, Any]]]
-
-# Volume types the restricted profile allows.
-RESTRICTED_VOLUMES = {
-    "configMap",
-    "csi",
-    "downwardAPI",
-    "emptyDir",
-    "ephemeral",
-    "persistentVolumeClaim",
-    "projected",
-    "secret",
-}
 
 
 def deployments(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -41,29 +31,11 @@ def all_deployments(kustomize: Build) -> list[tuple[str, dict[str, Any]]]:
 
 
 def assert_restricted(pod: dict[str, Any]) -> None:
-    """The checks of the `restricted` Pod Security Standard (v1.32)."""
-    pod_ctx = pod.get("securityContext", {})
-    for forbidden in ("hostNetwork", "hostPID", "hostIPC"):
-        assert not pod.get(forbidden), forbidden
-    for volume in pod.get("volumes", []):
-        types = set(volume) - {"name"}
-        assert types <= RESTRICTED_VOLUMES, volume
-    containers = pod["containers"] + pod.get("initContainers", [])
-    for container in containers:
-        ctx = container.get("securityContext", {})
-        assert ctx.get("privileged") is not True
-        assert ctx.get("allowPrivilegeEscalation") is False
-        assert "ALL" in ctx.get("capabilities", {}).get("drop", [])
-        assert set(ctx.get("capabilities", {}).get("add", [])) <= {"NET_BIND_SERVICE"}
-        run_as_non_root = ctx.get("runAsNonRoot", pod_ctx.get("runAsNonRoot"))
-        assert run_as_non_root is True
-        assert ctx.get("runAsUser", pod_ctx.get("runAsUser")) != 0
-        seccomp = ctx.get("seccompProfile", pod_ctx.get("seccompProfile", {}))
-        assert seccomp.get("type") in {"RuntimeDefault", "Localhost"}
-        for port in container.get("ports", []):
-            assert "hostPort" not in port
-        # Beyond the standard: what the design asks for.
-        assert ctx.get("readOnlyRootFilesystem") is True
+    """The `restricted` Pod Security Standard (testsupport.pod_security), and what the
+    design asks beyond it: a read-only root filesystem."""
+    assert restricted_violations(pod) == []
+    for container in pod["containers"] + pod.get("initContainers", []):
+        assert container.get("securityContext", {}).get("readOnlyRootFilesystem") is True
 
 
 def test_every_operator_pod_is_restricted(kustomize: Build) -> None:
@@ -80,7 +52,7 @@ def test_every_operator_pod_is_restricted(kustomize: Build) -> None:
 
 
 def test_the_restricted_check_catches_a_violation(kustomize: Build) -> None:
-    (deployment,) = deployments(kustomize("base"))
+    (deployment,) = deployments(copy.deepcopy(kustomize("base")))  # the builds are cached
     pod = deployment["spec"]["template"]["spec"]
     pod["containers"][0]["securityContext"]["allowPrivilegeEscalation"] = True
     with pytest.raises(AssertionError):
@@ -195,3 +167,30 @@ def test_image_runs_as_the_deployments_user() -> None:
     assert 'CMD ["run"]' in dockerfile
     # Only the operator extra: the operator image carries no scikit-learn.
     assert '".[operator]"' in dockerfile and "runtime]" not in dockerfile
+
+
+def _pod_templates(obj: dict[str, Any]) -> list[dict[str, Any]]:
+    """The Pod templates an object holds (Pod, workload templates, CronJob's Job's)."""
+    spec = obj.get("spec") or {}
+    if obj.get("kind") == "Pod":
+        return [{"metadata": obj.get("metadata") or {}, "spec": spec}]
+    if "jobTemplate" in spec:
+        spec = spec["jobTemplate"].get("spec") or {}
+    template = spec.get("template")
+    return [template] if isinstance(template, dict) and "spec" in template else []
+
+
+def test_every_shipped_pod_template_is_restricted(kustomize: Build) -> None:
+    builds = [
+        str(path.parent.relative_to(REPO / "manifests"))
+        for path in sorted((REPO / "manifests").rglob("kustomization.yaml"))
+    ]
+    found = 0
+    for build in builds:
+        for obj in kustomize(build):
+            for template in _pod_templates(obj):
+                found += 1
+                annotations = (template.get("metadata") or {}).get("annotations") or {}
+                problems = restricted_violations(template["spec"], annotations)
+                assert problems == [], f"{build}: {obj['kind']}/{obj['metadata']['name']}"
+    assert found >= 4  # the operator's Deployments, at least

@@ -26,6 +26,7 @@ from perennial.k8s.serving import (
     object_patch,
 )
 from perennial_runtime.contract import MIN_DRIFT_SAMPLES
+from testsupport.pod_security import restricted_violations
 
 K8S_VERSION = "1.30"
 MD: dict[str, Any] = {
@@ -120,9 +121,26 @@ def test_deployment_runs_the_model_with_probes_and_rolling_update() -> None:
     assert body["selector"]["matchLabels"].items() <= template["metadata"]["labels"].items()
 
 
+@pytest.mark.parametrize("track", [STABLE, CANARY])
+@pytest.mark.parametrize("model", [PVC_MODEL, S3_MODEL], ids=["pvc", "s3"])
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"image": "mirror.example/runtime:1", "port": 9000, "replicas": 3}],
+    ids=["defaults", "options"],
+)
+def test_every_serving_pod_template_is_restricted(
+    track: str, model: ModelRef, options: dict[str, Any]
+) -> None:
+    deployment = build_deployment(MD, spec(**options), model, track=track, replicas=1)
+    template = deployment["spec"]["template"]
+    annotations = template["metadata"].get("annotations") or {}
+    assert restricted_violations(template["spec"], annotations) == []
+
+
 def test_pods_meet_the_restricted_pod_security_standard() -> None:
     deployment = build_deployment(MD, spec(), PVC_MODEL, track=STABLE, replicas=1)
     pod = deployment["spec"]["template"]["spec"]
+    assert restricted_violations(pod) == []
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
     assert pod["automountServiceAccountToken"] is False

@@ -22,6 +22,7 @@ from perennial.k8s.builders.training_run import (
     rerun_name,
 )
 from perennial_runtime.contract import TrainConfig
+from testsupport.pod_security import restricted_violations
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 K8S_VERSIONS = ("1.30", "1.33")
@@ -56,31 +57,6 @@ def run_body(**spec: Any) -> dict[str, Any]:
     body = build_run(pipeline(**spec), new_run(), champion=None, now=NOW)
     body["metadata"]["uid"] = "tr-uid"
     return body
-
-
-def restricted_violations(pod: dict[str, Any]) -> list[str]:
-    """The restricted Pod Security Standard's checks that apply to our pods."""
-    problems = []
-    pod_sc = pod.get("securityContext", {})
-    for container in pod["containers"]:
-        sc = container.get("securityContext", {})
-        if sc.get("allowPrivilegeEscalation") is not False:
-            problems.append("allowPrivilegeEscalation must be false")
-        if sc.get("capabilities", {}).get("drop") != ["ALL"]:
-            problems.append("capabilities must drop ALL")
-        if not (sc.get("runAsNonRoot") or pod_sc.get("runAsNonRoot")):
-            problems.append("runAsNonRoot")
-        seccomp = (sc.get("seccompProfile") or pod_sc.get("seccompProfile") or {}).get("type")
-        if seccomp not in ("RuntimeDefault", "Localhost"):
-            problems.append("seccomp")
-        if sc.get("privileged"):
-            problems.append("privileged")
-    if pod_sc.get("runAsUser") == 0:
-        problems.append("runAsUser 0")
-    for volume in pod.get("volumes", []):
-        if "hostPath" in volume:
-            problems.append("hostPath")
-    return problems
 
 
 @pytest.mark.parametrize("version", K8S_VERSIONS)
@@ -134,6 +110,35 @@ def test_the_job_is_linked_owned_and_bounded() -> None:
     )
     rule = spec["podFailurePolicy"]["rules"][0]
     assert rule["onExitCodes"]["values"] == list(NON_RETRYABLE_EXIT_CODES)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"data": {"uri": "s3://d/x.csv", "target": "y", "secretRef": {"name": "data-creds"}}},
+        {
+            "artifacts": {
+                "uri": "file:///artifacts/models",
+                "volume": {"claimName": "models", "mountPath": "/artifacts"},
+                "secretRef": {"name": "data-creds"},
+            }
+        },
+        {
+            "tracking": {
+                "mlflow": {
+                    "trackingUri": "https://mlflow.example",
+                    "credentialsSecretRef": {"name": "c"},
+                }
+            }
+        },
+    ],
+    ids=["defaults", "s3-data", "volume-artifacts", "mlflow"],
+)
+def test_every_training_pod_template_is_restricted(options: dict[str, Any]) -> None:
+    template = build_job(run_body(**options))["spec"]["template"]
+    annotations = template["metadata"].get("annotations") or {}
+    assert restricted_violations(template["spec"], annotations) == []
 
 
 def test_the_pod_is_restricted_and_writes_only_to_tmp() -> None:
