@@ -8,6 +8,7 @@ import json
 
 from perennial_runtime.contract import TrackingFinalize, TrackingResult, TrainResult
 
+from .harness import wait_for
 from .training_helpers import Training, result_json, training, validate_job
 
 __all__ = ["training"]
@@ -81,3 +82,50 @@ async def test_a_tracking_server_that_was_down_is_a_warning_not_a_failure(
     assert condition["message"] == warning
     await training.wait_events(run, "ModelBlessed", "TrackingFailed")
     assert "iris-00001-mlflow" not in [j["metadata"]["name"] for j in await training.jobs()]
+
+
+async def test_the_finalize_jobs_end_is_reported_on_the_run(training: Training) -> None:
+    await training.create_pipeline("iris", tracking=MLFLOW)
+    run = await training.finish(
+        "iris-00001", _tracked("iris-00001", TrackingResult(mlflow_run_id="r1", model_version="1"))
+    )
+    await training.wait_job("iris-00001-mlflow")
+    await training.controllers.complete_job(
+        "iris-00001-mlflow",
+        training.namespace,
+        succeeded=False,
+        message="Job has reached the specified backoff limit",
+    )
+
+    async def reported() -> dict[str, object] | None:
+        current = await training.run("iris-00001")
+        found = _condition(current, "TrackingFailed")
+        return current if found["reason"] == "FinalizeFailed" else None
+
+    failed = await wait_for(reported)
+    condition = _condition(failed, "TrackingFailed")
+    assert condition["status"] == "True"
+    assert (
+        "iris-00001-mlflow failed: Job has reached the specified backoff limit"
+        in (condition["message"])
+    )
+    assert failed["status"]["phase"] == "Succeeded"  # the verdict stands
+    await training.wait_events(run, "TrackingFailed")
+
+
+async def test_a_finalize_job_that_succeeded_is_reported_once(training: Training) -> None:
+    await training.create_pipeline("iris", tracking=MLFLOW)
+    run = await training.finish(
+        "iris-00001", _tracked("iris-00001", TrackingResult(mlflow_run_id="r1", model_version="1"))
+    )
+    await training.wait_job("iris-00001-mlflow")
+    await training.controllers.complete_job("iris-00001-mlflow", training.namespace)
+
+    async def finalized() -> dict[str, object] | None:
+        current = await training.run("iris-00001")
+        found = _condition(current, "TrackingFailed")
+        return current if found["reason"] == "Finalized" else None
+
+    done = await wait_for(finalized)
+    assert _condition(done, "TrackingFailed")["status"] == "False"
+    await training.wait_events(run, "TrackingFinalized")

@@ -94,3 +94,41 @@ def finalize_request(
         ],
         alias_version=version if blessed else None,
     )
+
+
+FINALIZE_FAILED: Final = "FinalizeFailed"  # reason of TrackingFailed when the Job failed
+FINALIZED: Final = "Finalized"  # reason of TrackingFailed=False once the Job succeeded
+
+
+def finalize_outcome(job: Mapping[str, Any]) -> tuple[bool, str] | None:
+    """How the finalize Job ended: (succeeded, message), or None while it runs."""
+    for condition in (job.get("status") or {}).get("conditions") or ():
+        if condition.get("status") != "True":
+            continue
+        if condition.get("type") == "Complete":
+            return True, "the verdict was written to MLflow"
+        if condition.get("type") == "Failed":
+            why = condition.get("message") or condition.get("reason") or "the Job failed"
+            return False, f"the MLflow finalize Job {job['metadata']['name']} failed: {why}"
+    return None
+
+
+def finalize_conditions(
+    conditions: Sequence[Condition],
+    succeeded: bool,
+    message: str,
+    *,
+    now: datetime,
+    generation: int | None,
+) -> list[Condition]:
+    """``TrackingFailed`` after the finalize Job: False (``Finalized``) when the verdict is
+    in MLflow, abnormal-true (``FinalizeFailed``) when it is not; the run's own phase and
+    verdict are untouched (tracking is a report, not a step)."""
+    if succeeded:
+        return set_condition(
+            conditions, TRACKING_FAILED, False, FINALIZED, message, now=now, generation=generation
+        )
+    text = f"{message}; the verdict and alias are not in MLflow (the run itself is unaffected)"
+    return set_condition(
+        conditions, TRACKING_FAILED, True, FINALIZE_FAILED, text, now=now, generation=generation
+    )

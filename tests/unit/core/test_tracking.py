@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 from perennial.api.run import TrainingRunStatus
 from perennial.core.conditions import get
@@ -97,3 +98,26 @@ def test_an_untracked_run_has_no_tracking_condition() -> None:
     verdict = verdict_from_result(result(0.95, None), CONFIG, had_champion=False)
     assert "tracking" not in verdict.status
     assert get(verdict_conditions(verdict, [], now=NOW, generation=1), TRACKING_FAILED) is None
+
+
+def test_the_finalize_jobs_outcome_and_its_condition() -> None:
+    from datetime import UTC, datetime
+
+    from perennial.core.tracking import finalize_conditions, finalize_outcome
+
+    job: dict[str, Any] = {"metadata": {"name": "r-mlflow"}, "status": {}}
+    assert finalize_outcome(job) is None  # still running
+    job["status"]["conditions"] = [{"type": "Failed", "status": "True", "message": "backoff"}]
+    assert finalize_outcome(job) == (False, "the MLflow finalize Job r-mlflow failed: backoff")
+    now = datetime(2026, 12, 5, tzinfo=UTC)
+    failed = finalize_conditions([], False, "boom", now=now, generation=1)
+    assert (failed[0]["type"], failed[0]["status"], failed[0]["reason"]) == (
+        "TrackingFailed",
+        "True",
+        "FinalizeFailed",
+    )
+    job["status"]["conditions"] = [{"type": "Complete", "status": "True"}]
+    ok, message = finalize_outcome(job) or (False, "")
+    assert ok
+    done = finalize_conditions(failed, True, message, now=now, generation=1)
+    assert (done[0]["status"], done[0]["reason"]) == ("False", "Finalized")
