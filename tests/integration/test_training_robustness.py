@@ -207,8 +207,12 @@ async def test_history_limits_never_prune_the_champion(training: Training) -> No
     # Run 1 is the champion: kept beyond the limit. Run 2 is older than run 3; the
     # failed run 4 is beyond failedRunsHistoryLimit 0.
     await wait_for(pruned, what="runs 2 and 4 pruned")
-    jobs = {j["metadata"]["name"] for j in await training.jobs()}
-    assert "hist-00002" not in jobs and "hist-00004" not in jobs
+
+    async def jobs_pruned() -> bool:  # deleted right after their runs, one request later
+        jobs = {j["metadata"]["name"] for j in await training.jobs()}
+        return "hist-00002" not in jobs and "hist-00004" not in jobs
+
+    await wait_for(jobs_pruned, what="the Jobs of runs 2 and 4 deleted")
     tp = await training.pipeline("hist")
     assert tp["status"]["champion"]["run"] == "hist-00001"
     await training.wait_events(tp, "RunsPruned")
