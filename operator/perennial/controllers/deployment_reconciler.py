@@ -35,7 +35,7 @@ from perennial.core.rollout import AnalysisSample, Strategy
 from perennial.core.workload import workload_state
 from perennial.k8s import client, metrics
 from perennial.k8s.cluster_state import ClusterState
-from perennial.k8s.events import post_event
+from perennial.k8s.events import report_event
 from perennial.k8s.serving import CANARY, STABLE, endpoint, monitoring_path
 from perennial.k8s.serving_client import (
     ScrapeError,
@@ -197,15 +197,7 @@ class ClusterDeployments:
         self.state.remember(client.MODEL_DEPLOYMENTS_RESOURCE, written)
 
     def event(self, md: Mapping[str, Any], notice: Notice) -> None:
-        try:
-            post_event(
-                md,
-                notice.reason,
-                notice.message,
-                "Warning" if notice.type == "Warning" else "Normal",
-            )
-        except Exception as exc:  # outside an operator (CLI, tests): the event is a report
-            logger.debug("event %s not posted: %s", notice.reason, exc)
+        report_event(md, notice.reason, notice.message, notice.type)
 
     def scrape(self, md: Mapping[str, Any], spec: ModelDeploymentSpec) -> Scrape:
         meta = md["metadata"]

@@ -23,26 +23,19 @@ from perennial.controllers import clock, run_reconciler
 from perennial.controllers.keyed_locks import KeyedLocks
 from perennial.core.naming import job_name
 from perennial.core.pipeline_plan import LABEL_PIPELINE, ChampionRecord, NewRun
-from perennial.core.timers import next_due
+from perennial.core.timers import DataCheck, next_due
 from perennial.k8s import metrics
 from perennial.k8s.builders.training_run import new_run_body
 from perennial.k8s.client import JOBS, PIPELINE_STATUS, TRAINING_RUNS_RESOURCE
 from perennial.k8s.cluster_state import ClusterState
-from perennial.k8s.data_fingerprint import DataCheckError, fingerprint
+from perennial.k8s.data_fingerprint import check_data
+from perennial.k8s.events import report_event
 from perennial.reconcile import pipelines
-from perennial.reconcile.pipelines import Body, DataCheck
+from perennial.reconcile.pipelines import Body
 
 logger = logging.getLogger("perennial.controllers.pipeline")
 
 LOCKS: Final = KeyedLocks()
-
-
-def check_data(uri: str, now: datetime) -> DataCheck:
-    """Fingerprint the data source (an error is reported in the check, never raised)."""
-    try:
-        return DataCheck(time=now, fingerprint=fingerprint(uri))
-    except DataCheckError as exc:
-        return DataCheck(time=now, error=str(exc))
 
 
 @dataclass(frozen=True)
@@ -110,7 +103,7 @@ class ClusterPipelines:
     def event(
         self, body: Mapping[str, Any], reason: str, message: str, type: str = "Normal"
     ) -> None:
-        run_reconciler.event(body, reason, message, "Warning" if type == "Warning" else "Normal")
+        report_event(body, reason, message, type)
 
     def run_started(self, body: Mapping[str, Any], trigger: TriggerType) -> None:
         meta = body["metadata"]

@@ -7,7 +7,6 @@ reconciled under its own lock; the decisions are the shared shell's.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -25,23 +24,13 @@ from perennial.k8s import metrics
 from perennial.k8s.builders.training_job import build_job
 from perennial.k8s.client import JOBS, RUN_STATUS
 from perennial.k8s.cluster_state import ClusterState
-from perennial.k8s.events import EventType, post_event
+from perennial.k8s.events import report_event
 from perennial.reconcile import runs
 from perennial.reconcile.runs import Body, JobView, RunReport, pipeline_of
 
-logger = logging.getLogger("perennial.controllers.run")
-
 LOCKS: Final = KeyedLocks()
 
-__all__ = ["LOCKS", "RunReport", "cancel_run", "event", "reconcile_run"]
-
-
-def event(obj: Mapping[str, Any], reason: str, message: str, type: EventType = "Normal") -> None:
-    """Post an event; never fails the reconcile (an event is a report, not a step)."""
-    try:
-        post_event(obj, reason, message, type)
-    except Exception as exc:  # outside an operator (CLI, tests) or a malformed target
-        logger.debug("event %s not posted: %s", reason, exc)
+__all__ = ["LOCKS", "RunReport", "cancel_run", "reconcile_run"]
 
 
 def _owned_by(obj: Mapping[str, Any], owner: Mapping[str, Any]) -> bool:
@@ -100,7 +89,7 @@ class ClusterRuns:
     def event(
         self, body: Mapping[str, Any], reason: str, message: str, type: str = "Normal"
     ) -> None:
-        event(body, reason, message, "Warning" if type == "Warning" else "Normal")
+        report_event(body, reason, message, type)
 
     def finished(
         self,
@@ -124,7 +113,7 @@ class ClusterRuns:
         if verdict.phase in (RunPhase.SUCCEEDED, RunPhase.REJECTED) and run.spec.trigger.time:
             waited = (clock.now() - run.spec.trigger.time).total_seconds()
             metrics.TRIGGER_TO_VERDICT.labels(namespace, pipeline).observe(max(0.0, waited))
-        tracking.start_finalize(self.state, body, run, verdict, event)
+        tracking.start_finalize(self.state, body, run, verdict, report_event)
 
 
 def _training_seconds(seen: JobObservation | None, body: Mapping[str, Any]) -> float | None:

@@ -30,7 +30,7 @@ from perennial.k8s.builders.tracking_job import LABEL_TRACKED_RUN, build_finaliz
 from perennial.k8s.builders.training_job import mlflow_config
 from perennial.k8s.client import JOBS, RUN_STATUS
 from perennial.k8s.cluster_state import ClusterState
-from perennial.k8s.events import EventType, post_event
+from perennial.k8s.events import report_event
 
 logger = logging.getLogger("perennial.controllers.tracking")
 
@@ -104,13 +104,6 @@ def finalize_ended(
         return
     state.write_status(RUN_STATUS, run, {"conditions": conditions})
     if succeeded:
-        _event(run, "TrackingFinalized", message, "Normal")
+        report_event(run, "TrackingFinalized", message)
     else:
-        _event(run, TRACKING_FAILED, message, "Warning")
-
-
-def _event(run: Mapping[str, Any], reason: str, message: str, type: EventType) -> None:
-    try:
-        post_event(run, reason, message, type)
-    except Exception as exc:  # an event is a report, never a step
-        logger.debug("event %s not posted: %s", reason, exc)
+        report_event(run, TRACKING_FAILED, message, "Warning")

@@ -8,10 +8,20 @@ watched deployments' monitoring reach the pipeline as watch events.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from perennial.api.enums import TriggerType
 from perennial.api.pipeline import TrainingPipelineSpec, TrainingPipelineStatus
+
+
+@dataclass(frozen=True)
+class DataCheck:
+    """The outcome of polling the data (done outside the pipeline's lock: it may be slow)."""
+
+    time: datetime
+    fingerprint: str | None = None
+    error: str | None = None
 
 
 def data_poll_due(

@@ -12,8 +12,10 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any, Final
 
+from perennial.core.timers import DataCheck
 from perennial_runtime.artifacts import storage_options_for
 
 MAX_FILES: Final = 1000
@@ -52,3 +54,11 @@ def fingerprint(uri: str) -> str:
         raise DataCheckError(f"cannot check {uri}: {type(exc).__name__}: {exc}") from exc
     canonical = json.dumps(parts, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def check_data(uri: str, now: datetime) -> DataCheck:
+    """Poll the data source: its fingerprint, or why there is none (reported, never raised)."""
+    try:
+        return DataCheck(time=now, fingerprint=fingerprint(uri))
+    except DataCheckError as exc:
+        return DataCheck(time=now, error=str(exc))

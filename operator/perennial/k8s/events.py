@@ -10,6 +10,7 @@ also queued as CloudEvents for the configured sinks (:mod:`perennial.k8s.notific
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Mapping
 from typing import Any, Final, Literal, cast
@@ -18,11 +19,14 @@ import kopf
 
 from perennial.k8s import notifications
 
+logger = logging.getLogger("perennial.k8s.events")
+
 __all__ = [
     "MAX_MESSAGE_LENGTH",
     "EventType",
     "event_target",
     "post_event",
+    "report_event",
     "truncate_message",
 ]
 
@@ -93,3 +97,13 @@ def post_event(
     notifications.publish(obj, reason, message, type)
     body = kopf.Body(cast(kopf.RawBody, target))
     kopf.event(body, type=type, reason=reason, message=truncate_message(message))
+
+
+def report_event(obj: Mapping[str, Any], reason: str, message: str, type: str = "Normal") -> None:
+    """:func:`post_event` for a reconciler: an event is a report, not a step, so a failure to
+    post it (outside an operator: the CLI, tests; a malformed target) is logged, never
+    raised. Any ``type`` other than ``Warning`` is ``Normal``."""
+    try:
+        post_event(obj, reason, message, "Warning" if type == "Warning" else "Normal")
+    except Exception as exc:
+        logger.debug("event %s not posted: %s", reason, exc)

@@ -20,12 +20,13 @@ from perennial.api.enums import TriggerType
 from perennial.api.pipeline import TrainingPipeline
 from perennial.core.conditions import timestamp
 from perennial.core.pipeline_plan import LABEL_PIPELINE, ChampionRecord, NewRun, summarize_run
+from perennial.core.timers import DataCheck
 from perennial.k8s.builders.training_run import new_run_body
-from perennial.k8s.data_fingerprint import DataCheckError, fingerprint
+from perennial.k8s.data_fingerprint import check_data
 from perennial.local import runs as local_runs
 from perennial.local.context import Context
 from perennial.reconcile import pipelines
-from perennial.reconcile.pipelines import Body, DataCheck
+from perennial.reconcile.pipelines import Body
 
 __all__ = ["LocalPipelines", "reconcile_pipeline"]
 
@@ -63,10 +64,7 @@ class LocalPipelines:
         return self.ctx.store.list_objects(MODEL_DEPLOYMENT, namespace)
 
     def check_data(self, uri: str, now: datetime) -> DataCheck:
-        try:
-            return DataCheck(time=now, fingerprint=fingerprint(uri))
-        except DataCheckError as exc:
-            return DataCheck(time=now, error=str(exc))
+        return check_data(uri, now)
 
     def create_run(
         self,

@@ -17,7 +17,7 @@ runner's :mod:`perennial.local.pipelines`.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime
 from typing import Any, Final, Protocol
 
@@ -42,21 +42,12 @@ from perennial.core.pipeline_plan import (
 from perennial.core.pipeline_status import stalled_changes, status_changes
 from perennial.core.schedule import ScheduleDecision, ScheduleError, decide
 from perennial.core.spec_hash import spec_hash
-from perennial.core.timers import data_poll_due
+from perennial.core.timers import DataCheck, data_poll_due
 from perennial.reconcile.kit import explain_invalid, status_delta
 
 Body = dict[str, Any]
 
 MAX_NAME_COLLISIONS: Final = 5
-
-
-@dataclass(frozen=True)
-class DataCheck:
-    """The outcome of polling the data (done outside the pipeline's lock: it may be slow)."""
-
-    time: datetime
-    fingerprint: str | None = None
-    error: str | None = None
 
 
 class PipelinePort(Protocol):
