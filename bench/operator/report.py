@@ -48,23 +48,27 @@ def render(results: Sequence[Any], seconds: float, args: argparse.Namespace) -> 
         "plays the Job controller (every initial run's Job completes with a trainer result) "
         "and the Deployment controller (every rollout becomes ready). Then a steady window "
         f"of {', '.join(f'{r.window_seconds:.0f}' for r in results)} s (per N) with nothing to "
-        "do: every request the operator sends, counted "
+        "do, from the moment the operator has sent nothing for 10 s (it may still be writing "
+        'pipeline statuses and events when the last run is Succeeded: "operator quiet '
+        'after"): every request the operator sends, counted '
         "in the emulator (WATCH requests are listed apart: kopf re-opens each watch when the "
         "server ends it).",
         "- Latencies, one pipeline at a time after the window: `perennial.dev/retrain` "
         "annotation -> the run's Job exists; the Job completes (blessed) -> the "
         "ModelDeployment's serving Deployment runs the new model.",
         "",
-        "| N | setup (create + train all) | requests/s at rest (watches aside) | by verb and "
+        "| N | setup (create + train all) | operator quiet after | requests/s at rest "
+        "(watches aside) | by verb and "
         "resource | WATCH requests in the window | operator CPU at rest | operator RSS | "
         "trigger -> Job created (median / max) | Job complete -> rollout started "
         "(median / max) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         by = ", ".join(f"{v} {res}: {c}" for (v, res), c in sorted(r.requests.items())) or "none"
         lines.append(
-            f"| {r.n:,} | {r.setup_seconds:.0f} s | {r.requests_per_second:.3f} | {by} | "
+            f"| {r.n:,} | {r.setup_seconds:.0f} s | +{r.settle_seconds:.0f} s | "
+            f"{r.requests_per_second:.3f} | {by} | "
             f"{r.watches} | {r.cpu_percent:.2f}% of a core | {r.rss_mib:.0f} MiB | "
             f"{_median(r.trigger_to_job)} / {_max(r.trigger_to_job)} | "
             f"{_median(r.job_to_rollout)} / {_max(r.job_to_rollout)} |"

@@ -109,6 +109,7 @@ class SizeResult:
     rss_mib: float
     trigger_to_job: list[float] = field(default_factory=list)
     job_to_rollout: list[float] = field(default_factory=list)
+    settle_seconds: float = 0.0  # after setup, until the operator went quiet
 
     @property
     def requests_per_second(self) -> float:
@@ -139,22 +140,12 @@ async def _wait(predicate: Any, timeout: float, what: str, interval: float = 0.0
 
 def _objects(emulator: ApiServerEmulator, resource: str) -> list[dict[str, Any]]:
     """Stored objects of a kind, read in-process (no request, no copy: read only)."""
-    wanted = kmock.resource(resource)
-    return [
-        obj.raw
-        for (res, _, _), obj in list(emulator.objects.items())
-        if res == wanted and not obj.deleted
-    ]
+    return [obj.raw for _, obj in emulator.stored(kmock.resource(resource))]
 
 
 def _names(emulator: ApiServerEmulator, resource: str) -> list[str]:
     """The names of the stored objects of a kind, read in-process (no request, no copy)."""
-    wanted = kmock.resource(resource)
-    return [
-        name
-        for (res, _, name), obj in list(emulator.objects.items())
-        if res == wanted and not obj.deleted
-    ]
+    return [name for (_, _, name), _ in emulator.stored(kmock.resource(resource))]
 
 
 def _object(emulator: ApiServerEmulator, resource: str, name: str) -> dict[str, Any] | None:
@@ -286,8 +277,10 @@ async def _drive(
     await _make_ready(emulator, controllers, names[:deployments], "00001")
     setup = time.monotonic() - started
 
-    # Let the last events settle (event posts, the deployments' last turn), then measure.
-    await asyncio.sleep(5)
+    # The operator may still be catching up (pipeline statuses, event posts) after the last
+    # run Succeeded: the window starts once it has sent nothing for QUIET seconds.
+    await _quiet(emulator, float(os.environ.get("BENCH_SETUP_TIMEOUT", 120 + n * 10)))
+    settle = time.monotonic() - started - setup
     begin, cpu0 = time.monotonic(), _proc_cpu_seconds(operator.pid)
     await asyncio.sleep(window)
     end, cpu1 = time.monotonic(), _proc_cpu_seconds(operator.pid)
@@ -309,12 +302,32 @@ async def _drive(
         watches=watches,
         cpu_percent=100 * (cpu1 - cpu0) / (end - begin),
         rss_mib=rss,
+        settle_seconds=settle,
     )
     for name in names[: min(samples, deployments)]:
         a, b = await _latencies(emulator, api, controllers, name)
         result.trigger_to_job.append(a)
         result.job_to_rollout.append(b)
     return result
+
+
+QUIET = 10.0
+
+
+async def _quiet(emulator: CountingEmulator, timeout: float) -> None:
+    """Wait until the operator has sent no request (watches aside) for ``QUIET`` seconds."""
+
+    def last_request() -> float:
+        for moment, verb, _, agent in reversed(emulator.log):
+            if verb != "WATCH" and "httpx" not in agent:
+                return moment
+        return 0.0
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() - last_request() < QUIET:
+        if time.monotonic() > deadline:
+            raise TimeoutError("the operator never went quiet after the setup")
+        await asyncio.sleep(1.0)
 
 
 async def _async(value: Any) -> Any:
