@@ -16,6 +16,7 @@ from .training_helpers import (
     JOBS,
     PODS,
     TP,
+    TR,
     Training,
     pipeline_body,
     result_json,
@@ -316,3 +317,51 @@ async def test_a_hand_made_run_with_an_invalid_spec_is_stalled(training: Trainin
     assert conditions["Stalled"]["reason"] == "InvalidSpec"
     assert "estimator" in conditions["Stalled"]["message"]
     assert await training.api.get_or_none(JOBS, "adhoc-1", "ml") is None
+
+
+async def test_a_scheduled_run_created_just_before_a_crash_does_not_run_its_slot_again(
+    training: Training,
+) -> None:
+    # Found by `make chaos`: the schedule was judged on the status alone, so a slot whose
+    # run existed but was not yet recorded in the status looked due again.
+    await training.create_pipeline("hourly", triggers={"schedule": {"cron": "0 * * * *"}})
+    await training.wait_run("hourly-00001")
+    await training.finish("hourly-00001", result_json("hourly-00001", accuracy=0.9))
+    tp = await training.wait_pipeline(
+        "hourly",
+        lambda s: s.get("nextScheduleTime") and (s.get("champion") or {}).get("run"),
+        "champion and next schedule",
+    )
+    slot = datetime.fromisoformat(tp["status"]["nextScheduleTime"].replace("Z", "+00:00"))
+
+    # The operator started the slot's run, which ran and failed, and died before it
+    # recorded the run in the pipeline status.
+    await training.runner.stop()
+    training.clock.set(slot)
+    spec_hash = pipeline_spec_hash(TrainingPipeline.model_validate(tp))
+    new = NewRun(
+        sequence=2,
+        name="hourly-00002",
+        trigger=Trigger(TriggerType.SCHEDULE, f"schedule '0 * * * *' due at {slot}"),
+        coalesced=(),
+        consumed=Consumed(
+            spec_hash=spec_hash, schedule_time=slot, triggers=("Schedule",), time=slot
+        ),
+    )
+    await training.api.create(build_run(tp, new, champion=None, now=slot))
+    await training.api.patch_status(
+        TR, "hourly-00002", "ml", {"phase": "Failed", "reason": "BackoffLimitExceeded"}
+    )
+
+    await training.runner.restart()
+    await training.wait_pipeline(
+        "hourly", lambda s: (s.get("runSequence") or 0) >= 2, "the run adopted into the status"
+    )
+    await training.handled("hourly")
+    await training.decided()
+    assert [r["metadata"]["name"] for r in await training.runs()] == [
+        "hourly-00001",
+        "hourly-00002",
+    ]
+    status = (await training.pipeline("hourly"))["status"]
+    assert status["lastScheduleTime"] == tp["status"]["nextScheduleTime"]

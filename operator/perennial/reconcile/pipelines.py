@@ -133,6 +133,10 @@ def reconcile_pipeline(
         _stall(port, body, "InvalidSpec", message, now=now)
         return None
     spec = pipeline.spec
+    uid = body["metadata"].get("uid")
+    runs = [r for r in port.runs(namespace, name) if owned(r, uid)]
+    summaries = tuple(summarize_run(r) for r in runs)
+    memory = memory_of(pipeline.status)
     schedule: ScheduleDecision | None = None
     if spec.triggers.schedule is not None:
         created = pipeline.metadata.creation_timestamp or now
@@ -140,7 +144,10 @@ def reconcile_pipeline(
             schedule = decide(
                 spec.triggers.schedule.cron,
                 now,
-                last_scheduled=pipeline.status.last_schedule_time,
+                # The status may not have recorded the last slot yet (the operator died
+                # between creating its run and writing the status): the runs' own record
+                # of what they consumed counts too, or the slot would be run twice.
+                last_scheduled=pipeline_plan.recover(memory, summaries).schedule_time,
                 created=min(created, now),
                 time_zone=spec.triggers.schedule.time_zone,
                 starting_deadline_seconds=spec.triggers.schedule.starting_deadline_seconds,
@@ -148,10 +155,6 @@ def reconcile_pipeline(
         except ScheduleError as exc:
             _stall(port, body, "InvalidSchedule", str(exc), now=now)
             return None
-
-    uid = body["metadata"].get("uid")
-    runs = [r for r in port.runs(namespace, name) if owned(r, uid)]
-    summaries = tuple(summarize_run(r) for r in runs)
 
     notes: list[str] = []
     watched = {ref: port.deployment(namespace, ref) for ref in watched_deployments(spec)}
@@ -166,7 +169,7 @@ def reconcile_pipeline(
         pipeline=name,
         now=now,
         spec_hash=spec_hash(spec.to_dict()),
-        memory=memory_of(pipeline.status),
+        memory=memory,
         runs=summaries,
         suspend=spec.suspend,
         policy=spec.concurrency_policy,
