@@ -14,7 +14,9 @@ Robustness:
 
 - every request is bounded (connect/read timeouts) and retried with exponential backoff on
   409 Conflict (an optimistic-concurrency clash), 429, 5xx and connection errors, at most
-  :attr:`RetryPolicy.attempts` times; other errors are raised at once as :class:`ApiError`;
+  :attr:`RetryPolicy.attempts` times, never sooner than the server's ``Retry-After`` (API
+  Priority and Fairness answers 429 with one); other errors are raised at once as
+  :class:`ApiError`;
 - :func:`create` of a name that already exists returns the existing object (deterministic
   child names make creation idempotent: a restarted operator never duplicates);
 - :func:`list_objects` with ``labels=`` sends a label selector AND filters the answer
@@ -99,6 +101,8 @@ USER_AGENT: Final = f"perennial/{__version__}"
 REQUEST_TIMEOUT: Final = (10.0, 60.0)
 
 RETRYABLE_STATUS: Final = frozenset({409, 429, 500, 502, 503, 504})
+# The longest Retry-After honoured (seconds): API Priority and Fairness asks for ~1 s.
+RETRY_AFTER_CAP: Final = 30.0
 
 
 # --- resources -------------------------------------------------------------------------
@@ -146,12 +150,21 @@ POD_DISRUPTION_BUDGETS: Final = Resource(
 class ApiError(Exception):
     """The API server refused a request (or could not be reached: ``status`` 0)."""
 
-    def __init__(self, method: str, path: str, status: int, reason: str, message: str) -> None:
+    def __init__(
+        self,
+        method: str,
+        path: str,
+        status: int,
+        reason: str,
+        message: str,
+        retry_after: float | None = None,
+    ) -> None:
         self.method = method
         self.path = path
         self.status = status
         self.reason = reason
         self.message = message
+        self.retry_after = retry_after  # seconds the server asked to wait (429/503)
         super().__init__(f"{method} {path}: HTTP {status} {reason}: {message}".strip())
 
     @property
@@ -256,6 +269,19 @@ def _json_safe(value: Any) -> Any:
     return json.loads(json.dumps(value, default=default))
 
 
+def _retry_after(exc: Any) -> float | None:
+    """The server's ``Retry-After`` (delay-seconds form, as the API server sends it)."""
+    headers = getattr(exc, "headers", None) or {}
+    value = next((v for k, v in dict(headers).items() if k.lower() == "retry-after"), None)
+    try:
+        seconds = float(value) if value is not None else None
+    except ValueError:
+        return None
+    if seconds is None or seconds < 0:
+        return None
+    return min(seconds, RETRY_AFTER_CAP)
+
+
 def _decode_error(exc: Any) -> tuple[int, str, str]:
     status = int(getattr(exc, "status", 0) or 0)
     reason = str(getattr(exc, "reason", "") or "")
@@ -300,7 +326,7 @@ def _request(
             )
         except kubernetes.client.exceptions.ApiException as exc:
             status, reason, message = _decode_error(exc)
-            last = ApiError(method, path, status, reason, message)
+            last = ApiError(method, path, status, reason, message, _retry_after(exc))
         except Exception as exc:  # urllib3 connection errors, timeouts
             if not _is_connection_error(exc):
                 raise
@@ -312,7 +338,8 @@ def _request(
             return json.loads(data)
         if not last.retryable or attempt == policy.attempts - 1:
             break
-        delay = policy.delay(attempt)
+        # Never sooner than the server asked (429 from API Priority and Fairness, 503).
+        delay = max(policy.delay(attempt), last.retry_after or 0.0)
         logger.info("%s; retrying in %.1fs (attempt %d)", last, delay, attempt + 1)
         policy.sleep(delay)
     assert last is not None

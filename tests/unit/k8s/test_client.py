@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -13,7 +14,7 @@ import pytest
 
 from perennial.k8s import client
 
-Answer = tuple[int, dict[str, Any]]
+Answer = tuple[int, dict[str, Any]] | tuple[int, dict[str, Any], dict[str, str]]
 
 
 class Script:
@@ -22,6 +23,7 @@ class Script:
     def __init__(self) -> None:
         self.answers: dict[tuple[str, str], list[Answer]] = {}
         self.requests: list[tuple[str, str, str, Any]] = []
+        self.arrivals: list[float] = []  # time.monotonic() of each request
 
     def on(self, method: str, path: str, *answers: Answer) -> None:
         self.answers[(method, path)] = list(answers)
@@ -45,9 +47,12 @@ def server() -> Iterator[Script]:
             script.requests.append(
                 (self.command, self.path, self.headers.get("Content-Type", ""), body)
             )
-            status, answer = script.answer(self.command, self.path)
+            script.arrivals.append(time.monotonic())
+            status, answer, *extra = script.answer(self.command, self.path)
             data = json.dumps(answer).encode()
             self.send_response(status)
+            for header, value in (extra[0] if extra else {}).items():
+                self.send_header(header, value)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
@@ -103,6 +108,15 @@ def test_transient_errors_are_retried_then_succeed(server: Script) -> None:
     )
     assert client.get(client.JOBS, "j1", "ns")["metadata"]["name"] == "j1"
     assert len(server.requests) == 3
+
+
+def test_a_429_is_retried_no_sooner_than_its_retry_after(server: Script) -> None:
+    # API Priority and Fairness answers a throttled client 429 with Retry-After (seconds).
+    throttled = (*_status(429, "TooManyRequests"), {"Retry-After": "1"})
+    server.on("GET", f"{JOB_PATH}/j1", throttled, (200, {"metadata": {"name": "j1"}}))
+    assert client.get(client.JOBS, "j1", "ns")["metadata"]["name"] == "j1"
+    assert len(server.arrivals) == 2
+    assert server.arrivals[1] - server.arrivals[0] >= 1.0  # the policy alone waits ~1 ms
 
 
 def test_retries_are_bounded(server: Script) -> None:
