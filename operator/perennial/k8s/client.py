@@ -157,6 +157,7 @@ class ApiError(Exception):
         status: int,
         reason: str,
         message: str,
+        *,
         retry_after: float | None = None,
     ) -> None:
         self.method = method
@@ -326,7 +327,7 @@ def _request(
             )
         except kubernetes.client.exceptions.ApiException as exc:
             status, reason, message = _decode_error(exc)
-            last = ApiError(method, path, status, reason, message, _retry_after(exc))
+            last = ApiError(method, path, status, reason, message, retry_after=_retry_after(exc))
         except Exception as exc:  # urllib3 connection errors, timeouts
             if not _is_connection_error(exc):
                 raise
