@@ -4,9 +4,16 @@ the annotation is recorded in status and ends when a new model is blessed."""
 
 from __future__ import annotations
 
-from .deployment_helpers import MD, Serving, env_of, metric, serving
+from perennial_runtime.contract import TrackingFinalize, TrackingResult, TrainResult
 
-__all__ = ["serving"]
+from .deployment_helpers import MD, Serving, env_of, full_operator, metric, serving
+from .harness import wait_for
+from .training_helpers import JOBS, result_json, validate_job
+
+__all__ = ["full_operator", "serving"]
+
+MLFLOW = {"mlflow": {"trackingUri": "http://mlflow.mlflow.svc:5000"}}
+ALIAS_LABEL = "perennial.dev/tracking-alias-of"
 
 
 async def serve_two(serving: Serving) -> None:
@@ -202,3 +209,67 @@ async def test_pinned_run_waits_then_serves_and_a_new_pin_is_a_deploy(serving: S
     assert "pinned run adhoc-3 is Rejected (gate failed)" in stalled["status"]["message"]
     assert stalled["status"]["currentModel"]["run"] == "adhoc-2"  # still serving
     await serving.wait_events(md, "RunNotBlessed")
+
+
+def _tracked(run: str, version: str, accuracy: float, champion: str | None = None) -> str:
+    result = TrainResult.model_validate_json(
+        result_json(
+            run,
+            accuracy=accuracy,
+            champion_accuracy=0.9 if champion else None,
+            champion_run=champion,
+        )
+    )
+    result.tracking = TrackingResult(mlflow_run_id=f"mlflow-{run}", model_version=version)
+    return result.to_json()
+
+
+async def test_a_rollback_to_moves_the_mlflow_champion_alias_back_once(
+    full_operator: Serving,
+) -> None:
+    serving = full_operator
+    serving.namespace = "md-alias"
+    await serving.create_pipeline("iris", tracking=MLFLOW)
+    md = await serving.create_md("iris", pipeline="iris", replicas=1)
+    await serving.bless("iris-00001", message=_tracked("iris-00001", "1", 0.9))
+    await serving.wait_serving("iris-serving", "iris-00001")
+    await serving.ready("iris-serving")
+    await serving.retrain("iris")
+    await serving.bless(
+        "iris-00002", message=_tracked("iris-00002", "2", 0.95, champion="iris-00001")
+    )
+    await serving.wait_serving("iris-serving", "iris-00002")
+    await serving.ready("iris-serving")
+    await serving.wait_md(
+        "iris", lambda s: (s.get("currentModel") or {}).get("run") == "iris-00002", "v2 live"
+    )
+
+    async def alias_jobs() -> list[dict[str, object]]:
+        jobs = await serving.api.list(JOBS, serving.namespace)
+        return [j for j in jobs if ALIAS_LABEL in j["metadata"].get("labels", {})]
+
+    assert await alias_jobs() == []  # a new champion's alias is the finalize Job's business
+    await serving.api.patch(MD, "iris", serving.namespace, {"spec": {"rollbackTo": "iris-00001"}})
+    await serving.wait_serving("iris-serving", "iris-00001")
+    await serving.ready("iris-serving")
+    await serving.wait_md(
+        "iris", lambda s: (s.get("currentModel") or {}).get("run") == "iris-00001", "rolled back"
+    )
+
+    (job,) = await wait_for(alias_jobs, what="the alias Job")
+    validate_job(job)
+    assert job["metadata"]["ownerReferences"][0]["uid"] == md["metadata"]["uid"]
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    request = TrackingFinalize.model_validate_json(env["PERENNIAL_TRACKING_FINALIZE"] or "")
+    assert (request.alias_version, request.verdict, request.mlflow_run_id) == ("1", None, None)
+    assert request.mlflow.registered_model_name == "iris"
+    md_now = await serving.md("iris")
+    await serving.wait_events(md_now, "TrackingAliasMoveStarted")
+
+    # Its end is told on the deployment; a restarted operator starts no second Job.
+    await serving.controllers.complete_job(job["metadata"]["name"], serving.namespace)
+    await serving.wait_events(md_now, "TrackingAliasMoved")
+    await serving.training.runner.restart()
+    await serving.training.decided()
+    assert len(await alias_jobs()) == 1

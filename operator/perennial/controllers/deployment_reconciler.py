@@ -27,6 +27,7 @@ from typing import Any, Final
 from perennial.api.deployment import ModelDeploymentSpec
 from perennial.controllers import clock
 from perennial.controllers.keyed_locks import KeyedLocks
+from perennial.controllers.tracking import start_alias_move
 from perennial.core.analysis import analysis_sample
 from perennial.core.deployment_status import StatusUpdate
 from perennial.core.model_source import Notice
@@ -198,6 +199,9 @@ class ClusterDeployments:
 
     def event(self, md: Mapping[str, Any], notice: Notice) -> None:
         report_event(md, notice.reason, notice.message, notice.type)
+
+    def move_champion_alias(self, md: Mapping[str, Any], run: Mapping[str, Any]) -> None:
+        start_alias_move(self.state, md, run)
 
     def scrape(self, md: Mapping[str, Any], spec: ModelDeploymentSpec) -> Scrape:
         meta = md["metadata"]

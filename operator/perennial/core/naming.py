@@ -48,3 +48,10 @@ def canary_name(deployment: str) -> str:
 def tracking_job_name(run: str) -> str:
     """The Job that writes a run's verdict to MLflow (``<run>-mlflow``)."""
     return _fit(run, "-mlflow")
+
+
+def alias_job_name(deployment: str, request: str) -> str:
+    """The Job that moves MLflow's ``champion`` alias back for one ``spec.rollbackTo``
+    rollback of ``deployment`` (``<deployment>-mlflow-alias-<request>``; ``request`` is a
+    short digest of what was rolled back to, when)."""
+    return _fit(deployment, f"-mlflow-alias-{request}")

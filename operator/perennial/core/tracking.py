@@ -1,5 +1,6 @@
 """MLflow tracking as the operator sees it (pure): status fields, the condition and the
-event of a run's tracking outcome, and the finalize request after the verdict.
+event of a run's tracking outcome, the finalize request after the verdict, and the alias
+move back when a ModelDeployment is rolled back through ``spec.rollbackTo``.
 
 The trainer logs to MLflow (it holds the credentials, from a Secret by reference); a
 tracking server that failed leaves a warning in the TrainResult, never a failed run.
@@ -7,6 +8,7 @@ tracking server that failed leaves a warning in the TrainResult, never a failed 
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, Final
@@ -94,6 +96,34 @@ def finalize_request(
         ],
         alias_version=version if blessed else None,
     )
+
+
+def rolled_back_to(
+    old: Mapping[str, Any], new: Mapping[str, Any], rollback_to: str | None
+) -> str | None:
+    """The run a ``spec.rollbackTo`` rollback has just put in service: once, in the
+    reconcile whose new status serves it while the old one did not (None otherwise)."""
+    if not rollback_to:
+        return None
+    before = (old.get("currentModel") or {}).get("run")
+    after = (new.get("currentModel") or {}).get("run")
+    return rollback_to if after == rollback_to and before != rollback_to else None
+
+
+def alias_request(mlflow: MlflowConfig, run_status: Mapping[str, Any]) -> TrackingFinalize | None:
+    """Point the registered model's ``champion`` alias at the run's model version again
+    (no verdict is written), or None when the run registered no version."""
+    version = (run_status.get("tracking") or {}).get("modelVersion")
+    if not version:
+        return None
+    return TrackingFinalize(mlflow=mlflow, alias_version=str(version))
+
+
+def alias_job_request_id(deployment_uid: str, generation: int | None, run: str) -> str:
+    """A short stable id of one rollback (the deployment, the spec generation that asked for
+    it, the run): the alias Job's name, so a restarted operator finds it again."""
+    digest = hashlib.sha256(f"{deployment_uid}/{generation}/{run}".encode()).hexdigest()
+    return digest[:8]
 
 
 FINALIZE_FAILED: Final = "FinalizeFailed"  # reason of TrackingFailed when the Job failed

@@ -29,6 +29,7 @@ from perennial.core.deployment_status import StatusUpdate
 from perennial.core.model_source import Notice
 from perennial.core.rollout import AnalysisSample, RolloutState, Strategy
 from perennial.k8s.serving import monitoring_path
+from perennial.local import tracking
 from perennial.local.context import Context
 from perennial.local.proxy import StableEndpoint
 from perennial.local.serving import CANARY, STABLE, LocalServing
@@ -186,6 +187,17 @@ class LocalDeployments:
 
     def event(self, md: Mapping[str, Any], notice: Notice) -> None:
         self.ctx.event(md, notice.reason, notice.message, notice.type)
+
+    def move_champion_alias(self, md: Mapping[str, Any], run: Mapping[str, Any]) -> None:
+        meta = run["metadata"]
+        folder = self.ctx.jobs.folder(meta.get("namespace") or "", meta["name"])
+        if tracking.start_alias_move(run, folder) is not None:
+            self.ctx.event(
+                md,
+                "TrackingAliasMoveStarted",
+                f"moving MLflow alias champion back to {meta['name']}'s model version "
+                f"(log: {folder / tracking.ALIAS_LOG})",
+            )
 
     def scrape(self, md: Mapping[str, Any], spec: ModelDeploymentSpec) -> Scrape:
         serving, name = self._serving(md, spec), md["metadata"]["name"]

@@ -29,7 +29,7 @@ from pydantic import ValidationError
 from perennial.api.constants import ROLLBACK_ANNOTATION
 from perennial.api.deployment import ModelDeploymentSpec
 from perennial.core import conditions as cond
-from perennial.core import deployment_status, model_source, rollout
+from perennial.core import deployment_status, model_source, rollout, tracking
 from perennial.core.analysis import monitoring_status, scrape_message
 from perennial.core.deployment_status import (
     METRICS_AVAILABLE,
@@ -96,6 +96,11 @@ class DeploymentPort(Protocol):
         """Write the whole status (it differs from the stored one)."""
 
     def event(self, md: Mapping[str, Any], notice: Notice) -> None: ...
+
+    def move_champion_alias(self, md: Mapping[str, Any], run: Mapping[str, Any]) -> None:
+        """Point MLflow's ``champion`` alias back at ``run``'s model version (a
+        ``spec.rollbackTo`` rollback put it in service again); nothing if it is not tracked.
+        Idempotent: a second call for the same rollback starts nothing new."""
 
     def scrape(self, md: Mapping[str, Any], spec: ModelDeploymentSpec) -> Scrape:
         """Read the serving endpoint's monitoring snapshot."""
@@ -192,6 +197,12 @@ def reconcile_deployment(
         now=now,
     )
     port.apply(md, spec, update, strategy)
+    # Before the status write: if the operator dies in between, the next reconcile sees the
+    # same transition and the port finds the alias Job it already started.
+    restored = tracking.rolled_back_to(old, update.status, spec.rollback_to)
+    restored_run = port.run(namespace, restored) if restored else None
+    if restored_run is not None:
+        port.move_champion_alias(md, restored_run)
     if update.status != old:
         port.write_status(md, update.status)
     for notice in update.events:

@@ -10,7 +10,12 @@ from perennial.core.conditions import get
 from perennial.core.gates import BeatChampion, MetricGate
 from perennial.core.run_status import verdict_events
 from perennial.core.run_verdict import GateConfig, verdict_conditions, verdict_from_result
-from perennial.core.tracking import TRACKING_FAILED, finalize_request
+from perennial.core.tracking import (
+    TRACKING_FAILED,
+    alias_request,
+    finalize_request,
+    rolled_back_to,
+)
 from perennial_runtime.contract import ArtifactRef, MlflowConfig, TrackingResult, TrainResult
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
@@ -121,3 +126,24 @@ def test_the_finalize_jobs_outcome_and_its_condition() -> None:
     assert ok
     done = finalize_conditions(failed, True, message, now=now, generation=1)
     assert (done[0]["status"], done[0]["reason"]) == ("False", "Finalized")
+
+
+def test_a_rollback_to_is_seen_once_when_it_starts_serving() -> None:
+    serving_2 = {"currentModel": {"run": "iris-00002"}}
+    serving_1 = {"currentModel": {"run": "iris-00001"}}
+    assert rolled_back_to(serving_2, serving_1, "iris-00001") == "iris-00001"
+    assert rolled_back_to(serving_1, serving_1, "iris-00001") is None  # already served
+    assert rolled_back_to(serving_2, serving_2, "iris-00001") is None  # not yet
+    assert rolled_back_to(serving_2, serving_1, None) is None  # not a spec.rollbackTo
+    assert rolled_back_to({}, serving_1, "iris-00001") == "iris-00001"
+
+
+def test_the_alias_request_only_moves_the_alias_to_the_runs_version() -> None:
+    mlflow = MlflowConfig(
+        tracking_uri="http://mlflow:5000", experiment_name="ml/iris", registered_model_name="iris"
+    )
+    request = alias_request(mlflow, {"tracking": {"mlflowRunId": "r1", "modelVersion": "1"}})
+    assert request is not None
+    assert (request.alias_version, request.verdict, request.mlflow_run_id) == ("1", None, None)
+    assert alias_request(mlflow, {"tracking": {"warning": "MLflow was down"}}) is None
+    assert alias_request(mlflow, {}) is None

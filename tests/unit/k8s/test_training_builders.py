@@ -353,3 +353,47 @@ def test_the_mlflow_finalize_job_is_restricted_owned_and_valid(version: str) -> 
         request
     )
     assert env["MLFLOW_TRACKING_TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == "c"
+
+
+@pytest.mark.parametrize("version", K8S_VERSIONS)
+def test_the_mlflow_alias_job_of_a_rollback_is_restricted_owned_by_the_deployment(
+    version: str,
+) -> None:
+    from perennial.core.pipeline_plan import LABEL_RUN
+    from perennial.k8s.builders.tracking_job import (
+        LABEL_ALIAS_DEPLOYMENT,
+        LABEL_TRACKED_RUN,
+        build_alias_job,
+    )
+    from perennial_runtime.contract import TrackingFinalize
+
+    tracking = {"mlflow": {"trackingUri": "https://mlflow.example"}}
+    body = run_body(tracking=tracking)
+    md = {
+        "apiVersion": "perennial.dev/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {"name": "m" * 63, "namespace": "ml", "uid": "md-uid", "generation": 4},
+    }
+    request = TrackingFinalize.model_validate(
+        {
+            "mlflow": {
+                "trackingUri": "https://mlflow.example",
+                "experimentName": "ml/churn",
+                "registeredModelName": "churn",
+            },
+            "aliasVersion": "1",
+        }
+    )
+    job = build_alias_job(md, body, request)
+    kubernetes_validate.validate(job, version, strict=True)
+    name = job["metadata"]["name"]
+    assert len(name) <= 63 and "-mlflow-alias-" in name
+    assert job["metadata"]["ownerReferences"][0]["uid"] == "md-uid"
+    labels = job["metadata"]["labels"]
+    assert labels[LABEL_ALIAS_DEPLOYMENT] == "m" * 63
+    assert LABEL_RUN not in labels and LABEL_TRACKED_RUN not in labels
+    assert restricted_violations(job["spec"]["template"]["spec"]) == []
+    # Another rollback (a later generation) gets another Job; the same one, the same Job.
+    assert build_alias_job(md, body, request)["metadata"]["name"] == name
+    later = {**md, "metadata": {**md["metadata"], "generation": 5}}
+    assert build_alias_job(later, body, request)["metadata"]["name"] != name

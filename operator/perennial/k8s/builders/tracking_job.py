@@ -6,6 +6,10 @@ verdict, the gates and the ``champion`` alias are written by
 credentials from the Secret by reference, like the training Pod. Named after the run
 (``<run>-mlflow``) and owned by it: a restarted operator finds it instead of a duplicate.
 It carries no ``perennial.dev/run`` label, so it never stands for the training Job.
+
+The same command, with a request that only moves the ``champion`` alias, runs in the alias
+Job of a ``spec.rollbackTo`` rollback (:func:`build_alias_job`): owned by the
+ModelDeployment, named after the rollback, labelled apart.
 """
 
 from __future__ import annotations
@@ -14,7 +18,8 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from perennial.api.run import TrainingRun
-from perennial.core.naming import tracking_job_name
+from perennial.core.naming import alias_job_name, tracking_job_name
+from perennial.core.tracking import alias_job_request_id
 from perennial.k8s.builders.training_job import (
     MANAGED_BY,
     RUNTIME_UID,
@@ -28,6 +33,8 @@ from perennial_runtime.contract import TRACKING_FINALIZE_ENV, TrackingFinalize
 
 COMPONENT_TRACKING: Final = "tracking"
 LABEL_TRACKED_RUN: Final = "perennial.dev/tracked-run"
+# On the alias Job of a spec.rollbackTo rollback: the ModelDeployment it reports to.
+LABEL_ALIAS_DEPLOYMENT: Final = "perennial.dev/tracking-alias-of"
 FINALIZE_COMMAND: Final = ("python", "-m", "perennial_runtime.tracking", "finalize")
 FINALIZE_BACKOFF_LIMIT: Final = 3
 FINALIZE_DEADLINE_SECONDS: Final = 600
@@ -35,14 +42,50 @@ FINALIZE_TTL_SECONDS: Final = 3600
 
 
 def build_finalize_job(run_body: Mapping[str, Any], request: TrackingFinalize) -> dict[str, Any]:
+    name = run_body["metadata"]["name"]
+    return _tracking_job(
+        run_body,
+        request,
+        name=tracking_job_name(name),
+        labels={LABEL_TRACKED_RUN: name},
+        owner=run_body,
+    )
+
+
+def build_alias_job(
+    deployment_body: Mapping[str, Any], run_body: Mapping[str, Any], request: TrackingFinalize
+) -> dict[str, Any]:
+    """The Job that points MLflow's ``champion`` alias back at ``run_body``'s model version
+    after ``spec.rollbackTo`` put it in service again: in the run's image with the run's
+    credentials, owned by the ModelDeployment, named after this rollback."""
+    meta = deployment_body["metadata"]
+    request_id = alias_job_request_id(
+        meta.get("uid") or "", meta.get("generation"), run_body["metadata"]["name"]
+    )
+    return _tracking_job(
+        run_body,
+        request,
+        name=alias_job_name(meta["name"], request_id),
+        labels={LABEL_ALIAS_DEPLOYMENT: meta["name"]},
+        owner=deployment_body,
+    )
+
+
+def _tracking_job(
+    run_body: Mapping[str, Any],
+    request: TrackingFinalize,
+    *,
+    name: str,
+    labels: Mapping[str, str],
+    owner: Mapping[str, Any],
+) -> dict[str, Any]:
     run = TrainingRun.model_validate(run_body)
-    name = run.metadata.name or ""
     template = run.spec.pipeline_spec.run_template
     labels = {
         **MANAGED_BY,
         "app.kubernetes.io/name": "perennial-runtime",
         "app.kubernetes.io/component": COMPONENT_TRACKING,
-        LABEL_TRACKED_RUN: name,
+        **labels,
     }
     container: dict[str, Any] = {
         "name": "finalize",
@@ -79,9 +122,9 @@ def build_finalize_job(run_body: Mapping[str, Any], request: TrackingFinalize) -
     if template.tolerations:
         pod["tolerations"] = [t.to_dict() for t in template.tolerations]
     metadata: dict[str, Any] = {
-        "name": tracking_job_name(name),
+        "name": name,
         "labels": labels,
-        "ownerReferences": [owner_reference(dict(run_body))],
+        "ownerReferences": [owner_reference(dict(owner))],
     }
     if run.metadata.namespace:
         metadata["namespace"] = run.metadata.namespace
