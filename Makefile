@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 IMAGE_REGISTRY ?= ghcr.io/perennial-dev
 IMAGE_TAG ?= $(shell sed -n 's/__version__ = "\(.*\)"/\1/p' operator/perennial/_version.py)
 
-.PHONY: install test lint fmt crds locks demo images deploy bench bench-serving bench-operator bench-ct clean
+.PHONY: install test lint fmt crds locks demo images deploy bench bench-serving bench-operator bench-ct chaos clean
 
 install: $(STAMP)
 
@@ -70,6 +70,12 @@ bench-operator: install
 # (~20 min). Smoke test: make bench-ct BENCH_ARGS=--quick
 bench-ct: install
 	$(PY) -m bench.ct $(BENCH_ARGS)
+
+# The operator killed with SIGKILL at 100 seeded random instants while a scenario plays on
+# the emulator; invariants after every restart; the "Kill anywhere" section of
+# docs/reliability.md (~10 min). Smaller: make chaos BENCH_ARGS="--kills 10"
+chaos: install
+	PYTHONPATH=tests $(PY) -m bench.chaos $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

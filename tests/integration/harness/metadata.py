@@ -25,6 +25,7 @@ __all__ = [
     "created_object",
     "deletion_marked",
     "is_released",
+    "set_cluster_clock",
     "spec_view",
     "timestamp",
     "updated_object",
@@ -40,9 +41,24 @@ _SERVER_MANAGED: Final = (
 )
 
 
+def _real_now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+_cluster_clock: list[Callable[[], datetime.datetime]] = [_real_now]
+
+
+def set_cluster_clock(now: Callable[[], datetime.datetime] | None) -> None:
+    """The time the emulator and the stand-in controllers stamp on objects (creation,
+    deletion, Job/Pod start and end, conditions): real time by default (``None``). A suite
+    that runs the operator on a moved clock (bench/chaos) moves the cluster's with it, as
+    in a cluster whose nodes agree on the time."""
+    _cluster_clock[0] = now or _real_now
+
+
 def timestamp() -> str:
     """Now, as the API server writes times (UTC, whole seconds)."""
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return _cluster_clock[0]().strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def spec_view(obj: Mapping[str, Any], *, has_status: bool) -> dict[str, Any]:
