@@ -385,7 +385,7 @@ def test_drift_score_rises_for_a_shifted_feature(
 
 def test_live_accuracy_from_feedback(cancer_run: Any, cancer_data: pd.DataFrame) -> None:
     names = features_of(cancer_run)
-    server = serve(config_for(cancer_run, feedback_window=100, prediction_cache_rows=1000))
+    server = serve(config_for(cancer_run, feedback_window=100))
     try:
         with httpx.Client(base_url=server.url, timeout=deadline()) as client:
             x = cancer_data[names].to_numpy(dtype=float)
