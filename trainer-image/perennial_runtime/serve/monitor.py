@@ -672,3 +672,22 @@ class _Collector:
                 gauge = GaugeMetricFamily("perennial_live_rmse", "RMSE over the feedback window.")
                 gauge.add_metric([], math.sqrt(live))
             yield gauge
+        earlier = m.earlier_models()
+        if earlier:
+            accuracy = GaugeMetricFamily(
+                "perennial_earlier_model_live_accuracy",
+                "Accuracy of an earlier model's predictions whose labels arrived here.",
+                labels=["sha256"],
+            )
+            rmse = GaugeMetricFamily(
+                "perennial_earlier_model_live_rmse",
+                "RMSE of an earlier model's predictions whose labels arrived here.",
+                labels=["sha256"],
+            )
+            for e in earlier:
+                if e.live_accuracy is not None:
+                    accuracy.add_metric([e.sha256_prefix], e.live_accuracy)
+                if e.live_rmse is not None:
+                    rmse.add_metric([e.sha256_prefix], e.live_rmse)
+            yield accuracy
+            yield rmse
