@@ -16,6 +16,7 @@ from sklearn.preprocessing import RobustScaler
 from perennial_runtime import drift
 from perennial_runtime.contract import ColumnSchema, ColumnType, FeatureInfo
 from perennial_runtime.serve.errors import RequestError
+from perennial_runtime.serve.fastpath import compile_pipeline, verify
 from perennial_runtime.serve.feedback_ids import (
     ID,
     IdCodec,
@@ -23,7 +24,6 @@ from perennial_runtime.serve.feedback_ids import (
     float_fields,
     float_of,
 )
-from perennial_runtime.serve.fastpath import compile_pipeline, verify
 from perennial_runtime.serve.model import choose_backend
 from perennial_runtime.serve.predictors import PipelinePredictor, probe_batch
 from perennial_runtime.serve.schema import FeatureSchema
