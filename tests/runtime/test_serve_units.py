@@ -127,6 +127,9 @@ def test_regression_ids_carry_the_exact_float() -> None:
     assert [float_of(f) for f in fields] == values.tolist()
     ids = IdCodec("k" * 40).issue("3f5a1c9e", 1, 1, fields)
     assert all(ID.fullmatch(pid) for pid in ids)
+    many = np.random.default_rng(5).normal(scale=1e3, size=100)  # the bulk (numpy) path
+    assert float_fields(many) == [f for v in many for f in float_fields(np.array([v]))]
+    assert [float_of(f) for f in float_fields(many)] == many.tolist()
 
 
 # --- request schema ------------------------------------------------------------------------------
