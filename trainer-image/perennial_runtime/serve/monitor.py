@@ -99,7 +99,7 @@ LATENCY_SAMPLES = 1024
 PREDICTION_COLUMN = "__prediction__"
 # Earlier models whose feedback windows are kept (the ones that predicted most recently).
 EARLIER_MODELS = 4
-EXAMPLE_ID = "3f5a1c9e.5f1c9a2e.mi4x2k0b.17.0.c1.Xq3b0_fKpA2z"
+EXAMPLE_ID = "3f5a1c9e.5f1c9a2e.misxm0zf.18.0.c0.ZvH4RJcoDcNk"
 UNVERIFIED_HINT = (
     "{n} id(s) failed the authentication check: they were not issued by a server of this "
     "deployment (another deployment, a server without the deployment's feedback key, or an "
