@@ -8,7 +8,8 @@ One runner process (``python -m perennial local``) per stream serves every confi
    what the users were served: they are scored against the true labels here);
 2. the ground truth of window ``i - delay`` goes back through ``/feedback`` by prediction
    id (pinned with the endpoint's ``x-perennial-backend`` header to the server that made
-   the predictions; labels of a server that is gone come back as unknown ids);
+   the predictions; since signed ids, labels of a server that is gone are scored by the
+   serving one into the earlier model's window, so few come back as unknown ids);
 3. the data file is replaced by the newest labelled window (``i - delay``);
 4. time passes: one window is ``window_seconds`` of the runner's simulated clock
    (``--speed``), then the driver waits until every pipeline and deployment has settled

@@ -193,7 +193,8 @@ def served_run(deployment: Mapping[str, Any] | None) -> str | None:
 
 def env_of(deployment: Mapping[str, Any]) -> dict[str, str]:
     (container,) = template_of(deployment)["spec"]["containers"]
-    return {e["name"]: e["value"] for e in container["env"]}
+    # plain values only (the feedback key is a secretKeyRef the kubelet would resolve)
+    return {e["name"]: e["value"] for e in container["env"] if "value" in e}
 
 
 @dataclass

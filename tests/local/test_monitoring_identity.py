@@ -41,14 +41,29 @@ def _post(url: str, path: str, body: Any) -> Any:
     return payload
 
 
-def _wrong_feedback(url: str, rows: int = 120) -> None:
-    """Rows predicted through the stable endpoint, then labels that contradict them all."""
+def _wrong_feedback(url: str, rows: int = 120, late: int = 0) -> tuple[list[str], list[int]]:
+    """Rows predicted through the stable endpoint, then labels that contradict them all;
+    the labels of the last ``late`` rows are returned, to be sent later."""
     from sklearn.datasets import load_breast_cancer
 
-    data = load_breast_cancer().data[:rows].tolist()
+    data = load_breast_cancer().data[: rows + late].tolist()
     answer = _post(url, "/predict", {"instances": data})
     wrong = [1 - int(p) for p in answer["predictions"]]
-    _post(url, "/feedback", {"ids": answer["ids"], "targets": wrong})
+    _post(url, "/feedback", {"ids": answer["ids"][:rows], "targets": wrong[:rows]})
+    return answer["ids"][rows:], wrong[rows:]
+
+
+def _get(url: str, path: str) -> Any:
+    host, port = url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=deadline())
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        payload = json.loads(response.read())
+    finally:
+        conn.close()
+    assert response.status == 200, payload
+    return payload
 
 
 @pytest.mark.slow
@@ -75,7 +90,7 @@ def test_no_duplicate_run_after_a_decay_retrain_is_rolled_out(
         wait_for("bc-00001 serving", lambda: serving("bc-00001"), step=0.3)
         url = runner.endpoint_url("bc")
         assert url is not None
-        _wrong_feedback(url)
+        late_ids, late_targets = _wrong_feedback(url, late=40)
         clock.advance(10)  # the next scrape is due
         runner.tick()
         monitoring = md()["status"]["monitoring"]
@@ -104,6 +119,20 @@ def test_no_duplicate_run_after_a_decay_retrain_is_rolled_out(
         assert monitoring["sha256"] == md()["status"]["currentModel"]["sha256"]
         assert monitoring["feedbackSamples"] == 0
         assert run_of("bc-00003") is None, run_of("bc-00003")["spec"]["trigger"]
+
+        # Labels for bc-00001's last predictions arrive now, after the rollout, through the
+        # endpoint (to bc-00002's server): they are bc-00001's, not bc-00002's decay.
+        late = _post(url, "/feedback", {"ids": late_ids, "targets": late_targets})
+        assert late["accepted"] == 40 and late["earlierModels"] == 40, late
+        clock.advance(10)
+        for _ in range(3):
+            runner.tick()
+        assert md()["status"]["monitoring"]["feedbackSamples"] == 0
+        assert run_of("bc-00003") is None, run_of("bc-00003")["spec"]["trigger"]
+        served = _get(url, "/v2/models/bc/monitoring")
+        (earlier,) = served["earlierModels"]
+        assert earlier["sha256Prefix"] != served["sha256"][:8]
+        assert (earlier["feedbackSamples"], earlier["liveAccuracy"]) == (40, 0.0)
         pipeline = runner.store.get(TRAINING_PIPELINE, "default", "bc")["status"]
         assert pipeline["phase"] == "Idle", pipeline["message"]
 

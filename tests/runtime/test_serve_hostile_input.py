@@ -267,17 +267,29 @@ def test_malformed_feedback_ids_are_a_400(iris: tuple[httpx.Client, str], iris_r
     client, _ = iris
     served = client.post("/predict", json={"instances": iris_run.metadata.sample.instances[:1]})
     pid = served.json()["ids"][0]
-    prefix, seq, _ = pid.split("-")
+    sha8, process, made, seq, row, value, tag = pid.split(".")
+    head = f"{sha8}.{process}.{made}"
     label = served.json()["predictions"][0]
-    for bad in (f"{prefix}-{seq}-\u00b2", f"{prefix}-\u0663-0", f"{prefix}-{'1' * 5000}-0", "x"):
+    for bad in (
+        f"{head}.{seq}.\u00b2.{value}.{tag}",  # a non-ASCII digit
+        f"{head}.\u0663.{row}.{value}.{tag}",
+        f"{head}.{'1' * 5000}.{row}.{value}.{tag}",  # thousands of digits
+        f"{head}.{seq}.{row}.{value}.{tag[:-1]}",  # a truncated tag
+        pid[: len(pid) // 2],  # a truncated id
+        f"{head}.{seq}.{row}.c{'x' * 5000}.{tag}",  # an oversized value
+        "x",
+    ):
         response = client.post("/feedback", json={"ids": [bad], "targets": [label]})
         assert response.status_code == 400, (bad[:40], response.text)
         assert (
             "ids[0]: expects a prediction id as returned by /predict or infer"
             in (response.json()["error"])
         )
-    stale = client.post("/feedback", json={"ids": ["0badc0de-1-0"], "targets": [label]})
-    assert stale.status_code == 200 and stale.json()["unknown"] == 1  # well-formed, unknown
+    # well-formed but not scorable: an id of a server before signed ids, a forged tag
+    forged = f"{head}.{seq}.{row}.{value}.{'A' * len(tag)}"
+    for unknown in ("0badc0de-1-0", forged):
+        stale = client.post("/feedback", json={"ids": [unknown], "targets": [label]})
+        assert stale.status_code == 200 and stale.json()["unknown"] == 1, stale.text
     good = client.post("/feedback", json={"ids": [pid], "targets": [label]})
     assert good.status_code == 200 and good.json()["accepted"] == 1
 

@@ -385,7 +385,7 @@ def test_drift_score_rises_for_a_shifted_feature(
 
 def test_live_accuracy_from_feedback(cancer_run: Any, cancer_data: pd.DataFrame) -> None:
     names = features_of(cancer_run)
-    server = serve(config_for(cancer_run, feedback_window=100, prediction_cache_rows=1000))
+    server = serve(config_for(cancer_run, feedback_window=100))
     try:
         with httpx.Client(base_url=server.url, timeout=deadline()) as client:
             x = cancer_data[names].to_numpy(dtype=float)
@@ -552,3 +552,48 @@ def test_categorical_and_boolean_features(mixed_run: Any) -> None:
             assert feedback.status_code == 200 and feedback.json()["accepted"] == 3
     finally:
         server.stop()
+
+
+def test_late_regression_labels_are_scored_with_the_earlier_models_exact_predictions(
+    trained_run: Any, cancer_run: Any
+) -> None:
+    """Two regressors and a classifier sharing a feedback key (in-process servers): a
+    label for model A's prediction sent to model B is scored with A's own value."""
+    key = "k" * 64
+    data = load_diabetes(as_frame=True).frame
+    model_a = trained_run("diabetes")  # Ridge
+    model_b = trained_run("diabetes", "Ridge", {"alpha": 10.0})
+    assert model_a.sha256 != model_b.sha256
+    servers = [
+        serve(config_for(run, feedback_key=key, feedback_window=50))
+        for run in (model_a, model_b, cancer_run)
+    ]
+    try:
+        a, b, classifier = (httpx.Client(base_url=s.url, timeout=deadline()) for s in servers)
+        x = data[features_of(model_a)].to_numpy(dtype=float)[:80]
+        y = data["target"].to_numpy(dtype=float)[:80]
+        served = a.post("/predict", json={"instances": x.tolist()}).json()
+        late = b.post("/feedback", json={"ids": served["ids"], "targets": y.tolist()}).json()
+        assert late["accepted"] == 80 and late["earlierModels"] == 80
+        assert late["feedbackSamples"] == 0 and "liveRmse" not in late
+        snapshot = MonitoringSnapshot.model_validate(
+            b.get(f"/v2/models/{model_b.metadata.run}/monitoring").json()
+        )
+        (earlier,) = snapshot.earlier_models
+        last = np.asarray(served["predictions"][-50:]) - y[-50:]  # the 50 newest predictions
+        assert earlier.sha256_prefix == model_a.sha256[:8]
+        assert earlier.live_rmse == pytest.approx(float(np.sqrt(np.mean(last**2))), rel=1e-12)
+        assert earlier.live_accuracy is None and snapshot.live_rmse is None
+
+        # A classifier's id at a regressor (or the reverse) cannot be scored: unknown.
+        label_ids = classifier.post(
+            "/predict", json={"instances": [cancer_run.metadata.sample.instances[0]]}
+        ).json()["ids"]
+        other_kind = b.post("/feedback", json={"ids": label_ids, "targets": [1]}).json()
+        assert other_kind["accepted"] == 0 and other_kind["unknown"] == 1
+        assert "unverified" not in other_kind  # genuine, just not a regression prediction
+        for client in (a, b, classifier):
+            client.close()
+    finally:
+        for server in servers:
+            server.stop()

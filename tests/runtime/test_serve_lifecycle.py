@@ -23,7 +23,7 @@ import httpx
 import pytest
 
 from perennial_runtime.serve import main
-from perennial_runtime.serve.config import ServeConfig, available_cores, parse_args
+from perennial_runtime.serve.config import ConfigError, ServeConfig, available_cores, parse_args
 from perennial_runtime.serve.embedded import EmbeddedServer
 from perennial_runtime.serve.model import load
 from testsupport import deadline, wait_until
@@ -322,3 +322,23 @@ def test_backend_pin_and_workers_options() -> None:
     )
     flags = ["--model-uri", "m", "--insecure-skip-verify", "--backend", "sklearn"]
     assert parse_args(flags, env).backend == "sklearn"  # flags win
+
+
+def test_feedback_key_from_a_file_or_the_environment_else_generated(tmp_path: Path) -> None:
+    base = ["--model-uri", "m", "--insecure-skip-verify"]
+    key = "k" * 64
+    from_env = parse_args(base, {"PERENNIAL_FEEDBACK_KEY": key})
+    assert (from_env.feedback_key, from_env.feedback_key_generated) == (key, False)
+    assert key not in repr(from_env)  # never logged with the config
+    key_file = tmp_path / "feedback.key"
+    key_file.write_text("f" * 64 + "\n")
+    env = {"PERENNIAL_FEEDBACK_KEY": key, "PERENNIAL_FEEDBACK_KEY_FILE": "/nonexistent"}
+    from_file = parse_args([*base, "--feedback-key-file", str(key_file)], env)  # flags win
+    assert from_file.feedback_key == "f" * 64
+    generated = parse_args(base, {})
+    assert generated.feedback_key_generated and len(generated.feedback_key) == 64
+    assert parse_args(base, {}).feedback_key != generated.feedback_key
+    with pytest.raises(ConfigError, match="a feedback key needs at least 32"):
+        parse_args(base, {"PERENNIAL_FEEDBACK_KEY": "short"})
+    with pytest.raises(ConfigError, match="--feedback-key-file /nonexistent cannot be read"):
+        parse_args(base, {"PERENNIAL_FEEDBACK_KEY_FILE": "/nonexistent"})

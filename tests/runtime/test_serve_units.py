@@ -17,6 +17,13 @@ from perennial_runtime import drift
 from perennial_runtime.contract import ColumnSchema, ColumnType, FeatureInfo
 from perennial_runtime.serve.errors import RequestError
 from perennial_runtime.serve.fastpath import compile_pipeline, verify
+from perennial_runtime.serve.feedback_ids import (
+    ID,
+    IdCodec,
+    class_field,
+    float_fields,
+    float_of,
+)
 from perennial_runtime.serve.model import choose_backend
 from perennial_runtime.serve.predictors import PipelinePredictor, probe_batch
 from perennial_runtime.serve.schema import FeatureSchema
@@ -24,7 +31,7 @@ from perennial_runtime.serve.windows import (
     BinnedWindow,
     LabelBinner,
     NumericBinner,
-    PredictionCache,
+    TimeOrderedScores,
 )
 from perennial_runtime.training.preprocessing import build_pipeline, coerce_features
 
@@ -54,17 +61,75 @@ def test_binned_window_counts_equal_a_fresh_histogram_of_the_last_rows() -> None
         assert window.column_counts(1).tolist() == expected_c.tolist()
 
 
-def test_prediction_cache_claims_each_row_once_and_evicts_oldest() -> None:
-    cache = PredictionCache(max_rows=5)
-    cache.put(1, np.array([10, 11]))
-    cache.put(2, np.array([20, 21, 22]))
-    assert cache.claim(1, 1) == ("ok", 11)
-    assert cache.claim(1, 1) == ("duplicate", None)
-    assert cache.claim(1, 5) == ("unknown", None)
-    cache.put(3, np.array([30]))  # 6 rows > 5: request 1 goes
-    assert cache.claim(1, 0) == ("unknown", None)
-    assert cache.claim(3, 0) == ("ok", 30)
-    assert cache.rows == 4
+def test_feedback_window_counts_each_prediction_once_and_keeps_the_newest_predictions() -> None:
+    window = TimeOrderedScores(size=3)
+    assert window.add(10, 1, 0, "a", 1.0) == "ok"
+    assert window.add(10, 1, 0, "a", 0.0) == "duplicate"
+    assert window.add(30, 3, 0, "c", 0.0) == "ok"
+    assert window.add(20, 2, 0, "b", 1.0) == "ok"  # a late label, ordered by prediction
+    assert (window.filled, window.mean(), window.oldest_ms, window.newest_ms) == (3, 2 / 3, 10, 30)
+    assert window.add(25, 2, 1, "d", 1.0) == "ok"  # displaces the oldest prediction, "a"
+    assert window.oldest_ms == 20 and window.mean() == 2 / 3
+    assert window.add(10, 1, 0, "a", 1.0) == "stale"  # "a" replayed: older than the window
+    assert window.add(15, 1, 5, "e", 1.0) == "stale"  # a label for an old prediction
+    assert window.filled == 3
+
+
+def test_running_sum_stays_exact_over_many_replacements() -> None:
+    rng = np.random.default_rng(3)
+    window = TimeOrderedScores(size=50)
+    errors = rng.random(2000) * 1e6
+    for i, e in enumerate(errors):
+        window.add(i, i, 0, str(i), float(e))
+    assert window.mean() == pytest.approx(errors[-50:].mean(), rel=1e-12)
+
+
+def test_prediction_ids_carry_model_time_and_value_and_verify_only_with_their_key() -> None:
+    codec = IdCodec("k" * 40)
+    fields = [class_field(c) for c in (0, 1, "yes", "a long label: with spaces", True, 2.0)]
+    assert fields[:2] == ["c0", "c1"] and fields[4:] == ["ctrue", "c2"]
+    assert fields[3].startswith("c~") and len(fields[3]) == 14
+    ids = codec.issue("3f5a1c9e", 1_764_000_000_123, 17, fields)
+    for row, (pid, field) in enumerate(zip(ids, fields, strict=True)):
+        match = ID.fullmatch(pid)
+        assert match is not None, pid
+        ref = codec.verify(match)
+        assert ref is not None
+        assert (ref.model, ref.made_ms, ref.seq, ref.row, ref.value) == (
+            "3f5a1c9e",
+            1_764_000_000_123,
+            17,
+            row,
+            field,
+        )
+        assert len(pid) <= 60
+    assert len(ids[0]) == 47  # a class label of one character
+
+    def verified(codec: IdCodec, pid: str) -> bool:
+        match = ID.fullmatch(pid)
+        assert match is not None, pid
+        return codec.verify(match) is not None
+
+    other_deployment = IdCodec("j" * 40)
+    assert not any(verified(other_deployment, pid) for pid in ids)
+    # Another process with the same key (a new replica, a restart, the next model) verifies.
+    assert verified(IdCodec("k" * 40), ids[0])
+    # Changing any field (here the predicted class or the time) invalidates the tag.
+    assert not verified(codec, ids[0].replace(".c0.", ".c1."))
+    sha8, process, made, rest = ids[0].split(".", 3)
+    assert not verified(codec, f"{sha8}.{process}.{made[:-1]}z.{rest}")
+
+
+def test_regression_ids_carry_the_exact_float() -> None:
+    values = np.array([0.1, -3.5e300, 151.23456789012345, 0.0, 5e-324])
+    fields = float_fields(values)
+    assert all(len(f) == 12 for f in fields)
+    assert [float_of(f) for f in fields] == values.tolist()
+    ids = IdCodec("k" * 40).issue("3f5a1c9e", 1, 1, fields)
+    assert all(ID.fullmatch(pid) for pid in ids)
+    many = np.random.default_rng(5).normal(scale=1e3, size=100)  # the bulk (numpy) path
+    assert float_fields(many) == [f for v in many for f in float_fields(np.array([v]))]
+    assert [float_of(f) for f in float_fields(many)] == many.tolist()
 
 
 # --- request schema ------------------------------------------------------------------------------

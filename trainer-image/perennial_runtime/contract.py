@@ -495,6 +495,19 @@ class ModelMetadata(Wire):
     sample: SampleSet
 
 
+class EarlierModelFeedback(Wire):
+    """Feedback for predictions made by a model that is no longer the one serving here
+    (the ids name it; see docs/serving.md, Feedback and live accuracy)."""
+
+    sha256_prefix: str  # the first 8 hex digits of its model file's sha256
+    feedback_samples: int = 0
+    live_accuracy: float | None = None
+    live_rmse: float | None = None
+    # Prediction times (RFC 3339, UTC) of the oldest and newest prediction in its window.
+    oldest_prediction: str | None = None
+    newest_prediction: str | None = None
+
+
 class MonitoringSnapshot(Wire):
     """``GET /v2/models/{name}/monitoring``: what the operator copies into MD status."""
 
@@ -513,6 +526,11 @@ class MonitoringSnapshot(Wire):
     drift_scores: dict[str, float] = Field(default_factory=dict)
     max_drift_score: float | None = None
     prediction_distribution: dict[str, float] = Field(default_factory=dict)
+    # Live metrics of the serving model only: feedback whose id names it (by sha256),
+    # ordered by when the prediction was made (docs/serving.md).
     feedback_samples: int = 0
     live_accuracy: float | None = None
     live_rmse: float | None = None
+    # Feedback that arrived for earlier models' predictions (after a rollout), most
+    # recently predicted first; at most a few models.
+    earlier_models: list[EarlierModelFeedback] = Field(default_factory=list)

@@ -28,6 +28,8 @@ from perennial_runtime.contract import MIN_DRIFT_SAMPLES
 
 MAX_CANARY_STEPS = 20
 MAX_HISTORY = 100
+# earlier models in status.monitoring (a server keeps the last 4; room for a later change)
+MAX_EARLIER_MODELS = 8
 
 EXACTLY_ONE_SOURCE = CelRule(
     rule="has(self.pipelineRef) != has(self.runRef)",
@@ -385,6 +387,27 @@ class ManualRollbackStatus(StatusModel):
     requested_at: AwareDatetime | None = Field(default=None, description="When it was asked.")
 
 
+class EarlierModelMonitoring(StatusModel):
+    """Labels that arrived for an earlier model's predictions (after a rollout)."""
+
+    sha256_prefix: str = Field(
+        description="First 8 hex digits of the model file's sha256 (see history)."
+    )
+    feedback_samples: int | None = Field(default=None, description="Labels in its window.")
+    live_accuracy: float | None = Field(
+        default=None, description="Accuracy of its predictions in the window (classification)."
+    )
+    live_rmse: float | None = Field(
+        default=None, description="RMSE of its predictions in the window (regression)."
+    )
+    oldest_prediction: AwareDatetime | None = Field(
+        default=None, description="When the oldest prediction in the window was made."
+    )
+    newest_prediction: AwareDatetime | None = Field(
+        default=None, description="When the newest prediction in the window was made."
+    )
+
+
 class DeploymentMonitoringStatus(StatusModel):
     """Live numbers scraped from the serving Pods."""
 
@@ -401,15 +424,27 @@ class DeploymentMonitoringStatus(StatusModel):
     drift_scores: dict[str, float] = Field(default_factory=dict, description="PSI per feature.")
     drift_samples: int | None = Field(default=None, description="Rows the PSI is computed on.")
     live_accuracy: float | None = Field(
-        default=None, description="Accuracy on the feedback received (classification)."
+        default=None,
+        description="Accuracy of the served model's own predictions that received feedback, "
+        "over the feedback window ordered by prediction time (classification).",
     )
     live_rmse: float | None = Field(
-        default=None, description="RMSE on the feedback received (regression)."
+        default=None,
+        description="RMSE of the served model's own predictions that received feedback, "
+        "over the feedback window ordered by prediction time (regression).",
     )
     error_rate: float | None = Field(default=None, description="Fraction of failed requests.")
     latency_p99_ms: float | None = Field(default=None, description="99th-percentile latency.")
     requests: int | None = Field(default=None, description="Requests served.")
-    feedback_samples: int | None = Field(default=None, description="Feedback rows received.")
+    feedback_samples: int | None = Field(
+        default=None, description="Feedback rows in the served model's window."
+    )
+    earlier_models: list[EarlierModelMonitoring] = Field(
+        default_factory=list,
+        max_length=MAX_EARLIER_MODELS,
+        description="Late labels for earlier models' predictions, scored against the model "
+        "that made them (never in liveAccuracy / liveRmse); most recently predicted first.",
+    )
     last_scrape_time: AwareDatetime | None = Field(default=None, description="Last scrape.")
     reachable: bool | None = Field(
         default=None, description="Whether the last scrape reached the server."

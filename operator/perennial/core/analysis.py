@@ -22,6 +22,7 @@ from typing import Any, Final
 
 from pydantic import ValidationError
 
+from perennial.api.deployment import MAX_EARLIER_MODELS
 from perennial.core.rollout import AnalysisSample
 from perennial_runtime.contract import MonitoringSnapshot
 
@@ -130,8 +131,10 @@ def scrape_message(snapshot: MonitoringSnapshot) -> str:
 def monitoring_status(snapshot: MonitoringSnapshot, *, scraped_at: str) -> dict[str, Any]:
     """``status.monitoring`` (wire shape) from one snapshot. The pipeline's drift and
     decay triggers read maxDriftScore/driftSamples and liveAccuracy/liveRmse/
-    feedbackSamples from here, and ``run``/``sha256`` (the model the server measured) to
-    count them only for the model the deployment serves."""
+    feedbackSamples from here (the serving model's own predictions only), and
+    ``run``/``sha256`` (the model the server measured) to count them only for the model the
+    deployment serves. ``earlierModels``: late labels the server scored against earlier
+    models, for people (no trigger reads them)."""
     out: dict[str, Any] = {
         "driftScores": {k: round(float(v), 6) for k, v in snapshot.drift_scores.items()},
         "driftSamples": snapshot.drift_samples,
@@ -151,4 +154,12 @@ def monitoring_status(snapshot: MonitoringSnapshot, *, scraped_at: str) -> dict[
         "latencyP99Ms": snapshot.latency_p99_ms,
     }
     out.update({k: round(float(v), 6) for k, v in optional.items() if v is not None})
+    if snapshot.earlier_models:
+        out["earlierModels"] = [
+            _rounded(e.to_dict()) for e in snapshot.earlier_models[:MAX_EARLIER_MODELS]
+        ]
     return out
+
+
+def _rounded(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: round(v, 6) if isinstance(v, float) else v for k, v in values.items()}

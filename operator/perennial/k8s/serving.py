@@ -47,6 +47,13 @@ REVISION_HISTORY_LIMIT: Final = 3
 MAX_LABEL_VALUE: Final = 63
 READY_PATH: Final = "/v2/health/ready"
 LIVE_PATH: Final = "/v2/health/live"
+# The deployment's feedback key (signs prediction ids so that every server of the
+# deployment, the next model's included, can score feedback): Secret NAME-feedback-key,
+# key "key", created by the user; optional, so Pods start without it (each server then
+# signs with a key of its own). The kubelet resolves it: the operator never reads secrets.
+FEEDBACK_KEY_ENV: Final = "PERENNIAL_FEEDBACK_KEY"
+FEEDBACK_KEY_SECRET_SUFFIX: Final = "-feedback-key"
+FEEDBACK_KEY_SECRET_KEY: Final = "key"
 
 
 def label_value(text: str) -> str:
@@ -95,6 +102,11 @@ def endpoint(deployment: str, namespace: str, port: int) -> str:
 def model_name(deployment: str) -> str:
     """The model's name in the V2 URLs: the ModelDeployment's name (stable across models)."""
     return deployment
+
+
+def feedback_key_secret(deployment: str) -> str:
+    """The Secret holding the feedback key of ModelDeployment ``deployment``."""
+    return f"{deployment}{FEEDBACK_KEY_SECRET_SUFFIX}"
 
 
 def monitoring_path(deployment: str) -> str:
@@ -153,6 +165,16 @@ def pod_template(
         # per process, so each Pod stays one consistent monitoring unit (the server's own
         # default is one process per core). Scale with replicas.
         {"name": "PERENNIAL_SERVE_WORKERS", "value": "1"},
+        {
+            "name": FEEDBACK_KEY_ENV,
+            "valueFrom": {
+                "secretKeyRef": {
+                    "name": feedback_key_secret(name),
+                    "key": FEEDBACK_KEY_SECRET_KEY,
+                    "optional": True,
+                }
+            },
+        },
     ]
     mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}]
     volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {"sizeLimit": TMP_SIZE_LIMIT}}]

@@ -32,6 +32,7 @@ import http.client
 import json
 import logging
 import os
+import secrets
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
@@ -57,6 +58,11 @@ SMOKE_TIMEOUT = 10.0
 DRAIN_GRACE_SECONDS = 1.0  # real seconds an old server stays reachable after the switch
 RESTART_BACKOFF_SECONDS = (1.0, 2.0, 5.0, 10.0)
 SERVER_MIN_DRIFT_WINDOW = 100
+# The deployment's feedback key (signs prediction ids, so every server of the deployment,
+# the next model's and a restarted one's included, scores feedback for any of them):
+# created once in the deployment's folder, unless the environment names a key already.
+FEEDBACK_KEY_FILE = "feedback.key"
+FEEDBACK_KEY_ENVS = ("PERENNIAL_FEEDBACK_KEY", "PERENNIAL_FEEDBACK_KEY_FILE")
 
 STARTING = "Starting"
 READY = "Ready"
@@ -338,11 +344,25 @@ class LocalServing:
             "--host",
             "127.0.0.1",
         ]
+        env = self.env if self.env is not None else os.environ
+        if not any(env.get(name) for name in FEEDBACK_KEY_ENVS):
+            args += ["--feedback-key-file", str(self._feedback_key_file())]
         server.popen = processes.spawn(args, self.log_path(server), env=self.env)
         server.pid = server.popen.pid
         server.state = STARTING
         server.reason = None
         server.started = time.monotonic()
+
+    def _feedback_key_file(self) -> Path:
+        path = self.folder / FEEDBACK_KEY_FILE
+        self.folder.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            return path
+        with os.fdopen(fd, "w") as out:
+            out.write(secrets.token_hex(32))
+        return path
 
     def log_path(self, server: Server) -> Path:
         return self.folder / f"{server.key.replace('#', '-')}.log"

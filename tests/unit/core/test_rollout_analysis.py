@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from perennial.api.deployment import DeploymentMonitoringStatus
 from perennial.core.analysis import (
     SnapshotError,
     analysis_sample,
@@ -17,7 +18,7 @@ from perennial.core.analysis import (
     scrape_message,
 )
 from perennial.core.workload import crash_reason, workload_state
-from perennial_runtime.contract import MonitoringSnapshot
+from perennial_runtime.contract import EarlierModelFeedback, MonitoringSnapshot
 
 
 def snap(**kw: Any) -> MonitoringSnapshot:
@@ -125,6 +126,35 @@ def test_monitoring_status_has_the_fields_the_pipeline_triggers_read() -> None:
         "lastScrapeTime": "2026-06-01T12:00:00Z",
         "reachable": True,
     }
+
+
+def test_monitoring_status_reports_late_labels_of_earlier_models_apart() -> None:
+    earlier = EarlierModelFeedback(
+        sha256_prefix="9c04e1b2",
+        feedback_samples=300,
+        live_accuracy=0.81234567,
+        oldest_prediction="2026-06-01T09:00:00.000Z",
+        newest_prediction="2026-06-01T11:00:00.000Z",
+    )
+    out = monitoring_status(
+        snap(feedback_samples=0, run="iris-00003", sha256="d" * 64, earlier_models=[earlier]),
+        scraped_at="2026-06-01T12:00:00Z",
+    )
+    assert out["feedbackSamples"] == 0 and "liveAccuracy" not in out
+    assert out["earlierModels"] == [
+        {
+            "sha256Prefix": "9c04e1b2",
+            "feedbackSamples": 300,
+            "liveAccuracy": 0.812346,
+            "oldestPrediction": "2026-06-01T09:00:00.000Z",
+            "newestPrediction": "2026-06-01T11:00:00.000Z",
+        }
+    ]
+    status = DeploymentMonitoringStatus.model_validate(out)  # what write_status checks
+    assert status.earlier_models[0].live_accuracy == 0.812346
+    # A snapshot of an older server (no earlierModels) still parses, with none.
+    old = MonitoringSnapshot.model_validate_json('{"model": "iris", "feedbackSamples": 3}')
+    assert old.earlier_models == []
 
 
 # --- reading Deployments and Pods ----------------------------------------------------------

@@ -98,7 +98,7 @@ def test_deployment_runs_the_model_with_probes_and_rolling_update() -> None:
     c = container(deployment)
     assert c["image"] == "registry.example/perennial-runtime:1.2.3"
     assert c["command"] == ["perennial-runtime"] and c["args"] == ["serve", "--port", "8080"]
-    env = {e["name"]: e["value"] for e in c["env"]}
+    env = {e["name"]: e.get("value") for e in c["env"]}
     assert env["PERENNIAL_MODEL_URI"] == PVC_MODEL.model_uri
     assert env["PERENNIAL_MODEL_SHA256"] == PVC_MODEL.sha256
     assert env["PERENNIAL_MODEL_NAME"] == "iris"
@@ -183,7 +183,7 @@ def test_spec_image_overrides_and_the_windows_are_passed_to_the_server() -> None
     )
     c = container(deployment)
     assert c["image"] == "mirror.example/runtime:1"
-    env = {e["name"]: e["value"] for e in c["env"]}
+    env = {e["name"]: e.get("value") for e in c["env"]}
     assert env["PERENNIAL_DRIFT_WINDOW"] == "500"
     assert env["PERENNIAL_FEEDBACK_WINDOW"] == "2500"
     assert c["args"] == ["serve", "--port", "9000"]
@@ -194,8 +194,23 @@ def test_one_server_process_per_pod() -> None:
     # one process per core.
     for track, replicas in ((STABLE, 3), (CANARY, 1)):
         deployment = build_deployment(MD, spec(), PVC_MODEL, track=track, replicas=replicas)
-        env = {e["name"]: e["value"] for e in container(deployment)["env"]}
+        env = {e["name"]: e.get("value") for e in container(deployment)["env"]}
         assert env["PERENNIAL_SERVE_WORKERS"] == "1"
+
+
+def test_both_tracks_get_the_deployments_feedback_key_from_its_optional_secret() -> None:
+    # The same key in the stable and canary Pods and across models: any of them can score
+    # feedback for a prediction another one made. Optional: Pods start without the Secret.
+    expected = {
+        "name": "PERENNIAL_FEEDBACK_KEY",
+        "valueFrom": {
+            "secretKeyRef": {"name": "iris-feedback-key", "key": "key", "optional": True}
+        },
+    }
+    for track, model in ((STABLE, PVC_MODEL), (CANARY, S3_MODEL)):
+        deployment = build_deployment(MD, spec(), model, track=track, replicas=1)
+        keys = [e for e in container(deployment)["env"] if e["name"] == "PERENNIAL_FEEDBACK_KEY"]
+        assert keys == [expected]
 
 
 def test_a_drift_window_below_the_servers_minimum_is_rejected_at_admission() -> None:

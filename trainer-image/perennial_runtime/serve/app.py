@@ -414,7 +414,7 @@ class ServingApp:
         prediction = await self._run(model, batch, v2.PREDICT_PROBA in outputs, v2.ROW_NAME)
         ids = self.monitor.record(batch, prediction)
         if request_id is None:
-            request_id = ids[0].rsplit("-", 1)[0]
+            request_id = ".".join(ids[0].split(".", 4)[:4])  # model, process, time, request
         return json_response(200, v2.infer_response(model, prediction, outputs, request_id, ids))
 
     async def _feedback_handler(self, body: Any) -> Response:

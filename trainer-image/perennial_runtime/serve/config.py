@@ -7,8 +7,9 @@ import json
 import math
 import os
 import re
+import secrets
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from perennial_runtime.drift import MIN_DRIFT_SAMPLES
@@ -21,6 +22,9 @@ BACKEND_ENV = "PERENNIAL_SERVE_BACKEND"
 # model.onnx exists, else numpy preprocessing + the estimator, else the pipeline.
 BACKENDS = ("auto", "numpy", "onnxruntime", "sklearn")
 MODEL_NAME_ENV = "PERENNIAL_MODEL_NAME"
+FEEDBACK_KEY_ENV = "PERENNIAL_FEEDBACK_KEY"
+FEEDBACK_KEY_FILE_ENV = "PERENNIAL_FEEDBACK_KEY_FILE"
+MIN_FEEDBACK_KEY_CHARS = 32
 # How the parent process hands the parsed config to uvicorn's worker processes.
 CONFIG_JSON_ENV = "PERENNIAL_SERVE_CONFIG_JSON"
 
@@ -77,7 +81,10 @@ class ServeConfig:
     max_rows: int = 10_000
     drift_window: int = 1000
     feedback_window: int = 1000
-    prediction_cache_rows: int = 100_000
+    # The deployment's feedback key (docs/serving.md, Feedback): prediction ids are signed
+    # with it, so every server holding it can score them. "" = one generated per process.
+    feedback_key: str = field(default="", repr=False)
+    feedback_key_generated: bool = False
     log_level: str = "info"
     access_log: bool = False
     # HTTP limits (http_limits.py): header block size, header and body read time, connections
@@ -119,13 +126,6 @@ _INT_OPTIONS: tuple[tuple[str, str, int, int, str], ...] = (
         1000,
         1,
         "recent feedback rows for live accuracy / rmse",
-    ),
-    (
-        "--prediction-cache-rows",
-        "PERENNIAL_PREDICTION_CACHE_ROWS",
-        100_000,
-        1,
-        "recent predictions kept so /feedback can match their ids",
     ),
     (
         "--max-header-bytes",
@@ -206,6 +206,13 @@ def _parser() -> argparse.ArgumentParser:
         parser.add_argument(
             flag, type=float, metavar="SECONDS", help=f"{text} (env {env}; default {seconds:g})"
         )
+    parser.add_argument(
+        "--feedback-key-file",
+        metavar="PATH",
+        help=f"file holding the deployment's feedback key, which signs prediction ids (env "
+        f"{FEEDBACK_KEY_FILE_ENV}, or the key itself in {FEEDBACK_KEY_ENV}; default: a key "
+        "generated at start, so only this server can score its ids)",
+    )
     parser.add_argument(
         "--log-level",
         choices=["debug", "info", "warning", "error"],
@@ -288,6 +295,7 @@ def parse_args(argv: Sequence[str], env: Mapping[str, str]) -> ServeConfig:
     if access_log is None:
         access_log = env.get("PERENNIAL_ACCESS_LOG", "").strip().lower() in _TRUE
 
+    feedback_key, generated = _feedback_key(args.feedback_key_file, env)
     return ServeConfig(
         model_uri=model_uri,
         sha256=sha256.lower() if sha256 else None,
@@ -300,5 +308,30 @@ def parse_args(argv: Sequence[str], env: Mapping[str, str]) -> ServeConfig:
         access_log=bool(access_log),
         header_timeout=floats["header_timeout"],
         body_timeout=floats["body_timeout"],
+        feedback_key=feedback_key,
+        feedback_key_generated=generated,
         **ints,
     )
+
+
+def _feedback_key(path: str | None, env: Mapping[str, str]) -> tuple[str, bool]:
+    """(key, generated): the key file (flag, then env), else the key env var, else a new
+    random key (shared by this server's workers, not by other servers)."""
+    path = path or env.get(FEEDBACK_KEY_FILE_ENV) or None
+    where = f"--feedback-key-file {path}"
+    if path is not None:
+        try:
+            key = Path(path).read_text().strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{where} cannot be read: {exc}") from None
+    else:
+        key = env.get(FEEDBACK_KEY_ENV, "").strip()
+        where = FEEDBACK_KEY_ENV
+        if not key:
+            return secrets.token_hex(32), True
+    if len(key) < MIN_FEEDBACK_KEY_CHARS:
+        raise ConfigError(
+            f"{where} holds {len(key)} characters; a feedback key needs at least "
+            f"{MIN_FEEDBACK_KEY_CHARS} (e.g. 64 hex digits: openssl rand -hex 32)"
+        )
+    return key, False

@@ -2,23 +2,27 @@
 
 Hot path: a request costs a few integer increments (its count and latency bucket, plain
 Python counters rendered as Prometheus families when scraped: no client-library lock per
-request), one list append (its validated batch, for drift) and one cache insert (its
-predictions, for feedback). Binning, counts, PSI and the prediction distribution are
-computed later, in batches of at least ``FOLD_ROWS`` rows after a response has been sent,
-or when ``/metrics`` or the monitoring endpoint is read. Everything here runs on the
+request), one list append (its validated batch, for drift) and one signed id per row
+(``feedback_ids``: the id carries the model, the time and the prediction, so no cache).
+Binning, counts, PSI and the prediction distribution are computed later, in batches of
+at least ``FOLD_ROWS`` rows after a response has been sent, or when ``/metrics`` or the
+monitoring endpoint is read. Everything here runs on the
 server's event-loop thread, so nothing is locked.
 
 The drift and feedback windows are per process: with ``--workers N`` each worker watches
-the traffic it served (see docs/serving.md).
+the traffic it served (see docs/serving.md). Feedback by id is scored by whichever
+process receives it, against the model that made the prediction: the serving model's
+window, or one of the last ``EARLIER_MODELS`` models' windows.
 """
 
 from __future__ import annotations
 
+import logging
 import math
-import re
-import secrets
+import time
 from bisect import bisect_left
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -31,10 +35,20 @@ from prometheus_client.core import (
     Metric,
 )
 
-from perennial_runtime.contract import FeatureReference, MonitoringSnapshot
+from perennial_runtime.contract import EarlierModelFeedback, FeatureReference, MonitoringSnapshot
 from perennial_runtime.drift import MIN_DRIFT_SAMPLES
 from perennial_runtime.serve.config import ServeConfig
 from perennial_runtime.serve.errors import RequestError, describe
+from perennial_runtime.serve.feedback_ids import (
+    ID,
+    LEGACY_ID,
+    SHA_CHARS,
+    IdCodec,
+    PredictionRef,
+    class_field,
+    float_fields,
+    float_of,
+)
 from perennial_runtime.serve.model import Prediction, ServedModel
 from perennial_runtime.serve.schema import Batch
 from perennial_runtime.serve.windows import (
@@ -42,11 +56,13 @@ from perennial_runtime.serve.windows import (
     Binner,
     LabelBinner,
     NumericBinner,
-    PredictionCache,
     PredictionLabelBinner,
     ScoreWindow,
+    TimeOrderedScores,
     psi_of,
 )
+
+log = logging.getLogger("perennial_runtime.serve")
 
 INFERENCE_ENDPOINTS = ("infer", "predict")
 ENDPOINTS = (
@@ -81,9 +97,14 @@ LATENCY_BUCKETS = (
 FOLD_ROWS = 256
 LATENCY_SAMPLES = 1024
 PREDICTION_COLUMN = "__prediction__"
-# A prediction id: "<process prefix>-<request seq>-<row>", ASCII digits of bounded length
-# (a non-ASCII digit or a 5,000-digit number is a malformed id, never an int() call).
-PREDICTION_ID = re.compile(r"([^-]{1,64})-([0-9]{1,18})-([0-9]{1,9})", re.ASCII)
+# Earlier models whose feedback windows are kept (the ones that predicted most recently).
+EARLIER_MODELS = 4
+EXAMPLE_ID = "3f5a1c9e.5f1c9a2e.misxm0zf.18.0.c0.ZvH4RJcoDcNk"
+UNVERIFIED_HINT = (
+    "{n} id(s) failed the authentication check: they were not issued by a server of this "
+    "deployment (another deployment, a server without the deployment's feedback key, or an "
+    "altered id); send feedback to the deployment that made the prediction"
+)
 
 
 def outcome_of(status: int) -> str:
@@ -131,8 +152,9 @@ class _Tracked:
 class Monitor:
     """Counters, windows and the Prometheus registry of one server process."""
 
-    def __init__(self, config: ServeConfig) -> None:
+    def __init__(self, config: ServeConfig, clock: Callable[[], float] = time.time) -> None:
         self.config = config
+        self.clock = clock
         self.registry = CollectorRegistry(auto_describe=False)
         # (endpoint, outcome) -> requests; endpoint -> [bucket counts..., +Inf], seconds
         self.request_counts = {(e, o): 0 for e in ENDPOINTS for o in OUTCOMES}
@@ -143,10 +165,18 @@ class Monitor:
         self._latencies = np.zeros(LATENCY_SAMPLES, dtype=np.float64)
         self._latency_count = 0
         self.rows_predicted = 0
-        self.id_prefix = secrets.token_hex(4)
+        if not config.feedback_key or config.feedback_key_generated:
+            log.warning(
+                "no feedback key configured (PERENNIAL_FEEDBACK_KEY or "
+                "PERENNIAL_FEEDBACK_KEY_FILE): prediction ids are signed with a key generated "
+                "at start, so only this server can score them, and not after a restart"
+            )
+        self.ids = IdCodec(config.feedback_key or IdCodec.new_key())
         self._seq = 0
-        self.cache = PredictionCache(config.prediction_cache_rows)
-        self.feedback = ScoreWindow(config.feedback_window)
+        self._sha8 = ""
+        self._class_fields: dict[Any, str] = {}
+        self.feedback = TimeOrderedScores(config.feedback_window)
+        self.earlier: dict[str, tuple[bool, TimeOrderedScores]] = {}  # sha8 -> (classifier, w)
         self.feedback_total = 0
         self.model: ServedModel | None = None
         self.status = "loading"
@@ -165,6 +195,8 @@ class Monitor:
 
     def attach(self, model: ServedModel) -> None:
         self.model = model
+        self._sha8 = model.sha256[:SHA_CHARS]
+        self._class_fields = {c: class_field(c) for c in model.classes or []}
         self._tracked = _Tracked(model)
         self._window = BinnedWindow(
             [b.bins for b in self._tracked.binners] or [1], self.config.drift_window
@@ -191,15 +223,19 @@ class Monitor:
             self._latency_count += 1
 
     def record(self, batch: Batch, prediction: Prediction) -> list[str]:
-        """Remember a served batch; returns one feedback id per row."""
+        """Remember a served batch; returns one signed feedback id per row."""
         self._seq += 1
-        seq = self._seq
-        self.cache.put(seq, prediction.values)
         self._pending.append((batch, prediction.values))
         self._pending_rows += batch.rows
         self.rows_predicted += batch.rows
-        head = f"{self.id_prefix}-{seq}-"
-        return [f"{head}{i}" for i in range(batch.rows)]
+        made_ms = int(self.clock() * 1000)
+        return self.ids.issue(self._sha8, made_ms, self._seq, self._fields(prediction.values))
+
+    def _fields(self, values: npt.NDArray[Any]) -> list[str]:
+        if self.model is not None and self.model.classes is None:
+            return float_fields(values)
+        known = self._class_fields
+        return [known.get(v) or class_field(v) for v in values.tolist()]
 
     def after_response(self) -> None:
         if self._pending_rows >= FOLD_ROWS:
@@ -301,64 +337,126 @@ class Monitor:
         return out
 
     def score_feedback(self, predicted: Sequence[Any], targets: Sequence[Any]) -> None:
+        """Rows predicted again now (feedback by ``instances``): the serving model's, made now."""
         model = self.model
         assert model is not None
         if not predicted:
             return
-        if model.classes is not None:
-            outcome = np.fromiter(
-                (1.0 if p == t else 0.0 for p, t in zip(predicted, targets, strict=True)),
-                np.float64,
-                len(predicted),
-            )
-        else:
-            diff = np.asarray(predicted, np.float64) - np.asarray(targets, np.float64)
-            outcome = diff * diff
-        self.feedback.add(outcome)
+        made_ms = int(self.clock() * 1000)
+        self._seq += 1
+        uid = f"{self.ids.process}.rows.{self._seq}."
+        for row, (p, t) in enumerate(zip(predicted, targets, strict=True)):
+            if model.classes is not None:
+                outcome = 1.0 if p == t else 0.0
+            else:
+                outcome = (float(p) - float(t)) ** 2
+            self.feedback.add(made_ms, self._seq, row, f"{uid}{row}", outcome)
         self.feedback_total += len(predicted)
 
     def feedback_by_ids(self, ids: Sequence[Any], targets: Sequence[Any]) -> dict[str, Any]:
-        predicted: list[Any] = []
-        matched_targets: list[Any] = []
-        unknown: list[str] = []
-        duplicates: list[str] = []
+        """Score each id against the model that made the prediction, in that model's
+        window at the time it was made (``targets`` already checked by :meth:`targets`)."""
+        outcomes: dict[str, list[str]] = {
+            "ok": [],
+            "duplicate": [],
+            "stale": [],
+            "unknown": [],
+            "unverified": [],
+            "earlier": [],
+        }
         for i, (pid, target) in enumerate(zip(ids, targets, strict=True)):
-            parsed = PREDICTION_ID.fullmatch(pid) if type(pid) is str else None
-            if parsed is None:
+            match = ID.fullmatch(pid) if type(pid) is str else None
+            if match is None:
+                if type(pid) is str and LEGACY_ID.fullmatch(pid):
+                    outcomes["unknown"].append(pid)  # an id of a server before signed ids
+                    continue
                 raise RequestError(
                     f"ids[{i}]: expects a prediction id as returned by /predict or infer "
-                    f"(like '{self.id_prefix}-1-0'), got {describe(pid)}"
+                    f"(like '{EXAMPLE_ID}'), got {describe(pid)}"
                 )
-            state, value = self._claim(parsed)
-            if state == "ok":
-                predicted.append(value)
-                matched_targets.append(target)
-            elif state == "duplicate":
-                duplicates.append(pid)
-            else:
-                unknown.append(pid)
-        self.score_feedback(predicted, matched_targets)
-        return self.feedback_summary(len(predicted), unknown, duplicates)
+            ref = self.ids.verify(match)
+            if ref is None:
+                outcomes["unverified"].append(pid)
+                continue
+            state = self._score(ref, target)
+            outcomes[state].append(pid)
+            if state == "ok" and ref.model != self._sha8:
+                outcomes["earlier"].append(pid)
+        accepted = len(outcomes["ok"])
+        self.feedback_total += accepted
+        return self.feedback_summary(
+            accepted,
+            unknown=outcomes["unknown"] + outcomes["unverified"],
+            duplicates=outcomes["duplicate"],
+            stale=len(outcomes["stale"]),
+            unverified=len(outcomes["unverified"]),
+            earlier=len(outcomes["earlier"]),
+        )
 
-    def _claim(self, pid: re.Match[str]) -> tuple[str, Any]:
-        prefix, seq, row = pid.groups()
-        if prefix != self.id_prefix:  # another process's (or a restarted one's) prediction
-            return "unknown", None
-        return self.cache.claim(int(seq), int(row))
+    def _score(self, ref: PredictionRef, target: Any) -> str:
+        """``ok``, ``duplicate``, ``stale`` or ``unknown`` (a prediction of another kind of
+        model: a regressor's id sent to a classifier, or the reverse)."""
+        model = self.model
+        assert model is not None
+        classifier = model.classes is not None
+        if ref.classification != classifier:
+            return "unknown"
+        if classifier:
+            truth = self._class_fields.get(target) or class_field(target)
+            outcome = 1.0 if truth == ref.value else 0.0
+        else:
+            outcome = (float_of(ref.value) - float(target)) ** 2
+        if ref.model == self._sha8:
+            window = self.feedback
+        else:
+            found = self._earlier_window(ref, classifier)
+            if found is None:
+                return "stale"
+            window = found
+        return window.add(ref.made_ms, ref.seq, ref.row, ref.text, outcome)
+
+    def _earlier_window(self, ref: PredictionRef, classifier: bool) -> TimeOrderedScores | None:
+        """The window of an earlier model; a new model's displaces the one whose newest
+        prediction is oldest (None: this prediction is older than all of those)."""
+        entry = self.earlier.get(ref.model)
+        if entry is not None:
+            return entry[1]
+        if len(self.earlier) >= EARLIER_MODELS:
+            oldest = min(self.earlier, key=lambda k: self.earlier[k][1].newest_ms or 0)
+            if ref.made_ms < (self.earlier[oldest][1].newest_ms or 0):
+                return None
+            del self.earlier[oldest]
+        window = TimeOrderedScores(self.config.feedback_window)
+        self.earlier[ref.model] = (classifier, window)
+        return window
 
     def feedback_summary(
-        self, accepted: int, unknown: Sequence[str] = (), duplicates: Sequence[str] = ()
+        self,
+        accepted: int,
+        unknown: Sequence[str] = (),
+        duplicates: Sequence[str] = (),
+        *,
+        stale: int = 0,
+        unverified: int = 0,
+        earlier: int = 0,
     ) -> dict[str, Any]:
         body: dict[str, Any] = {
             "accepted": accepted,
             "feedbackSamples": self.feedback.filled,
         }
+        if earlier:
+            body["earlierModels"] = earlier
         if unknown:
             body["unknownIds"] = list(unknown[:20])
             body["unknown"] = len(unknown)
+        if unverified:
+            body["unverified"] = unverified
+            body["hint"] = UNVERIFIED_HINT.format(n=unverified)
         if duplicates:
             body["duplicateIds"] = list(duplicates[:20])
             body["duplicates"] = len(duplicates)
+        if stale:
+            body["stale"] = stale
         live = self.feedback.mean()
         if self.model is not None and live is not None:
             if self.model.is_classifier:
@@ -366,6 +464,25 @@ class Monitor:
             else:
                 body["liveRmse"] = math.sqrt(live)
         return body
+
+    def earlier_models(self) -> list[EarlierModelFeedback]:
+        out: list[tuple[int, EarlierModelFeedback]] = []
+        for sha8, (classifier, window) in self.earlier.items():
+            mean = window.mean()
+            out.append(
+                (
+                    window.newest_ms or 0,
+                    EarlierModelFeedback(
+                        sha256_prefix=sha8,
+                        feedback_samples=window.filled,
+                        live_accuracy=mean if classifier else None,
+                        live_rmse=None if classifier or mean is None else math.sqrt(mean),
+                        oldest_prediction=_rfc3339(window.oldest_ms),
+                        newest_prediction=_rfc3339(window.newest_ms),
+                    ),
+                )
+            )
+        return [e for _, e in sorted(out, key=lambda item: -item[0])]
 
     # --- read side -------------------------------------------------------------------------------
 
@@ -422,10 +539,21 @@ class Monitor:
                 if live is not None and model is not None and not model.is_classifier
                 else None
             ),
+            earlier_models=self.earlier_models(),
         )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def _rfc3339(ms: int | None) -> str | None:
+    if ms is None:
+        return None
+    return (
+        datetime.fromtimestamp(ms / 1000, UTC)
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z")
+    )
 
 
 def _concat(arrays: list[npt.NDArray[Any]]) -> npt.NDArray[Any]:
@@ -544,3 +672,22 @@ class _Collector:
                 gauge = GaugeMetricFamily("perennial_live_rmse", "RMSE over the feedback window.")
                 gauge.add_metric([], math.sqrt(live))
             yield gauge
+        earlier = m.earlier_models()
+        if earlier:
+            accuracy = GaugeMetricFamily(
+                "perennial_earlier_model_live_accuracy",
+                "Accuracy of an earlier model's predictions whose labels arrived here.",
+                labels=["sha256"],
+            )
+            rmse = GaugeMetricFamily(
+                "perennial_earlier_model_live_rmse",
+                "RMSE of an earlier model's predictions whose labels arrived here.",
+                labels=["sha256"],
+            )
+            for e in earlier:
+                if e.live_accuracy is not None:
+                    accuracy.add_metric([e.sha256_prefix], e.live_accuracy)
+                if e.live_rmse is not None:
+                    rmse.add_metric([e.sha256_prefix], e.live_rmse)
+            yield accuracy
+            yield rmse

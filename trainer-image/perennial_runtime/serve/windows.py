@@ -4,15 +4,16 @@
   with per-bin counts kept up to date on every insert (old rows' bins are decremented
   as they fall out), so a PSI score reads counts instead of re-binning the window.
 - :class:`ScoreWindow`: the last ``size`` feedback outcomes (1/0 hits or squared errors).
-- :class:`PredictionCache`: recent predictions by request, bounded by rows, so feedback
-  can refer to them by id.
+- :class:`TimeOrderedScores`: feedback outcomes of the most recent predictions, ordered
+  by when the prediction was made.
 
 All three are mutated from the server's event-loop thread only.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
+import heapq
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -143,38 +144,59 @@ class ScoreWindow:
         return float(self.values[: self.filled].mean())
 
 
-class PredictionCache:
-    """Recent predictions by request sequence number, evicted oldest-first by rows.
+class TimeOrderedScores:
+    """The outcomes of the ``size`` most recent predictions that received feedback, by
+    when the prediction was made (not when its label arrived).
 
-    A put is one dict insert (plus evictions once full); which rows were already
-    answered is only tracked for requests that received feedback.
+    A label that arrives late for a recent prediction displaces the oldest prediction's
+    outcome; a label for a prediction older than all ``size`` in a full window is
+    ``"stale"`` and not counted. The window also remembers which predictions it holds, so
+    a replayed id is a ``"duplicate"``; a replay of one that has left the window is older
+    than everything in it, hence stale: nothing is counted twice, with no memory beyond
+    the window. Entries are ordered by ``(made_ms, seq, row, id)``.
     """
 
-    def __init__(self, max_rows: int) -> None:
-        self.max_rows = max_rows
-        self.rows = 0
-        # oldest first; popitem(last=False) is O(1) (a plain dict slows down as its
-        # head fills with deleted slots)
-        self._entries: OrderedDict[int, npt.NDArray[Any]] = OrderedDict()
-        self._answered: dict[int, set[int]] = {}
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._heap: list[tuple[int, int, int, str, float]] = []
+        self._ids: set[str] = set()
+        self._sum = 0.0
+        self._replaced = 0
+        self.newest_ms: int | None = None
 
-    def put(self, seq: int, values: npt.NDArray[Any]) -> None:
-        entries = self._entries
-        entries[seq] = values
-        self.rows += len(values)
-        while self.rows > self.max_rows and len(entries) > 1:
-            oldest, dropped = entries.popitem(last=False)
-            self.rows -= len(dropped)
-            self._answered.pop(oldest, None)
+    @property
+    def filled(self) -> int:
+        return len(self._heap)
 
-    def claim(self, seq: int, row: int) -> tuple[str, Any]:
-        """``("ok", prediction)``, ``("unknown", None)`` or ``("duplicate", None)``."""
-        values = self._entries.get(seq)
-        if values is None or not 0 <= row < len(values):
-            return "unknown", None
-        answered = self._answered.setdefault(seq, set())
-        if row in answered:
-            return "duplicate", None
-        answered.add(row)
-        value = values[row]
-        return "ok", value.item() if isinstance(value, np.generic) else value
+    @property
+    def oldest_ms(self) -> int | None:
+        return self._heap[0][0] if self._heap else None
+
+    def add(self, made_ms: int, seq: int, row: int, uid: str, outcome: float) -> str:
+        """``"ok"``, ``"duplicate"`` or ``"stale"``."""
+        if uid in self._ids:
+            return "duplicate"
+        entry = (made_ms, seq, row, uid, outcome)
+        heap = self._heap
+        if len(heap) >= self.size:
+            if entry[:4] < heap[0][:4]:
+                return "stale"
+            old = heapq.heapreplace(heap, entry)
+            self._ids.discard(old[3])
+            self._sum -= old[4]
+            self._replaced += 1
+        else:
+            heapq.heappush(heap, entry)
+        self._ids.add(uid)
+        self._sum += outcome
+        if self._replaced >= self.size:  # keep the running sum exact
+            self._replaced = 0
+            self._sum = math.fsum(e[4] for e in heap)
+        if self.newest_ms is None or made_ms > self.newest_ms:
+            self.newest_ms = made_ms
+        return "ok"
+
+    def mean(self) -> float | None:
+        if not self._heap:
+            return None
+        return max(0.0, self._sum / len(self._heap))
