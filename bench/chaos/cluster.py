@@ -74,10 +74,19 @@ class OperatorProcess:
     (see :mod:`bench.chaos.operator_process`); killed with SIGKILL, started again."""
 
     def __init__(
-        self, workdir: Path, base_url: str, clock_file: Path, env: dict[str, str] | None = None
+        self,
+        workdir: Path,
+        base_url: str,
+        clock_file: Path,
+        env: dict[str, str] | None = None,
+        *,
+        args: tuple[str, ...] = (),
+        token: str = "operator",
     ) -> None:
         self.env = dict(env or {})
-        self.kubeconfig = write_kubeconfig(workdir / "kubeconfig", base_url)
+        self.args = args
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.kubeconfig = write_kubeconfig(workdir / "kubeconfig", base_url, token=token)
         self.clock_file = clock_file
         self.log = workdir / "operator.log"
         self.process: subprocess.Popen[bytes] | None = None
@@ -96,7 +105,13 @@ class OperatorProcess:
             log.write(f"--- start {self.starts + 1} at {time.time():.3f}\n")
             log.flush()
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "bench.chaos.operator_process", str(self.clock_file)],
+                [
+                    sys.executable,
+                    "-m",
+                    "bench.chaos.operator_process",
+                    str(self.clock_file),
+                    *self.args,
+                ],
                 cwd=REPO,
                 env=env,
                 stdout=subprocess.DEVNULL,

@@ -147,6 +147,53 @@ def render_faults(result: Any) -> str:
     return "\n".join(lines) + "\n"
 
 
+FAILOVER_BEGIN = "<!-- begin: failover -->"
+FAILOVER_END = "<!-- end: failover -->"
+
+
+def render_failover(result: Any) -> str:
+    fo = result.failover
+
+    def seconds(values: list[float]) -> str:
+        return ", ".join(f"{v:.1f} s" for v in values) or "none measured"
+
+    lines = [
+        FAILOVER_BEGIN,
+        "## Failover (`make chaos`)",
+        "",
+        "Same run, same scenario, on one emulator with the HA overlay's two operators "
+        "(`manifests/overlays/ha`: `--peering=perennial`, priorities 100 and 50, the "
+        "ClusterKopfPeering `perennial`), each its own process, each write attributed to "
+        "the process that sent it. The primary is killed with SIGKILL after the first "
+        "rollouts, started again after the second ones (the scenario goes on once it is back "
+        "in the peering object) and killed again after the third runs. kopf peering is not "
+        "leader election: a paused operator resumes when the dead peer's keep-alive expires "
+        "(kopf's peering lifetime, 60 s), so that lifetime bounds the takeover.",
+        "",
+        "| figure | value |",
+        "|---|---|",
+        f"| takeover: primary killed -> the standby's first write (each kill) | "
+        f"{seconds(fo.takeovers)} |",
+        f"| handback: primary started again -> its first write | {seconds(fo.handbacks)} |",
+        f"| standby writes while the primary ran, before the first kill | "
+        f"{fo.standby_before_first_kill} |",
+        f"| standby writes after the restarted primary's first write (both acting) | "
+        f"{fo.overlap_writes} (over {fo.overlap_seconds:.1f} s) |",
+        f"| writes by process | primary {fo.writes.get('primary', 0)}, standby "
+        f"{fo.writes.get('standby', 0)} |",
+        f"| final state equal to the undisturbed round's | {'yes' if fo.converged else 'no'} |",
+        f"| invariant violations | {len(fo.violations)} |",
+        "",
+    ]
+    if fo.violations or fo.difference:
+        lines += [f"- {v}" for v in fo.violations]
+        lines += [f"- {k}: expected `{d['expected']}`, found `{d['found']}`"
+                  for k, d in (fo.difference or {}).items()]  # fmt: skip
+        lines.append("")
+    lines.append(FAILOVER_END)
+    return "\n".join(lines) + "\n"
+
+
 def _replace(text: str, begin: str, end: str, section: str) -> str:
     pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end) + r"\n?", re.S)
     if pattern.search(text):
@@ -159,4 +206,6 @@ def write_chaos(path: Path, result: Any, args: argparse.Namespace) -> None:
     text = _replace(text, BEGIN, END, render(result, args))
     if result.fault_rounds:
         text = _replace(text, FAULTS_BEGIN, FAULTS_END, render_faults(result))
+    if result.failover is not None:
+        text = _replace(text, FAILOVER_BEGIN, FAILOVER_END, render_failover(result))
     path.write_text(text)

@@ -32,13 +32,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
 import kmock
-from tests.integration.harness import KubeApi, StandInControllers
+from tests.integration.harness import StandInControllers
 from tests.integration.harness.metadata import set_cluster_clock
 
 from bench.chaos import report
 from bench.chaos.cluster import REPO, KillPlan, OperatorProcess, write_clock
+from bench.chaos.failover import FailoverResult, failover_round
 from bench.chaos.faults import READ_TIMEOUT, FaultEmulator, FaultPlan
 from bench.chaos.invariants import violations
 from bench.chaos.scenario import Round, StageTimeoutError, World
@@ -74,6 +74,7 @@ class ChaosResult:
     fault_seed: int = 0
     fault_rate: float = 0.0
     fault_rounds: list[RoundResult] = field(default_factory=list)
+    failover: FailoverResult | None = None
     kills: dict[str, int] = field(default_factory=dict)
     restart_to_first_request: list[float] = field(default_factory=list)
     unexpected_exits: list[int] = field(default_factory=list)
@@ -121,13 +122,7 @@ async def _round(
         await emulator.load_crds(CRDS, skip_other_kinds=True)
         emulator.answer_selectors_unfiltered()
 
-        def resolve(api_version: str, kind: str) -> str:
-            resource = emulator.resource_for(api_version, kind)
-            prefix = f"{resource.group}/" if resource.group else ""
-            return f"{prefix}{resource.version}/{resource.plural}"
-
-        api = KubeApi(emulator.base_url, resolve)
-        api._client.timeout = httpx.Timeout(60.0)
+        api = emulator.kube_api(timeout=60.0)
         controllers = StandInControllers(api, emulator)
         with tempfile.TemporaryDirectory() as tmp:
             work = Path(tmp)
@@ -225,6 +220,7 @@ async def chaos(
     spread_over: int = 4,
     fault_rounds: int = 0,
     fault_rate: float = 0.1,
+    failover: bool = False,
 ) -> ChaosResult:
     """The reference round, then chaos rounds until ``kills`` kills are done (at most
     ``max_rounds``), spread over about ``spread_over`` rounds. Each round's operator log,
@@ -289,6 +285,20 @@ async def chaos(
             f"{len(outcome.violations)} violations, {outcome.seconds:.0f}s",
             flush=True,
         )
+    if failover:
+        print("failover: primary and standby, the primary killed twice", flush=True)
+        outcome_fo, final = await failover_round("failover", stage_timeout, results)
+        if final != expected:
+            outcome_fo.converged = False
+            outcome_fo.difference = _difference(expected, final)
+        result.failover = outcome_fo
+        print(
+            f"failover: takeovers {[round(t, 1) for t in outcome_fo.takeovers]} s, "
+            f"handbacks {[round(t, 1) for t in outcome_fo.handbacks]} s, overlap writes "
+            f"{outcome_fo.overlap_writes}, converged={outcome_fo.converged}, "
+            f"{len(outcome_fo.violations)} violations",
+            flush=True,
+        )
     result.seconds = time.monotonic() - began
     return result
 
@@ -313,6 +323,9 @@ def main(argv: list[str] | None = None) -> int:
         default=120.0 * float(os.environ.get("PERENNIAL_TEST_TIMEOUT_FACTOR", "1")),
         help="seconds a stage of the scenario may take before the round counts as stuck",
     )
+    parser.add_argument(
+        "--no-failover", action="store_true", help="skip the primary/standby failover part"
+    )
     parser.add_argument("--no-docs", action="store_true", help="do not write docs/reliability.md")
     args = parser.parse_args(argv)
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -325,6 +338,7 @@ def main(argv: list[str] | None = None) -> int:
             stage_timeout=args.stage_timeout,
             fault_rounds=args.fault_rounds,
             fault_rate=args.fault_rate,
+            failover=not args.no_failover,
         )
     )
     (RESULTS / "chaos.json").write_text(json.dumps(asdict(result), indent=1))

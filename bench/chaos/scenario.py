@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -144,6 +144,8 @@ class Round:
     data_file: Path
     stage_timeout: float
     stages: list[tuple[str, float]] = field(default_factory=list)
+    # Called after each stage is reached (the failover suite kills and restarts there).
+    after_stage: Callable[[str], Awaitable[None]] | None = None
 
     def _objects(self, resource: str) -> dict[str, dict[str, Any]]:
         return {
@@ -171,6 +173,8 @@ class Round:
                 raise StageTimeoutError(f"{self.namespace}: stage {stage!r} not reached")
             await asyncio.sleep(0.1)
         self.stages.append((stage, time.monotonic() - began))
+        if self.after_stage is not None:
+            await self.after_stage(stage)
 
     def move_clock(self, seconds: float) -> None:
         self.start += timedelta(seconds=seconds)

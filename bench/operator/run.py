@@ -33,7 +33,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 import kmock
 from tests.integration.harness import (
     ApiServerEmulator,
@@ -165,15 +164,9 @@ async def _bench_one(n: int, deployments: int, window: float, samples: int) -> S
         await emulator.load_crds(CRDS, skip_other_kinds=True)
         emulator.answer_selectors_unfiltered()
 
-        def resolve(api_version: str, kind: str) -> str:
-            resource = emulator.resource_for(api_version, kind)
-            prefix = f"{resource.group}/" if resource.group else ""
-            return f"{prefix}{resource.version}/{resource.plural}"
-
-        api = KubeApi(emulator.base_url, resolve)
-        # The emulator shares this process with the benchmark: under load an answer may
-        # take longer than the harness's 10 s.
-        api._client.timeout = httpx.Timeout(120.0)
+        # The emulator shares this process with the benchmark: under load an answer may take
+        # longer than the harness's 10 s.
+        api = emulator.kube_api(timeout=120.0)
         controllers = StandInControllers(api, emulator)
         with tempfile.TemporaryDirectory() as tmp:
             kubeconfig = write_kubeconfig(Path(tmp) / "kubeconfig", emulator.base_url)
@@ -372,7 +365,7 @@ async def _make_ready(
 
 
 async def _latencies(
-    emulator: ApiServerEmulator, api: KubeApi, controllers: StandInControllers, pipeline: str
+    emulator: CountingEmulator, api: KubeApi, controllers: StandInControllers, pipeline: str
 ) -> tuple[float, float]:
     run = f"{pipeline}-00002"
     t0 = time.monotonic()

@@ -64,12 +64,7 @@ async def emulator() -> AsyncIterator[ApiServerEmulator]:
 
 @pytest.fixture
 async def kube_api(emulator: ApiServerEmulator) -> AsyncIterator[KubeApi]:
-    def resolve(api_version: str, kind: str) -> str:
-        resource = emulator.resource_for(api_version, kind)
-        prefix = f"{resource.group}/" if resource.group else ""
-        return f"{prefix}{resource.version}/{resource.plural}"
-
-    api = KubeApi(emulator.base_url, resolve)
+    api = emulator.kube_api()
     yield api
     await api.aclose()
 

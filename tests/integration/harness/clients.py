@@ -34,13 +34,16 @@ DUMMY_TOKEN: Final = "kmock-emulator-token"
 _CONTEXT: Final = "kmock-emulator"
 
 
-def write_kubeconfig(path: Path, server: str, *, namespace: str = "default") -> Path:
-    """A kubeconfig with one context: ``server`` and a dummy bearer token."""
+def write_kubeconfig(
+    path: Path, server: str, *, namespace: str = "default", token: str = DUMMY_TOKEN
+) -> Path:
+    """A kubeconfig with one context: ``server`` and a bearer token (a dummy one: the
+    emulator checks no token, but a suite may tell its clients apart by it)."""
     config = {
         "apiVersion": "v1",
         "kind": "Config",
         "clusters": [{"name": _CONTEXT, "cluster": {"server": server}}],
-        "users": [{"name": _CONTEXT, "user": {"token": DUMMY_TOKEN}}],
+        "users": [{"name": _CONTEXT, "user": {"token": token}}],
         "contexts": [
             {
                 "name": _CONTEXT,

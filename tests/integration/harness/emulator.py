@@ -42,11 +42,13 @@ from typing import Any, Final
 
 import aiohttp.web
 import attrs
+import httpx
 import kmock
 
 from .api_errors import api_error, describe
 from .discovery import CRD_RESOURCE, api_version_of, crd_resources, read_crd_documents
 from .field_selectors import FieldTerm, field_terms, matches
+from .kube_api import KubeApi
 from .label_selectors import LabelSelectorError, label_filter
 from .metadata import (
     created_object,
@@ -226,6 +228,20 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
         if wanted is None:
             return [copy.deepcopy(obj.raw) for obj in self.objects.values() if not obj.deleted]
         return [copy.deepcopy(obj.raw) for _, obj in self.stored(wanted)]
+
+    def kube_api(self, *, timeout: float | None = None) -> KubeApi:
+        """A test client of this emulator (``timeout``: seconds per request, else the
+        client's default); close it with ``aclose()``."""
+        api = KubeApi(self.base_url, self.resource_path)
+        if timeout is not None:
+            api._client.timeout = httpx.Timeout(timeout)
+        return api
+
+    def resource_path(self, api_version: str, kind: str) -> str:
+        """``group/version/plural`` of a kind (how :class:`KubeApi` names resources)."""
+        resource = self.resource_for(api_version, kind)
+        prefix = f"{resource.group}/" if resource.group else ""
+        return f"{prefix}{resource.version}/{resource.plural}"
 
     def resource_for(self, api_version: str, kind: str) -> kmock.resource:
         """The resource (group/version/plural) serving ``kind`` in ``api_version``."""
