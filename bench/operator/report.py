@@ -73,6 +73,16 @@ def render(results: Sequence[Any], seconds: float, args: argparse.Namespace) -> 
             f"{_median(r.trigger_to_job)} / {_max(r.trigger_to_job)} | "
             f"{_median(r.job_to_rollout)} / {_max(r.job_to_rollout)} |"
         )
+    busy = [r for r in results if r.requests]
+    if busy:
+        lines.append("")
+    for r in busy:
+        lines.append(
+            f"At N = {r.n:,} the window was not at rest: {sum(r.requests.values())} requests "
+            "(see the row) came after the operator had been quiet for 10 s, while it was "
+            "still working through the setup's backlog; its CPU and request figures at this N "
+            "are figures of that catch-up, not of an idle operator."
+        )
     lines += _targets(results)
     lines += ["", END_MARK, ""]
     return "\n".join(lines)
