@@ -208,8 +208,10 @@ class Round:
             "first rollouts", self._served({"sched": "sched-00001", "manual": "manual-00001"})
         )
 
-        self.move_clock(3600)
+        # The data first, then the clock: the operator's clock stands still between moves, so
+        # a poll woken by the move before the file changed would not come again.
         self.data_file.write_text("a,b,target\n1,2,0\n3,4,1\n")
+        self.move_clock(3600)
         await self.api.patch(
             TP, "manual", ns, {"metadata": {"annotations": {"perennial.dev/retrain": "chaos-1"}}}
         )
@@ -230,8 +232,8 @@ class Round:
             ),
         )
 
-        self.move_clock(3600)
         self.data_file.write_text("a,b,target\n1,2,0\n3,4,1\n5,6,0\n")
+        self.move_clock(3600)
         await self.api.patch(MD, "manual", ns, {"spec": {"rollbackTo": "manual-00001"}})
         await self.until(
             "third runs", self._phases({"sched-00003": "Rejected", "fresh-00003": "Succeeded"})
