@@ -20,7 +20,7 @@ from perennial.core.run_verdict import RunVerdict
 from perennial.core.tracking import alias_request, finalize_request
 from perennial.k8s.builders.training_job import mlflow_config
 from perennial.local import processes
-from perennial_runtime.contract import TRACKING_FINALIZE_ENV
+from perennial_runtime.contract import TRACKING_FINALIZE_ENV, TrackingFinalize
 
 FINALIZE_LOG: Final = "mlflow-finalize.log"
 ALIAS_LOG: Final = "mlflow-alias.log"
@@ -45,13 +45,7 @@ def start_finalize(
         gates=verdict.gates,
         blessed=verdict.blessed,
     )
-    if request is None:
-        return None
-    return processes.spawn(
-        [sys.executable, "-m", "perennial_runtime.tracking", "finalize"],
-        folder / FINALIZE_LOG,
-        env={**os.environ, TRACKING_FINALIZE_ENV: request.to_json()},
-    )
+    return _spawn(request, folder / FINALIZE_LOG)
 
 
 def start_alias_move(run_body: Mapping[str, Any], folder: Path) -> subprocess.Popen[bytes] | None:
@@ -65,11 +59,15 @@ def start_alias_move(run_body: Mapping[str, Any], folder: Path) -> subprocess.Po
     config = mlflow_config(run, run.metadata.namespace)
     if config is None:
         return None
-    request = alias_request(config, run_body.get("status") or {})
+    return _spawn(alias_request(config, run_body.get("status") or {}), folder / ALIAS_LOG)
+
+
+def _spawn(request: TrackingFinalize | None, log: Path) -> subprocess.Popen[bytes] | None:
+    """``python -m perennial_runtime.tracking finalize`` with ``request`` (None: nothing)."""
     if request is None:
         return None
     return processes.spawn(
         [sys.executable, "-m", "perennial_runtime.tracking", "finalize"],
-        folder / ALIAS_LOG,
+        log,
         env={**os.environ, TRACKING_FINALIZE_ENV: request.to_json()},
     )
