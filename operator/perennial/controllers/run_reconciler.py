@@ -7,10 +7,11 @@ reconciled under its own lock; the decisions are the shared shell's.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import logging
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from perennial.api.enums import RunPhase
 from perennial.api.run import TrainingRun
@@ -20,7 +21,7 @@ from perennial.core.job_state import JobObservation, parse_time
 from perennial.core.naming import job_name
 from perennial.core.pipeline_plan import LABEL_RUN
 from perennial.core.run_verdict import RunVerdict
-from perennial.k8s import metrics
+from perennial.k8s import client, metrics
 from perennial.k8s.builders.training_job import build_job
 from perennial.k8s.client import JOBS, RUN_STATUS
 from perennial.k8s.cluster_state import ClusterState
@@ -28,6 +29,7 @@ from perennial.k8s.events import report_event
 from perennial.reconcile import runs
 from perennial.reconcile.runs import Body, JobView, RunReport, pipeline_of
 
+logger = logging.getLogger("perennial.controllers.run")
 LOCKS: Final = KeyedLocks()
 
 __all__ = ["LOCKS", "RunReport", "cancel_run", "reconcile_run"]
@@ -83,8 +85,16 @@ class ClusterRuns:
         self.state.delete(JOBS, job_name(name), namespace)
 
     def write_status(self, body: Mapping[str, Any], delta: Mapping[str, Any]) -> Body:
-        self.state.write_status(RUN_STATUS, body, delta)
-        return {**body, "status": {**(body.get("status") or {}), **delta}}
+        # Only onto the version the decision was made on: a run judged meanwhile (by an
+        # operator that ran while this one was paused, or by this one's previous turn
+        # that the watch has not delivered yet) is not overwritten by a stale view.
+        written = self.state.write_status(RUN_STATUS, body, delta, precondition=True)
+        # The next write of this turn goes onto the version this one made.
+        version = (written.get("metadata") or {}).get("resourceVersion")
+        meta = dict(body["metadata"])
+        if version:
+            meta["resourceVersion"] = version
+        return {**body, "metadata": meta, "status": {**(body.get("status") or {}), **delta}}
 
     def event(
         self, body: Mapping[str, Any], reason: str, message: str, type: str = "Normal"
@@ -125,14 +135,41 @@ def _training_seconds(seen: JobObservation | None, body: Mapping[str, Any]) -> f
     return max(0.0, (seen.finished - started).total_seconds())
 
 
+STALE_RETRIES: Final = 3
+T = TypeVar("T")
+
+
+def _on_fresh_state(
+    state: ClusterState, namespace: str, name: str, turn: Callable[[ClusterRuns], T]
+) -> T:
+    """Run ``turn``; a status write refused because the run changed since it was read
+    (409) reads the run from the API and runs it again (at most STALE_RETRIES times)."""
+    for attempt in range(STALE_RETRIES):
+        try:
+            return turn(ClusterRuns(state))
+        except client.ApiError as exc:
+            if not exc.conflict or attempt == STALE_RETRIES - 1:
+                raise
+            logger.info("run %s/%s changed while reconciled: reading it again", namespace, name)
+            state.refresh(client.TRAINING_RUNS_RESOURCE, namespace, name)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
 def reconcile_run(state: ClusterState, namespace: str, name: str) -> RunReport | None:
     """Bring the run one step forward; None if it does not exist (any more)."""
     with LOCKS.hold(namespace, name):
-        return runs.reconcile_run(ClusterRuns(state), namespace, name)
+        return _on_fresh_state(
+            state, namespace, name, lambda port: runs.reconcile_run(port, namespace, name)
+        )
 
 
 def cancel_run(state: ClusterState, namespace: str, name: str, *, replaced_by: str) -> bool:
     """Concurrency policy Replace: end an active run (Failed, reason Replaced) and delete
     its Job. False if the run had already finished or is gone."""
     with LOCKS.hold(namespace, name):
-        return runs.cancel_run(ClusterRuns(state), namespace, name, replaced_by=replaced_by)
+        return _on_fresh_state(
+            state,
+            namespace,
+            name,
+            lambda port: runs.cancel_run(port, namespace, name, replaced_by=replaced_by),
+        )

@@ -304,6 +304,7 @@ def _request(
     query: Sequence[tuple[str, str]] = (),
     body: Any = None,
     content_type: str | None = None,
+    retry_conflicts: bool = True,
 ) -> Any:
     """One API call with bounded retries; the decoded JSON answer."""
     policy = _State.retry
@@ -338,6 +339,8 @@ def _request(
                 return {}
             return json.loads(data)
         if not last.retryable or attempt == policy.attempts - 1:
+            break
+        if last.conflict and not retry_conflicts:
             break
         # Never sooner than the server asked (429 from API Priority and Fairness, 503).
         delay = max(policy.delay(attempt), last.retry_after or 0.0)
@@ -447,19 +450,34 @@ def patch(
     changes: Mapping[str, Any] | Sequence[Mapping[str, Any]],
     *,
     subresource: str | None = None,
+    resource_version: str | None = None,
 ) -> dict[str, Any]:
     """A mapping is sent as a JSON merge patch (``None`` deletes a key), a sequence as a JSON
-    patch (RFC 6902; e.g. with a ``test`` of ``/metadata/resourceVersion``)."""
+    patch (RFC 6902; e.g. with a ``test`` of ``/metadata/resourceVersion``).
+
+    ``resource_version`` (merge patch only): apply only to that version of the object
+    (optimistic concurrency); a newer one answers 409 Conflict, raised at once (retrying
+    the same stale write cannot succeed: the caller reads again and decides again)."""
     path = resource.path(namespace, name)
     if subresource:
         path = f"{path}/{subresource}"
     if isinstance(changes, Mapping):
         body: Any = dict(changes)
+        if resource_version is not None:
+            metadata = dict(body.get("metadata") or {})
+            metadata["resourceVersion"] = resource_version
+            body["metadata"] = metadata
         content_type = MERGE_PATCH
     else:
         body = [dict(op) for op in changes]
         content_type = JSON_PATCH
-    out: dict[str, Any] = _request("PATCH", path, body=body, content_type=content_type)
+    out: dict[str, Any] = _request(
+        "PATCH",
+        path,
+        body=body,
+        content_type=content_type,
+        retry_conflicts=resource_version is None,
+    )
     return out
 
 
@@ -541,16 +559,29 @@ class StatusApi(Generic[StatusT]):
         return self.model.model_validate(obj.get("status") or {})
 
     def write(
-        self, name: str, namespace: str | None, changes: Mapping[str, Any] | StatusT
+        self,
+        name: str,
+        namespace: str | None,
+        changes: Mapping[str, Any] | StatusT,
+        *,
+        resource_version: str | None = None,
     ) -> dict[str, Any]:
         """Merge ``changes`` into the status (a ``None`` value clears that field); the
-        updated object. A model instance writes every field it has set."""
+        updated object. A model instance writes every field it has set. With
+        ``resource_version``, only onto that version (see :func:`patch`)."""
         if isinstance(changes, BaseModel):
             data: dict[str, Any] = changes.model_dump(mode="json", by_alias=True, exclude_none=True)
         else:
             data = dict(changes)
         self.check(data)
-        return patch(self.resource, name, namespace, {"status": data}, subresource="status")
+        return patch(
+            self.resource,
+            name,
+            namespace,
+            {"status": data},
+            subresource="status",
+            resource_version=resource_version,
+        )
 
 
 PIPELINE_STATUS: Final = StatusApi(TRAINING_PIPELINES_RESOURCE, TrainingPipelineStatus)

@@ -149,13 +149,28 @@ class ClusterState:
         return created, fresh
 
     def write_status(
-        self, api: StatusApi[Any], body: Mapping[str, Any], changes: Mapping[str, Any]
+        self,
+        api: StatusApi[Any],
+        body: Mapping[str, Any],
+        changes: Mapping[str, Any],
+        *,
+        precondition: bool = False,
     ) -> Body:
+        """Write ``changes`` into the status; with ``precondition``, only onto the version
+        ``body`` was read at (409 Conflict if the object changed since: read again)."""
         meta = body["metadata"]
         namespace = meta.get("namespace") or ""
-        written = api.write(meta["name"], namespace, changes)
+        version = meta.get("resourceVersion") if precondition else None
+        written = api.write(meta["name"], namespace, changes, resource_version=version)
         self._remember(api.resource.plural, namespace, meta["name"], written)
         return written
+
+    def refresh(self, resource: Resource, namespace: str, name: str) -> Body | None:
+        """Read one object from the API (not the watches): after a conflict showed that
+        what the watches hold is behind. The answer is remembered like a write's."""
+        found = client.get_or_none(resource, name, namespace)
+        self._remember(resource.plural, namespace, name, found)
+        return found
 
     def remember(self, resource: Resource, written: Mapping[str, Any]) -> None:
         """Keep the answer of a write made elsewhere (the deployment's status)."""

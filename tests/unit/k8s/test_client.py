@@ -119,6 +119,26 @@ def test_a_429_is_retried_no_sooner_than_its_retry_after(server: Script) -> None
     assert server.arrivals[1] - server.arrivals[0] >= 1.0  # the policy alone waits ~1 ms
 
 
+def test_a_write_onto_a_version_is_sent_with_it_and_its_conflict_not_retried(
+    server: Script,
+) -> None:
+    # Optimistic concurrency: the object changed since it was read; sending the same stale
+    # write again cannot succeed, the caller must read again.
+    server.on("PATCH", f"{JOB_PATH}/j1/status", _status(409, "Conflict"))
+    with pytest.raises(client.ApiError) as err:
+        client.patch(
+            client.JOBS,
+            "j1",
+            "ns",
+            {"status": {"a": 1}},
+            subresource="status",
+            resource_version="7",
+        )
+    assert err.value.conflict
+    assert len(server.requests) == 1
+    assert server.requests[0][3] == {"status": {"a": 1}, "metadata": {"resourceVersion": "7"}}
+
+
 def test_retries_are_bounded(server: Script) -> None:
     server.on("GET", f"{JOB_PATH}/j1", _status(500, "InternalError"))
     with pytest.raises(client.ApiError) as err:
