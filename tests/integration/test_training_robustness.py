@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from typing import Any
+
+import kmock
 
 from perennial.api.enums import TriggerType
 from perennial.api.pipeline import TrainingPipeline
@@ -122,22 +125,54 @@ async def test_an_invalid_spec_stalls_the_pipeline_until_fixed(training: Trainin
 
 
 async def test_an_image_that_cannot_be_pulled_fails_the_run(training: Training) -> None:
-    await training.create_pipeline("pull")
-    job = await training.wait_job("pull-00001")
+    await _image_cannot_be_pulled(training, "pull")
+
+
+async def test_a_refused_verdict_write_does_not_bring_the_stopped_job_back(
+    training: Training,
+) -> None:
+    # The verdict (Failed, ImagePullBackOff) is refused once with 409, as when the run
+    # changed since the operator read it: the operator reads the run again and judges it
+    # again. Its Job must be deleted once, after the verdict is stored - never created again.
+    def verdict(body: Any) -> bool:
+        return isinstance(body, dict) and (body.get("status") or {}).get("phase") == "Failed"
+
+    training.emulator.fail_requests(
+        "PATCH", TR, name="stuck-00001", subresource="status", matching=verdict, status=409,
+        message="the object has been modified; please apply your changes to the latest version",
+    )  # fmt: skip
+    await _image_cannot_be_pulled(training, "stuck")
+    refused = [f for f in training.emulator._failures if f.name == "stuck-00001"]
+    assert refused[0].remaining == 0, "the verdict write was never refused"
+    creations = [
+        w
+        for w in training.emulator.writes
+        if w.method.value == "POST" and w.resource == kmock.resource(JOBS)
+        and (w.data or {}).get("metadata", {}).get("name") == "stuck-00001"
+    ]  # fmt: skip
+    assert len(creations) == 1
+    await asyncio.sleep(1.0)  # a late turn would re-create it now
+    assert await training.api.get_or_none(JOBS, "stuck-00001", "ml") is None
+
+
+async def _image_cannot_be_pulled(training: Training, pipeline: str) -> None:
+    await training.create_pipeline(pipeline)
+    run = f"{pipeline}-00001"
+    job = await training.wait_job(run)
     template = job["spec"]["template"]
     pod = await training.api.create(
         {
             "apiVersion": "v1",
             "kind": "Pod",
             "metadata": {
-                "name": "pull-00001-abcde",
+                "name": f"{run}-abcde",
                 "namespace": "ml",
-                "labels": {**template["metadata"]["labels"], "job-name": "pull-00001"},
+                "labels": {**template["metadata"]["labels"], "job-name": run},
                 "ownerReferences": [
                     {
                         "apiVersion": "batch/v1",
                         "kind": "Job",
-                        "name": "pull-00001",
+                        "name": run,
                         "uid": job["metadata"]["uid"],
                         "controller": True,
                     }
@@ -170,12 +205,12 @@ async def test_an_image_that_cannot_be_pulled_fails_the_run(training: Training) 
             ],
         },
     )
-    run = await training.wait_phase("pull-00001", "Failed")
+    run = await training.wait_phase(run, "Failed")
     assert run["status"]["reason"] == "ImagePullBackOff"
     assert image in run["status"]["message"]
 
     async def job_deleted() -> bool:
-        return await training.api.get_or_none(JOBS, "pull-00001", "ml") is None
+        return await training.api.get_or_none(JOBS, run, "ml") is None
 
     await wait_for(job_deleted, what="the stuck Job is deleted")
 

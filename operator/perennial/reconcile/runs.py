@@ -198,10 +198,14 @@ def _judge(
         return RunReport(pipeline_of(body), RunPhase.EVALUATING.value)
     config = GateConfig.from_spec(run.spec.pipeline_spec)
     verdict = judge(seen, config, had_champion=run.spec.champion is not None)
+    report = _finish(port, body, run, verdict, seen, now=now)
     if seen.state is JobState.FAILED and seen.fatal:
-        # The Job would wait for its deadline (an image that cannot be pulled): stop it.
+        # The Job would wait for its deadline (an image that cannot be pulled): stop it,
+        # once the verdict is stored. Deleted first, a refused verdict write (409, or a
+        # crash in between) would leave a run still Pending without its Job, and the next
+        # turn would create the Job again.
         port.delete_job(body["metadata"].get("namespace") or "", name)
-    return _finish(port, body, run, verdict, seen, now=now)
+    return report
 
 
 def _stall(port: RunPort, body: Mapping[str, Any], message: str, *, now: datetime) -> None:

@@ -118,6 +118,8 @@ class _InjectedFailure:
     method: str
     resource: kmock.resource
     name: str | None
+    subresource: str | None
+    matching: Callable[[Any], bool] | None
     status: int
     message: str
     remaining: int
@@ -202,16 +204,22 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
         resource: str,
         *,
         name: str | None = None,
+        subresource: str | None = None,
+        matching: Callable[[Any], bool] | None = None,
         status: int = 500,
         times: int = 1,
         message: str = "injected by the test",
     ) -> None:
-        """Answer the next ``times`` matching requests with ``status``, changing nothing."""
+        """Answer the next ``times`` matching requests with ``status``, changing nothing
+        (``subresource``: only requests to it, e.g. ``status``; ``matching``: only requests
+        whose decoded body it accepts)."""
         self._failures.append(
             _InjectedFailure(
                 method=method.upper(),
                 resource=kmock.resource(resource),
                 name=name,
+                subresource=subresource,
+                matching=matching,
                 status=status,
                 message=message,
                 remaining=times,
@@ -338,6 +346,8 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
                 and failure.method == request.method.value
                 and failure.resource == request.resource
                 and failure.name in (None, request.name)
+                and failure.subresource in (None, request.subresource)
+                and (failure.matching is None or failure.matching(request.data))
             ):
                 failure.remaining -= 1
                 raise api_error(failure.status, failure.message)
