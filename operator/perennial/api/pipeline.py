@@ -109,7 +109,10 @@ class DriftTrigger(SpecModel):
         "significant shift). The deployment's monitoring.minSamples must be reached first.",
     )
     cooldown_seconds: int = Field(
-        default=3600, ge=0, description="Least time between two drift-triggered runs."
+        default=3600,
+        ge=0,
+        description="Least time between two drift-triggered runs; doubled for each "
+        "drift-triggered run in a row the gates rejected (up to 16 times).",
     )
 
 
@@ -159,7 +162,10 @@ class PerformanceDecayTrigger(SpecModel):
         default=100, ge=1, description="Feedback samples needed before any verdict."
     )
     cooldown_seconds: int = Field(
-        default=3600, ge=0, description="Least time between two decay-triggered runs."
+        default=3600,
+        ge=0,
+        description="Least time between two decay-triggered runs; doubled for each "
+        "decay-triggered run in a row the gates rejected (up to 16 times).",
     )
 
     cel_rules: ClassVar[tuple[CelRule, ...]] = (DECAY_ONE_LIMIT,)

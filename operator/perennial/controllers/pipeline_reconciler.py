@@ -22,7 +22,13 @@ from perennial.api.pipeline import TrainingPipeline
 from perennial.controllers import clock, run_reconciler
 from perennial.controllers.keyed_locks import KeyedLocks
 from perennial.core.naming import job_name
-from perennial.core.pipeline_plan import LABEL_PIPELINE, ChampionRecord, NewRun
+from perennial.core.pipeline_plan import (
+    LABEL_PIPELINE,
+    ChampionRecord,
+    NewRun,
+    rejected_in_a_row,
+    summarize_run,
+)
 from perennial.core.timers import DataCheck, next_due
 from perennial.k8s import metrics
 from perennial.k8s.builders.training_run import new_run_body
@@ -145,4 +151,9 @@ def check_triggers(state: ClusterState, namespace: str, name: str) -> datetime |
         after = TrainingPipeline.model_validate(fresh)
     except ValidationError:
         return None
-    return next_due(after.spec, after.status, clock.now())
+    summaries = [summarize_run(r) for r in port.runs(namespace, name)]
+    rejected = {
+        kind.value: rejected_in_a_row(summaries, kind)
+        for kind in (TriggerType.DRIFT, TriggerType.PERFORMANCE_DECAY)
+    }
+    return next_due(after.spec, after.status, clock.now(), rejected)

@@ -37,6 +37,7 @@ from perennial.core.triggers import (
     DriftSignal,
     Trigger,
     TriggerInputs,
+    backoff_notes,
     decay_trigger,
     drift_trigger,
     due_triggers,
@@ -295,14 +296,33 @@ class PipelinePlan:
     reconciling: bool
     reason: str
     message: str
-    # Drift / decay that would fire but does not describe the champion, in words.
+    # Drift / decay that would fire but does not describe the champion, or is held by its
+    # backed-off cool-down, in words.
     not_counted: tuple[str, ...] = ()
 
 
-def _with_last_fired(signal: Any, memory: Memory, trigger: TriggerType) -> Any:
+def _with_last_fired(
+    signal: Any, memory: Memory, trigger: TriggerType, runs: Sequence[RunSummary]
+) -> Any:
     if signal is None:
         return None
-    return replace(signal, last_fired=memory.last_triggers.get(trigger.value))
+    return replace(
+        signal,
+        last_fired=memory.last_triggers.get(trigger.value),
+        rejected_in_a_row=rejected_in_a_row(runs, trigger),
+    )
+
+
+def rejected_in_a_row(runs: Sequence[RunSummary], trigger: TriggerType) -> int:
+    """How many of the newest finished runs, in a row, ``trigger`` started (alone or
+    coalesced with others) and the gates rejected; any other finished run ends the row."""
+    count = 0
+    for run in sorted((r for r in runs if not r.active), key=lambda r: -r.sequence):
+        started_by = run.consumed.triggers if run.consumed else (run.trigger,)
+        if trigger.value not in started_by or run.phase != RunPhase.REJECTED.value:
+            break
+        count += 1
+    return count
 
 
 @dataclass(frozen=True)
@@ -444,10 +464,11 @@ def plan(facts: PipelineFacts) -> PipelinePlan:
         schedule=facts.schedule,
         data_fingerprint=facts.data_fingerprint,
         last_data_fingerprint=memory.data_fingerprint,
-        drift=_with_last_fired(facts.drift, memory, TriggerType.DRIFT),
-        decay=_with_last_fired(facts.decay, memory, TriggerType.PERFORMANCE_DECAY),
+        drift=_with_last_fired(facts.drift, memory, TriggerType.DRIFT, facts.runs),
+        decay=_with_last_fired(facts.decay, memory, TriggerType.PERFORMANCE_DECAY, facts.runs),
     )
     inputs, not_counted = _count_only_the_champion(inputs, champion.run if champion else None)
+    not_counted += backoff_notes(inputs)
     due = due_triggers(inputs)
     active = sorted((r for r in facts.runs if r.active), key=lambda r: r.sequence)
 

@@ -1,18 +1,21 @@
 """When a pipeline's timers are next due: pure, time passed in.
 
 A pipeline's trigger timer sleeps until the earliest of: its next scheduled time, its next
-data poll, the end of a drift or decay cool-down (a signal held back by it may fire then).
+data poll, the end of a drift or decay cool-down, backed off after rejected retrains (a
+signal held back by it may fire then).
 Nothing else needs a clock: spec changes, the retrain annotation, finished runs and the
 watched deployments' monitoring reach the pipeline as watch events.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from perennial.api.enums import TriggerType
 from perennial.api.pipeline import TrainingPipelineSpec, TrainingPipelineStatus
+from perennial.core.triggers import backoff_cooldown
 
 
 @dataclass(frozen=True)
@@ -36,10 +39,17 @@ def data_poll_due(
 
 
 def next_due(
-    spec: TrainingPipelineSpec, status: TrainingPipelineStatus, now: datetime
+    spec: TrainingPipelineSpec,
+    status: TrainingPipelineStatus,
+    now: datetime,
+    rejected_in_a_row: Mapping[str, int] | None = None,
 ) -> datetime | None:
     """The earliest instant after ``now`` at which a timed trigger of the pipeline may
     fire; None when only watch events can start a run.
+
+    ``rejected_in_a_row``: per trigger type, the retrains it started that the gates
+    rejected in a row (their cool-down is backed off, see
+    :func:`perennial.core.triggers.backoff_cooldown`).
 
     Called right after a reconcile, which consumed whatever was due: an instant that has
     passed is one the reconcile held back (a run is active, one run at a time), and the
@@ -64,7 +74,9 @@ def next_due(
     ):
         fired = status.last_triggers.get(kind.value)
         if rule is not None and fired is not None:
-            ends = fired + timedelta(seconds=rule.cooldown_seconds)
+            rejected = (rejected_in_a_row or {}).get(kind.value, 0)
+            cooldown = backoff_cooldown(rule.cooldown_seconds, rejected)
+            ends = fired + timedelta(seconds=cooldown)
             if ends > now:
                 candidates.append(ends)
     future = [moment for moment in candidates if moment > now]

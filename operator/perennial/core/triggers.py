@@ -15,8 +15,8 @@ pipeline's champion, serving (and so may count at all), is decided by ``pipeline
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 
 from perennial.api.enums import TriggerType
 from perennial.core import decay
@@ -64,6 +64,9 @@ class DriftSignal:
     serving_sha256: str | None = None
     measured_run: str | None = None
     measured_sha256: str | None = None
+    # Retrains this rule started that the gates rejected, newest first, in a row (see
+    # backoff_cooldown).
+    rejected_in_a_row: int = 0
 
 
 @dataclass(frozen=True)
@@ -93,6 +96,9 @@ class DecaySignal:
     serving_sha256: str | None = None
     measured_run: str | None = None
     measured_sha256: str | None = None
+    # Retrains this rule started that the gates rejected, newest first, in a row (see
+    # backoff_cooldown).
+    rejected_in_a_row: int = 0
 
 
 @dataclass(frozen=True)
@@ -111,12 +117,59 @@ class TriggerInputs:
     decay: DecaySignal | None = None
 
 
+# A drift or decay rule whose retrains the gates keep rejecting would otherwise retrain on
+# every cool-down for as long as the signal lasts, usually on the same data with the same
+# result: each rejection in a row doubles its cool-down, up to 2**MAX_BACKOFF_DOUBLINGS.
+MAX_BACKOFF_DOUBLINGS = 4
+
+
+def backoff_cooldown(cooldown: int, rejected_in_a_row: int) -> int:
+    """The rule's cool-down after ``rejected_in_a_row`` rejected retrains in a row."""
+    doublings: int = min(max(rejected_in_a_row, 0), MAX_BACKOFF_DOUBLINGS)
+    return cooldown * (1 << doublings)
+
+
 def _cooling(now: datetime, last: datetime | None, cooldown: int) -> float | None:
     """Seconds of cool-down left, or None when the rule may fire."""
     if last is None:
         return None
     left = cooldown - (now - last).total_seconds()
     return left if left > 0 else None
+
+
+def _signal_cooling(now: datetime, sig: DriftSignal | DecaySignal) -> float | None:
+    cooldown = backoff_cooldown(sig.cooldown_seconds, sig.rejected_in_a_row)
+    return _cooling(now, sig.last_fired, cooldown)
+
+
+def backoff_notes(inputs: TriggerInputs) -> tuple[str, ...]:
+    """A sentence for each drift / decay rule that would fire now but for its backed-off
+    cool-down (its plain cool-down is over)."""
+    notes = []
+    drift, decay = inputs.drift, inputs.decay
+    held: list[tuple[str, DriftSignal | DecaySignal, bool]] = []
+    if drift is not None:
+        free = replace(inputs, drift=replace(drift, last_fired=None))
+        held.append(("Drift", drift, drift_trigger(free) is not None))
+    if decay is not None:
+        free = replace(inputs, decay=replace(decay, last_fired=None))
+        held.append(("Performance decay", decay, decay_trigger(free) is not None))
+    for name, sig, would_fire in held:
+        if not (would_fire and sig.rejected_in_a_row and sig.last_fired is not None):
+            continue
+        if _cooling(inputs.now, sig.last_fired, sig.cooldown_seconds) is not None:
+            continue  # the plain cool-down: not the backoff's doing
+        if _signal_cooling(inputs.now, sig) is None:
+            continue  # the backed-off cool-down is over too
+        cooldown = backoff_cooldown(sig.cooldown_seconds, sig.rejected_in_a_row)
+        due = sig.last_fired + timedelta(seconds=cooldown)
+        notes.append(
+            f"{name} held until {due.isoformat(timespec='seconds')}: the last "
+            f"{sig.rejected_in_a_row} retrain(s) it started were rejected by the gates, so "
+            f"its cool-down is {cooldown} s, not {sig.cooldown_seconds} s (it doubles with "
+            "each rejection in a row; a run that is not rejected resets it)."
+        )
+    return tuple(notes)
 
 
 def spec_trigger(inputs: TriggerInputs) -> Trigger | None:
@@ -158,7 +211,7 @@ def drift_trigger(inputs: TriggerInputs) -> Trigger | None:
         return None
     if sig.score < sig.threshold:
         return None
-    if _cooling(inputs.now, sig.last_fired, sig.cooldown_seconds) is not None:
+    if _signal_cooling(inputs.now, sig) is not None:
         return None
     return Trigger(
         TriggerType.DRIFT,
@@ -182,7 +235,7 @@ def decay_trigger(inputs: TriggerInputs) -> Trigger | None:
     )
     if not verdict.decayed:
         return None
-    if _cooling(inputs.now, sig.last_fired, sig.cooldown_seconds) is not None:
+    if _signal_cooling(inputs.now, sig) is not None:
         return None
     return Trigger(TriggerType.PERFORMANCE_DECAY, verdict.text)
 

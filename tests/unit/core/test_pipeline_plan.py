@@ -500,3 +500,55 @@ def test_schedule_edges_through_the_plan(now: datetime, deadline: int | None, du
         assert out.memory.schedule_time == decision.scheduled_time
     else:
         assert out.memory.schedule_time == last
+
+
+def _decaying(last_fired: datetime | None) -> DecaySignal:
+    return DecaySignal(
+        metric="accuracy",
+        value=0.6,
+        samples=500,
+        threshold=0.8,
+        min_samples=50,
+        cooldown_seconds=3600,
+        last_fired=last_fired,
+        deployment="iris",
+        serving_run="p-00003",
+        measured_run="p-00003",
+    )
+
+
+def _decay_run(seq: int, phase: str) -> RunSummary:
+    consumed = Consumed(spec_hash=HASH, triggers=("PerformanceDecay",), time=NOW)
+    return run(seq, phase, trigger="PerformanceDecay", consumed=consumed)
+
+
+def test_decay_retrains_the_gates_keep_rejecting_back_off() -> None:
+    # The champion p-00003 decays; the retrains it caused (p-00004, p-00005) were both
+    # rejected: its cool-down is 4 x 3600 s, not 3600 s, and the status says so.
+    memory = replace(SEEN, run_sequence=5, champion=CHAMPION_3)
+    runs = (blessed(3), _decay_run(4, "Rejected"), _decay_run(5, "Rejected"))
+    fired = NOW - timedelta(hours=2)
+    memory = replace(memory, last_triggers={"PerformanceDecay": fired})
+    held = plan(facts(memory=memory, runs=runs, decay=_decaying(fired)))
+    assert held.create is None
+    assert "Performance decay held until 2026-06-01T14:00:00+00:00" in held.message
+    assert "the last 2 retrain(s) it started were rejected" in held.message
+
+    later = fired + timedelta(hours=4)
+    out = plan(facts(now=later, memory=memory, runs=runs, decay=_decaying(fired)))
+    assert out.create is not None and out.create.trigger.type is TriggerType.PERFORMANCE_DECAY
+    assert "held" not in out.message
+
+    # A run between them that was not rejected (here: one that failed) ends the row.
+    runs = (blessed(3), _decay_run(4, "Rejected"), _decay_run(5, "Failed"))
+    out = plan(facts(memory=memory, runs=runs, decay=_decaying(fired)))
+    assert out.create is not None
+
+
+def test_the_backoff_is_capped() -> None:
+    memory = replace(SEEN, run_sequence=12, champion=CHAMPION_3)
+    runs = (blessed(3), *(_decay_run(seq, "Rejected") for seq in range(4, 13)))
+    fired = NOW - timedelta(hours=16)  # 9 rejections in a row: 16 x, not 512 x
+    memory = replace(memory, last_triggers={"PerformanceDecay": fired})
+    out = plan(facts(memory=memory, runs=runs, decay=_decaying(fired)))
+    assert out.create is not None

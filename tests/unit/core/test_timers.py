@@ -75,3 +75,20 @@ def test_a_passed_instant_held_back_by_a_run_is_no_reason_to_wake() -> None:
 def test_a_suspended_pipeline_sleeps_until_its_spec_changes() -> None:
     triggers = spec(schedule={"cron": "0 15 * * *"}).model_copy(update={"suspend": True})
     assert next_due(triggers, status(nextScheduleTime=iso(T0 + timedelta(hours=1))), T0) is None
+
+
+def test_a_backed_off_cooldown_wakes_the_pipeline_at_its_own_end() -> None:
+    # Two decay retrains in a row were rejected: the cool-down is 4 x 600 s; the pipeline
+    # must still wake when it ends (not sleep until some watch event comes by).
+    triggers = {
+        "performanceDecay": {
+            "deploymentRef": {"name": "md"},
+            "threshold": 0.8,
+            "cooldownSeconds": 600,
+        }
+    }
+    fired = status(lastTriggers={"PerformanceDecay": iso(T0)})
+    later = T0 + timedelta(seconds=700)
+    assert next_due(spec(**triggers), fired, later) is None
+    rejected = {"PerformanceDecay": 2}
+    assert next_due(spec(**triggers), fired, later, rejected) == T0 + timedelta(seconds=2400)

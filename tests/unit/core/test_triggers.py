@@ -143,3 +143,11 @@ def test_priority_when_several_fire_together() -> None:
         TriggerType.DATA_CHANGE,
         TriggerType.SCHEDULE,
     ]
+
+
+def test_backoff_cooldown_doubles_per_rejection_up_to_16_times() -> None:
+    from perennial.core.triggers import backoff_cooldown
+
+    assert [backoff_cooldown(600, n) for n in (0, 1, 2, 3, 4, 5, 40)] == [
+        600, 1200, 2400, 4800, 9600, 9600, 9600
+    ]  # fmt: skip
