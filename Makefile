@@ -25,6 +25,7 @@ lint: install
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy -p perennial -p perennial_runtime
+	PYTHONPATH=tests $(PY) -m mypy bench
 	$(VENV)/bin/lint-imports
 
 fmt: install

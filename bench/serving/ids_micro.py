@@ -20,6 +20,7 @@ import json
 import statistics
 import tempfile
 import time
+from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +59,7 @@ async def _call(app: ServingApp, path: str, body: bytes) -> bytes:
     async def receive() -> dict[str, Any]:
         return {"type": "http.request", "body": body, "more_body": False}
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: MutableMapping[str, Any]) -> None:
         if message["type"] == "http.response.body":
             sent.append(message["body"])
 
