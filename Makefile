@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 IMAGE_REGISTRY ?= ghcr.io/perennial-dev
 IMAGE_TAG ?= $(shell sed -n 's/__version__ = "\(.*\)"/\1/p' operator/perennial/_version.py)
 
-.PHONY: install test lint fmt crds locks demo images deploy bench bench-serving bench-operator bench-ct chaos clean
+.PHONY: install test lint fmt crds locks demo images deploy bench bench-serving bench-operator bench-ct chaos rollouts clean
 
 install: $(STAMP)
 
@@ -77,6 +77,13 @@ bench-ct: install
 # docs/reliability.md (~10 min). Smaller: make chaos BENCH_ARGS="--kills 10"
 chaos: install
 	PYTHONPATH=tests $(PY) -m bench.chaos $(BENCH_ARGS)
+
+# 200 requests/s through `perennial local`'s stable endpoint during a rolling update, a
+# canary, an automatic and a manual rollback, then a 10-minute server soak with feedback;
+# the "Rollouts under load" and "Server soak" sections of docs/reliability.md (~13 min).
+# Shorter: make rollouts BENCH_ARGS="--soak-minutes 2"
+rollouts: install
+	$(PY) -m bench.rollouts $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -194,7 +194,7 @@ def render_failover(result: Any) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _replace(text: str, begin: str, end: str, section: str) -> str:
+def replace_section(text: str, begin: str, end: str, section: str) -> str:
     pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end) + r"\n?", re.S)
     if pattern.search(text):
         return pattern.sub(lambda _: section, text)
@@ -203,9 +203,9 @@ def _replace(text: str, begin: str, end: str, section: str) -> str:
 
 def write_chaos(path: Path, result: Any, args: argparse.Namespace) -> None:
     text = path.read_text() if path.exists() else HEADER
-    text = _replace(text, BEGIN, END, render(result, args))
+    text = replace_section(text, BEGIN, END, render(result, args))
     if result.fault_rounds:
-        text = _replace(text, FAULTS_BEGIN, FAULTS_END, render_faults(result))
+        text = replace_section(text, FAULTS_BEGIN, FAULTS_END, render_faults(result))
     if result.failover is not None:
-        text = _replace(text, FAILOVER_BEGIN, FAILOVER_END, render_failover(result))
+        text = replace_section(text, FAILOVER_BEGIN, FAILOVER_END, render_failover(result))
     path.write_text(text)

@@ -198,6 +198,13 @@ async def _round(
             )
 
 
+def _compare(outcome: Any, final: dict[str, Any], expected: dict[str, Any]) -> None:
+    """A round (kill, fault or failover) converged only to the reference round's state."""
+    if final != expected:
+        outcome.converged = False
+        outcome.difference = _difference(expected, final)
+
+
 def _difference(expected: dict[str, Any], found: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for kind in ("pipelines", "deployments"):
@@ -249,9 +256,7 @@ async def chaos(
             result=result,
             results=results,
         )
-        if final != expected:
-            outcome.converged = False
-            outcome.difference = _difference(expected, final)
+        _compare(outcome, final, expected)
         result.rounds.append(outcome)
         print(
             f"round {number}: {outcome.kills} kills, converged={outcome.converged}, "
@@ -272,9 +277,7 @@ async def chaos(
             results=results,
             faults=faults,
         )
-        if final != expected:
-            outcome.converged = False
-            outcome.difference = _difference(expected, final)
+        _compare(outcome, final, expected)
         if outcome.early_retries:
             outcome.violations.append(
                 f"{len(outcome.early_retries)} retries sooner than Retry-After"
@@ -288,9 +291,7 @@ async def chaos(
     if failover:
         print("failover: primary and standby, the primary killed twice", flush=True)
         outcome_fo, final = await failover_round("failover", stage_timeout, results)
-        if final != expected:
-            outcome_fo.converged = False
-            outcome_fo.difference = _difference(expected, final)
+        _compare(outcome_fo, final, expected)
         result.failover = outcome_fo
         print(
             f"failover: takeovers {[round(t, 1) for t in outcome_fo.takeovers]} s, "

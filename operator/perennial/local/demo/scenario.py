@@ -192,19 +192,10 @@ class Demo:
             self._tamper(event.name)
 
     def _tamper(self, run: str) -> None:
-        """Fault injection: alter the blessed model's recorded sample predictions, so the
-        model server's smoke test fails (the model file itself is intact)."""
+        """Fault injection: break the blessed model's smoke test (see :func:`break_smoke_test`)."""
         body = self.r.store.get(TRAINING_RUN, "default", run) or {}
         folder = ((body.get("status") or {}).get("artifact") or {}).get("uri", "")
-        path = Path(str(folder).removeprefix("file://")) / "metadata.json"
-        meta = json.loads(path.read_text(encoding="utf-8"))
-        classes = meta.get("classes") or [0, 1]
-        sample = meta["sample"]
-        sample["predictions"] = [
-            classes[(classes.index(p) + 1) % len(classes)] if p in classes else p
-            for p in sample["predictions"]
-        ]
-        path.write_text(json.dumps(meta, indent=2), encoding="utf-8")
+        break_smoke_test(Path(str(folder).removeprefix("file://")))
         self.tampered = run
         self.view.note(
             self.view.paint(
@@ -592,6 +583,21 @@ class Demo:
 
 
 QUIET_EVENTS = frozenset({"GatePassed", "GateSkipped", "JobCreated", "TrainingCompleted"})
+
+
+def break_smoke_test(artifact_folder: Path) -> None:
+    """Alter a blessed model's recorded sample predictions (the model file itself stays
+    intact): its server's smoke test fails, so it never becomes ready, as a broken build
+    would."""
+    path = artifact_folder / "metadata.json"
+    meta = json.loads(path.read_text(encoding="utf-8"))
+    classes = meta.get("classes") or [0, 1]
+    sample = meta["sample"]
+    sample["predictions"] = [
+        classes[(classes.index(p) + 1) % len(classes)] if p in classes else p
+        for p in sample["predictions"]
+    ]
+    path.write_text(json.dumps(meta, indent=2), encoding="utf-8")
 
 
 def _shorten(text: str, limit: int) -> str:

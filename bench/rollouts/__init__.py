@@ -1,0 +1,1 @@
+"""Rollouts under load and a server soak through ``perennial local`` (``make rollouts``)."""

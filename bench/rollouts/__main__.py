@@ -1,0 +1,3 @@
+from bench.rollouts.run import main
+
+raise SystemExit(main())
