@@ -141,6 +141,10 @@ async def deployment_loop(
     # kopf may respawn a daemon while it drains its queues at exit and never stop it.
     state, wakeups, ns = state_of(memo), wakeups_of(memo), namespace or ""
     memory, tick = _memory(memo), float(memo[TICK])
+    # kopf spawns the daemon when the operator starts and again when it resumes after a
+    # peering pause; what it learnt before the pause (not rolling out, say) may be wrong by
+    # now - another operator acted meanwhile. The first turn reconciles from the watches.
+    memory.put(ns, name, None)
 
     def turn() -> float | None:
         delays: list[float | None] = []
