@@ -155,6 +155,30 @@ async def test_a_refused_verdict_write_does_not_bring_the_stopped_job_back(
     assert await training.api.get_or_none(JOBS, "stuck-00001", "ml") is None
 
 
+async def test_a_verdict_applied_but_unanswered_is_not_lost(training: Training) -> None:
+    # The server applies the verdict write but answers 504 ("may still be processing"), as
+    # a real API server under load does: the client writes again onto the version it read
+    # and is refused (409, the run changed - by that very write). The run holds what the
+    # operator wrote, so the operator carries on: the pipeline takes the verdict in.
+    def verdict(body: Any) -> bool:
+        return isinstance(body, dict) and (body.get("status") or {}).get("phase") == "Succeeded"
+
+    training.emulator.fail_requests(
+        "PATCH", TR, name="late-00001", subresource="status", matching=verdict, applied=True,
+        status=504, message="the server was unable to return a response in the time allotted",
+    )  # fmt: skip
+    await training.create_pipeline("late")
+    await training.wait_run("late-00001")
+    run = await training.finish("late-00001", result_json("late-00001", accuracy=0.95))
+    assert (run["status"]["phase"], run["status"]["reason"]) == ("Succeeded", "ModelBlessed")
+    refused = [f for f in training.emulator._failures if f.name == "late-00001"]
+    assert refused[0].remaining == 0, "the verdict write was never answered 504"
+    await training.wait_pipeline(
+        "late", lambda s: (s.get("champion") or {}).get("run") == "late-00001", "champion"
+    )
+    await training.wait_events(run, "ModelBlessed")
+
+
 async def _image_cannot_be_pulled(training: Training, pipeline: str) -> None:
     await training.create_pipeline(pipeline)
     run = f"{pipeline}-00001"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Final, TypeVar
 
@@ -88,7 +88,22 @@ class ClusterRuns:
         # Only onto the version the decision was made on: a run judged meanwhile (by an
         # operator that ran while this one was paused, or by this one's previous turn
         # that the watch has not delivered yet) is not overwritten by a stale view.
-        written = self.state.write_status(RUN_STATUS, body, delta, precondition=True)
+        try:
+            written = self.state.write_status(RUN_STATUS, body, delta, precondition=True)
+        except client.ApiError as exc:
+            if not exc.conflict:
+                raise
+            # A write the server applied but whose answer was lost (a timeout, a 5xx that
+            # "may still be processing") is retried by the client onto the version it
+            # replaced, and refused: if the run holds exactly what this turn wrote, it was
+            # this turn's write - carry on (events, the pipeline), do not decide again.
+            meta = body["metadata"]
+            fresh = self.state.refresh(
+                client.TRAINING_RUNS_RESOURCE, meta.get("namespace") or "", meta["name"]
+            )
+            if fresh is None or not holds(fresh.get("status") or {}, delta):
+                raise
+            written = fresh
         # The next write of this turn goes onto the version this one made.
         version = (written.get("metadata") or {}).get("resourceVersion")
         meta = dict(body["metadata"])
@@ -135,6 +150,22 @@ def _training_seconds(seen: JobObservation | None, body: Mapping[str, Any]) -> f
     return max(0.0, (seen.finished - started).total_seconds())
 
 
+def holds(status: Mapping[str, Any], delta: Mapping[str, Any]) -> bool:
+    """Whether ``status`` already holds every change of the merge patch ``delta`` (a None
+    removes a key; a mapping merges into the mapping there)."""
+    for key, value in delta.items():
+        if value is None:
+            if status.get(key) is not None:
+                return False
+        elif isinstance(value, Mapping):
+            found = status.get(key)
+            if not isinstance(found, Mapping) or not holds(found, value):
+                return False
+        elif status.get(key) != value:
+            return False
+    return True
+
+
 STALE_RETRIES: Final = 3
 T = TypeVar("T")
 
@@ -158,9 +189,21 @@ def _on_fresh_state(
 def reconcile_run(state: ClusterState, namespace: str, name: str) -> RunReport | None:
     """Bring the run one step forward; None if it does not exist (any more)."""
     with LOCKS.hold(namespace, name):
-        return _on_fresh_state(
+        before = ((state.run(namespace, name) or {}).get("status") or {}).get("phase")
+        report = _on_fresh_state(
             state, namespace, name, lambda port: runs.reconcile_run(port, namespace, name)
         )
+    if (
+        report is not None
+        and not report.finished_now
+        and report.phase in runs.FINISHED
+        and before not in runs.FINISHED
+    ):
+        # Finished meanwhile, as this turn learnt from the API after a conflict (by another
+        # operator, or by a write of this one whose answer was lost): the pipeline must
+        # still take the verdict in.
+        report = replace(report, finished_now=True)
+    return report
 
 
 def cancel_run(state: ClusterState, namespace: str, name: str, *, replaced_by: str) -> bool:

@@ -120,6 +120,7 @@ class _InjectedFailure:
     name: str | None
     subresource: str | None
     matching: Callable[[Any], bool] | None
+    applied: bool
     status: int
     message: str
     remaining: int
@@ -206,13 +207,15 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
         name: str | None = None,
         subresource: str | None = None,
         matching: Callable[[Any], bool] | None = None,
+        applied: bool = False,
         status: int = 500,
         times: int = 1,
         message: str = "injected by the test",
     ) -> None:
         """Answer the next ``times`` matching requests with ``status``, changing nothing
         (``subresource``: only requests to it, e.g. ``status``; ``matching``: only requests
-        whose decoded body it accepts)."""
+        whose decoded body it accepts). ``applied``: the write IS applied, only its answer
+        is the error (a real server's 504 "may still be processing the request")."""
         self._failures.append(
             _InjectedFailure(
                 method=method.upper(),
@@ -220,6 +223,7 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
                 name=name,
                 subresource=subresource,
                 matching=matching,
+                applied=applied,
                 status=status,
                 message=message,
                 remaining=times,
@@ -329,17 +333,22 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
                 refused = None
             if refused is not None:
                 raise api_error(403, refused)
-            self._raise_injected_failure(request)
+            failure = self._injected_failure(request)
+            if failure is not None and not failure.applied:
+                raise api_error(failure.status, failure.message)
             if request.method in _WRITES:
                 async with self._state_lock:
                     self._outcomes[id(request)] = await self._write(request)
+            if failure is not None:  # applied; the answer is lost
+                self._outcomes.pop(id(request), None)
+                raise api_error(failure.status, failure.message)
         try:
             # Not super()._handle(): kmock's own would store the write a second time.
             return await kmock.RawHandler._handle(self, request)
         finally:
             self._outcomes.pop(id(request), None)
 
-    def _raise_injected_failure(self, request: kmock.Request) -> None:
+    def _injected_failure(self, request: kmock.Request) -> _InjectedFailure | None:
         for failure in self._failures:
             if (
                 failure.remaining > 0
@@ -350,7 +359,8 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
                 and (failure.matching is None or failure.matching(request.data))
             ):
                 failure.remaining -= 1
-                raise api_error(failure.status, failure.message)
+                return failure
+        return None
 
     async def _write(self, request: kmock.Request) -> dict[str, Any]:
         resource = request.resource
