@@ -43,6 +43,7 @@ from tests.integration.harness import (
 from tests.integration.training_helpers import pipeline_body, result_json
 
 from bench.operator.report import write_section
+from perennial.core.naming import run_name
 
 REPO = Path(__file__).resolve().parents[2]
 CRDS = sorted((REPO / "crds").glob("*.perennial.dev.yaml"))
@@ -271,8 +272,23 @@ async def _drive(
     setup = time.monotonic() - started
 
     # The operator may still be catching up (pipeline statuses, event posts) after the last
-    # run Succeeded: the window starts once it has sent nothing for QUIET seconds.
-    await _quiet(emulator, float(os.environ.get("BENCH_SETUP_TIMEOUT", 120 + n * 10)))
+    # run Succeeded: the window starts once every pipeline's status shows its initial run
+    # taken in (Idle, that run its champion), and the operator has then sent nothing for
+    # QUIET seconds. (At 5,000 a window opened after a 10 s lull alone still held 129
+    # pipeline status writes.)
+    limit = float(os.environ.get("BENCH_SETUP_TIMEOUT", 120 + n * 10))
+
+    async def all_at_rest() -> bool:
+        rest = 0
+        for tp in _objects(emulator, TP):
+            status = tp.get("status") or {}
+            champion = (status.get("champion") or {}).get("run")
+            if status.get("phase") == "Idle" and champion == run_name(tp["metadata"]["name"], 1):
+                rest += 1
+        return rest >= n
+
+    await _wait(all_at_rest, limit, "every pipeline Idle with its first run as champion", 1.0)
+    await _quiet(emulator, limit)
     settle = time.monotonic() - started - setup
     begin, cpu0 = time.monotonic(), _proc_cpu_seconds(operator.pid)
     await asyncio.sleep(window)
