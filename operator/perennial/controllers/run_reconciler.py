@@ -97,6 +97,8 @@ class ClusterRuns:
             # "may still be processing") is retried by the client onto the version it
             # replaced, and refused: if the run holds exactly what this turn wrote, it was
             # this turn's write - carry on (events, the pipeline), do not decide again.
+            # Otherwise the run as read here (remembered by the state) is what the next
+            # turn decides on.
             meta = body["metadata"]
             fresh = self.state.refresh(
                 client.TRAINING_RUNS_RESOURCE, meta.get("namespace") or "", meta["name"]
@@ -174,15 +176,15 @@ def _on_fresh_state(
     state: ClusterState, namespace: str, name: str, turn: Callable[[ClusterRuns], T]
 ) -> T:
     """Run ``turn``; a status write refused because the run changed since it was read
-    (409) reads the run from the API and runs it again (at most STALE_RETRIES times)."""
+    (409) runs it again on the run as read from the API (:meth:`ClusterRuns.write_status`
+    has read it before raising), at most STALE_RETRIES times."""
     for attempt in range(STALE_RETRIES):
         try:
             return turn(ClusterRuns(state))
         except client.ApiError as exc:
             if not exc.conflict or attempt == STALE_RETRIES - 1:
                 raise
-            logger.info("run %s/%s changed while reconciled: reading it again", namespace, name)
-            state.refresh(client.TRAINING_RUNS_RESOURCE, namespace, name)
+            logger.info("run %s/%s changed while reconciled: deciding again", namespace, name)
     raise AssertionError("unreachable")  # pragma: no cover
 
 
