@@ -61,8 +61,10 @@ MD: Final = "perennial.dev/v1alpha1/modeldeployments"
 DEPLOYMENTS: Final = "apps/v1/deployments"
 SERVICES: Final = "v1/services"
 PDBS: Final = "policy/v1/poddisruptionbudgets"
-WATCHING: Final = (TP, TR, MD, DEPLOYMENTS)  # what the deployment handlers watch
-WATCHING_ALL: Final = (*WATCHING, "batch/v1/jobs", "v1/pods")
+# What the deployment handlers watch: the serving Deployments and their Pods come from
+# watches (kopf indexes), never from a read.
+WATCHING: Final = (TP, TR, MD, DEPLOYMENTS, "v1/pods")
+WATCHING_ALL: Final = (*WATCHING, "batch/v1/jobs")
 K8S_VERSION: Final = "1.30"
 TICK_SECONDS: Final = 0.05
 # Polling the emulator less often leaves it more time for the operator's requests.
@@ -217,6 +219,15 @@ class Serving:
     @property
     def clock(self) -> CountingClock:
         return self.training.clock
+
+    def serving_reads(self) -> list[tuple[str, str, str]]:
+        """The operator's reads of serving Deployments and Pods (the watches hold them),
+        kopf's LIST that starts each watch aside (a LIST with no selector)."""
+        return [
+            (action, resource, selector)
+            for action, resource, selector in self.training.emulator.operator_reads
+            if resource in (DEPLOYMENTS, "v1/pods") and (action == "FETCH" or selector)
+        ]
 
     # --- training side: blessed runs through the real training controllers --------------
 

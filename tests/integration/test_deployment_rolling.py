@@ -218,6 +218,7 @@ async def test_a_surge_is_not_rolled_out_while_old_pods_carry_the_traffic(
         "iris-00002 live",
     )
     assert done["status"]["lastRollout"]["result"] == "Succeeded"
+    assert serving.serving_reads() == []
 
 
 async def test_crash_looping_pods_roll_back_at_once(serving: Serving) -> None:
@@ -232,6 +233,8 @@ async def test_crash_looping_pods_roll_back_at_once(serving: Serving) -> None:
     degraded = await serving.wait_phase("iris", "Degraded")
     message = degraded["status"]["lastRollout"]["message"]
     assert "crash-looping" in message and "sha256 mismatch" in message
+    # The serving Deployments and their Pods came from the watches: never read.
+    assert serving.serving_reads() == []
 
 
 async def test_the_serving_deployment_is_restored_when_changed_by_hand(serving: Serving) -> None:

@@ -1,8 +1,8 @@
 """The operator's side of the deployment reconciler (:mod:`perennial.reconcile.deployments`).
 
 Reads come from the watch-fed :class:`~perennial.k8s.cluster_state.ClusterState` (the
-ModelDeployment, its source pipeline or pinned run) and the serving Deployments and their
-Pods (:func:`perennial.k8s.serving_client.read_workloads`); the canary analysis and the
+ModelDeployment, its source pipeline or pinned run, the serving Deployments and their
+Pods: no request while nothing changes); the canary analysis and the
 monitoring scrape read the model servers through
 :func:`perennial.k8s.serving_client.get_resolver`. Writes: serving objects, the whole
 status through the status subresource, events, metrics. Each deployment is reconciled under
@@ -37,14 +37,13 @@ from perennial.core.workload import workload_state
 from perennial.k8s import client, metrics
 from perennial.k8s.cluster_state import ClusterState
 from perennial.k8s.events import report_event
-from perennial.k8s.serving import CANARY, STABLE, endpoint, monitoring_path
+from perennial.k8s.serving import CANARY, STABLE, endpoint, monitoring_path, workload_name
 from perennial.k8s.serving_client import (
     ScrapeError,
     Workloads,
     apply_serving,
     fetch_snapshot,
     get_resolver,
-    read_workloads,
     write_status,
 )
 from perennial.reconcile import deployments
@@ -146,9 +145,15 @@ class ClusterDeployments:
         return self.memory.locks.hold(namespace, name)
 
     def _read(self, md: Mapping[str, Any]) -> Workloads:
+        """The serving Deployments and their Pods, from the watches (no request)."""
         if self._workloads is None:
             meta = md["metadata"]
-            self._workloads = read_workloads(meta.get("namespace") or "", meta["name"])
+            namespace, name = meta.get("namespace") or "", meta["name"]
+            self._workloads = Workloads(
+                self.state.serving_deployment(namespace, workload_name(name, STABLE)),
+                self.state.serving_deployment(namespace, workload_name(name, CANARY)),
+                self.state.serving_pods(namespace, name),
+            )
         return self._workloads
 
     def serving(self, md: Mapping[str, Any], spec: ModelDeploymentSpec) -> Serving:
@@ -190,7 +195,11 @@ class ClusterDeployments:
         strategy: Strategy,
     ) -> None:
         assert update.layout is not None
-        apply_serving(md, spec, update.layout, self._read(md), ensure_service=self.ensure_children)
+        written = apply_serving(
+            md, spec, update.layout, self._read(md), ensure_service=self.ensure_children
+        )
+        for deployment in written:
+            self.state.remember(client.DEPLOYMENTS, deployment)
 
     def write_status(self, md: Mapping[str, Any], status: Mapping[str, Any]) -> None:
         meta = md["metadata"]

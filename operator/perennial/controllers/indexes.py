@@ -29,6 +29,7 @@ from perennial.controllers import clock
 from perennial.controllers.wakeups import Wakeups
 from perennial.core.pipeline_plan import LABEL_PIPELINE, LABEL_RUN
 from perennial.k8s.cluster_state import ClusterState
+from perennial.k8s.serving import DEPLOYMENT_LABEL, MANAGED_BY
 
 STATE: Final = "perennial_state"
 WAKEUPS: Final = "perennial_wakeups"
@@ -121,6 +122,20 @@ def perennial_pods(
     return {(_ns(namespace), labels[LABEL_RUN]): _observed(body)}
 
 
+def perennial_serving(
+    name: str, namespace: str | None, body: kopf.Body, **_: Any
+) -> dict[tuple[str, str], dict[str, Any]]:
+    """A serving Deployment (stable or canary track) by its own name."""
+    return {(_ns(namespace), name): _kept(body)}
+
+
+def perennial_serving_pods(
+    namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any
+) -> dict[tuple[str, str], dict[str, Any]]:
+    """A model server's Pod, by the ModelDeployment it serves."""
+    return {(_ns(namespace), labels[DEPLOYMENT_LABEL]): _observed(body)}
+
+
 def perennial_deployments(
     name: str, namespace: str | None, body: kopf.Body, **_: Any
 ) -> dict[tuple[str, ...], dict[str, Any]]:
@@ -156,7 +171,10 @@ def register(registry: kopf.OperatorRegistry) -> None:
     tp = (GROUP, VERSION, TRAINING_PIPELINES)
     tr = (GROUP, VERSION, TRAINING_RUNS)
     md = (GROUP, VERSION, MODEL_DEPLOYMENTS)
-    run_label = {LABEL_RUN: kopf.PRESENT}
+    # A model server's Pod carries the run label too (the run whose model it serves): the
+    # trainer Pods' index leaves it to the serving Pods' index.
+    run_label = {LABEL_RUN: kopf.PRESENT, DEPLOYMENT_LABEL: kopf.ABSENT}
+    serving_label = {**MANAGED_BY, DEPLOYMENT_LABEL: kopf.PRESENT}
     indexes: list[tuple[tuple[str, ...], Callable[..., Any], dict[str, Any]]] = [
         (tp, perennial_pipelines, {}),
         (tp, perennial_watchers, {}),
@@ -165,6 +183,8 @@ def register(registry: kopf.OperatorRegistry) -> None:
         (("batch", "v1", "jobs"), perennial_jobs, {"labels": run_label}),
         (("v1", "pods"), perennial_pods, {"labels": run_label}),
         (md, perennial_deployments, {}),
+        (("apps", "v1", "deployments"), perennial_serving, {"labels": serving_label}),
+        (("v1", "pods"), perennial_serving_pods, {"labels": serving_label}),
     ]
     for resource, fn, options in indexes:
         kopf.index(*resource, id=fn.__name__, registry=registry, **options)(fn)

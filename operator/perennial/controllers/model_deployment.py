@@ -49,14 +49,13 @@ from perennial.controllers.indexes import state_of, wakeups_of
 from perennial.controllers.kit import guarded
 from perennial.controllers.settings import HANDLER_LIMITS
 from perennial.k8s import metrics
-from perennial.k8s.serving import DEPLOYMENT_LABEL
+from perennial.k8s.serving import DEPLOYMENT_LABEL, MANAGED_BY
 from perennial.k8s.serving_client import written_by_us
 
 KIND: Final = "ModelDeployment"
 TIMER: Final = "md"  # the key of a deployment's loop in the wakeups
 RETRY_AFTER_ERROR_SECONDS: Final = 30.0
 logger = logging.getLogger("perennial.controllers.model_deployment")
-MANAGED_BY: Final = {"app.kubernetes.io/managed-by": "perennial-operator"}
 
 
 def _reconcile_and_wake(memo: kopf.Memo, namespace: str, name: str) -> None:

@@ -30,6 +30,7 @@ from perennial.controllers.settings import HANDLER_LIMITS
 from perennial.core.pipeline_plan import LABEL_RUN
 from perennial.core.run_status import RESULT_GRACE_SECONDS
 from perennial.k8s.cluster_state import ClusterState
+from perennial.k8s.serving import DEPLOYMENT_LABEL
 
 KIND = "TrainingRun"
 logger = logging.getLogger("perennial.controllers.training_run")
@@ -118,7 +119,10 @@ def job_changed(
     _guarded("job-event", memo, namespace or "", labels[LABEL_RUN])
 
 
-@kopf.on.event("v1", "pods", id="tr-pod", labels={LABEL_RUN: kopf.PRESENT})
+# A model server's Pod carries the run label too (the model it serves): not a trainer.
+@kopf.on.event(
+    "v1", "pods", id="tr-pod", labels={LABEL_RUN: kopf.PRESENT, DEPLOYMENT_LABEL: kopf.ABSENT}
+)
 def pod_changed(
     labels: Mapping[str, str], namespace: str | None, memo: kopf.Memo, **_: Any
 ) -> None:

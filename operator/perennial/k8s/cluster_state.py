@@ -32,7 +32,19 @@ RUNS_OF: Final = "perennial_runs_of"  # (namespace, pipeline) -> run name
 JOBS: Final = "perennial_jobs"  # (namespace, run) -> Job body
 PODS: Final = "perennial_pods"  # (namespace, run) -> Pod body
 DEPLOYMENTS: Final = "perennial_deployments"  # (namespace, name) and (namespace,) -> body
-INDEX_IDS: Final = (PIPELINES, WATCHERS, RUNS, RUNS_OF, JOBS, PODS, DEPLOYMENTS)
+SERVING: Final = "perennial_serving"  # (namespace, name) -> serving Deployment
+SERVING_PODS: Final = "perennial_serving_pods"  # (namespace, ModelDeployment) -> Pod
+INDEX_IDS: Final = (
+    PIPELINES,
+    WATCHERS,
+    RUNS,
+    RUNS_OF,
+    JOBS,
+    PODS,
+    DEPLOYMENTS,
+    SERVING,
+    SERVING_PODS,
+)
 
 Body = dict[str, Any]
 _Key = tuple[str, str, str]  # (plural, namespace, name)
@@ -133,6 +145,16 @@ class ClusterState:
 
     def deployments(self, namespace: str) -> list[Body]:
         return [copy.deepcopy(dict(md)) for md in self._values(DEPLOYMENTS, (namespace,))]
+
+    def serving_deployment(self, namespace: str, name: str) -> Body | None:
+        """A serving Deployment (apps/v1) by its name, or the one we just wrote."""
+        return self._one("deployments", SERVING, namespace, name)
+
+    def serving_pods(self, namespace: str, deployment: str) -> list[Body]:
+        """The model servers' Pods of ModelDeployment ``deployment`` (both tracks)."""
+        return [
+            copy.deepcopy(dict(pod)) for pod in self._values(SERVING_PODS, (namespace, deployment))
+        ]
 
     # --- writes ------------------------------------------------------------------------
 

@@ -35,6 +35,9 @@ from perennial.k8s.client import owner_reference
 
 DEPLOYMENT_LABEL: Final = "perennial.dev/deployment"
 TRACK_LABEL: Final = "perennial.dev/track"
+# Set on every serving object and Pod (after the user's podLabels, so it cannot be changed):
+# what the operator's watches of serving Deployments and Pods select.
+MANAGED_BY: Final = {"app.kubernetes.io/managed-by": "perennial-operator"}
 STABLE: Final = "stable"
 CANARY: Final = "canary"
 SPEC_HASH_ANNOTATION: Final = "perennial.dev/spec-hash"
@@ -80,7 +83,7 @@ def common_labels(deployment: str) -> dict[str, str]:
         "app.kubernetes.io/name": "perennial-model-server",
         "app.kubernetes.io/instance": deployment,
         "app.kubernetes.io/component": "model-server",
-        "app.kubernetes.io/managed-by": "perennial-operator",
+        **MANAGED_BY,
         "app.kubernetes.io/part-of": "perennial",
         DEPLOYMENT_LABEL: deployment,
     }

@@ -1,8 +1,8 @@
 """I/O of the ModelDeployment controller: serving objects, status, model-server scrapes.
 
-- :func:`read_workloads` reads the two serving Deployments and their Pods;
 - :func:`apply_serving` makes the Service, PodDisruptionBudget and Deployments match a
-  :class:`~perennial.core.rollout.Layout` (create, or patch only what differs);
+  :class:`~perennial.core.rollout.Layout` (create, or patch only what differs), given the
+  :class:`Workloads` the watches hold (the two serving Deployments and their Pods);
 - :func:`write_status` replaces the whole status through the status subresource;
 - :func:`fetch_snapshot` reads a server's ``/v2/models/{name}/monitoring``.
 
@@ -28,7 +28,6 @@ from perennial.core.rollout import Layout
 from perennial.k8s import client
 from perennial.k8s.serving import (
     CANARY,
-    DEPLOYMENT_LABEL,
     STABLE,
     TRACK_LABEL,
     build_deployment,
@@ -48,7 +47,6 @@ __all__ = [
     "apply_serving",
     "fetch_snapshot",
     "get_resolver",
-    "read_workloads",
     "set_resolver",
     "write_status",
     "written_by_us",
@@ -170,14 +168,6 @@ class Workloads:
         ]
 
 
-def read_workloads(namespace: str, deployment: str) -> Workloads:
-    """The stable and canary Deployments of ``deployment`` and all their Pods."""
-    stable = client.get_or_none(client.DEPLOYMENTS, workload_name(deployment, STABLE), namespace)
-    canary = client.get_or_none(client.DEPLOYMENTS, workload_name(deployment, CANARY), namespace)
-    pods = client.list_objects(client.PODS, namespace, labels={DEPLOYMENT_LABEL: deployment})
-    return Workloads(stable, canary, pods)
-
-
 def _ensure(resource: client.Resource, desired: Mapping[str, Any]) -> dict[str, Any]:
     meta = desired["metadata"]
     existing = client.get_or_none(resource, meta["name"], meta.get("namespace"))
@@ -219,29 +209,31 @@ def written_by_us(deployment: Mapping[str, Any]) -> bool:
 
 def _ensure_deployment(
     existing: Mapping[str, Any] | None, desired: Mapping[str, Any]
-) -> dict[str, Any]:
+) -> dict[str, Any] | None:
+    """Create or patch one serving Deployment; the answer, or None when nothing changed."""
     meta = desired["metadata"]
     if existing is None:
         logger.info("creating Deployment %s/%s", meta.get("namespace"), meta["name"])
         return _OwnWrites.record(client.create(client.DEPLOYMENTS, desired))
     changes = deployment_patch(existing, desired)
     if changes is None:
-        return dict(existing)
+        return None
     logger.info("updating Deployment %s/%s", meta.get("namespace"), meta["name"])
     return _OwnWrites.record(
         client.patch(client.DEPLOYMENTS, meta["name"], meta.get("namespace"), changes)
     )
 
 
-def _scale_to_zero(existing: Mapping[str, Any]) -> None:
+def _scale_to_zero(existing: Mapping[str, Any]) -> dict[str, Any] | None:
     meta = existing["metadata"]
-    if ((existing.get("spec") or {}).get("replicas") or 0) > 0:
-        logger.info("scaling Deployment %s/%s to zero", meta.get("namespace"), meta["name"])
-        _OwnWrites.record(
-            client.patch(
-                client.DEPLOYMENTS, meta["name"], meta.get("namespace"), {"spec": {"replicas": 0}}
-            )
+    if ((existing.get("spec") or {}).get("replicas") or 0) <= 0:
+        return None
+    logger.info("scaling Deployment %s/%s to zero", meta.get("namespace"), meta["name"])
+    return _OwnWrites.record(
+        client.patch(
+            client.DEPLOYMENTS, meta["name"], meta.get("namespace"), {"spec": {"replicas": 0}}
         )
+    )
 
 
 def apply_serving(
@@ -251,29 +243,36 @@ def apply_serving(
     workloads: Workloads,
     *,
     ensure_service: bool = True,
-) -> None:
+) -> list[dict[str, Any]]:
     """Make the serving objects match ``layout``. The stable Deployment is left alone while
     nothing is known to serve; a canary no longer needed is scaled to zero (kept, so its
     last template can still be inspected). The Service and PodDisruptionBudget are checked
-    only with ``ensure_service`` (they depend on the spec, not on the rollout)."""
+    only with ``ensure_service`` (they depend on the spec, not on the rollout). Returns the
+    answers of the Deployment writes made (none when nothing changed)."""
     if ensure_service:
         _ensure_service_and_pdb(md, spec)
+    written: list[dict[str, Any] | None] = []
     if layout.stable is not None:
-        _ensure_deployment(
-            workloads.stable,
-            build_deployment(
-                md, spec, layout.stable, track=STABLE, replicas=layout.stable_replicas
-            ),
+        written.append(
+            _ensure_deployment(
+                workloads.stable,
+                build_deployment(
+                    md, spec, layout.stable, track=STABLE, replicas=layout.stable_replicas
+                ),
+            )
         )
     if layout.canary is not None:
-        _ensure_deployment(
-            workloads.canary,
-            build_deployment(
-                md, spec, layout.canary, track=CANARY, replicas=layout.canary_replicas
-            ),
+        written.append(
+            _ensure_deployment(
+                workloads.canary,
+                build_deployment(
+                    md, spec, layout.canary, track=CANARY, replicas=layout.canary_replicas
+                ),
+            )
         )
     elif workloads.canary is not None:
-        _scale_to_zero(workloads.canary)
+        written.append(_scale_to_zero(workloads.canary))
+    return [body for body in written if body is not None]
 
 
 def _ensure_service_and_pdb(md: Mapping[str, Any], spec: ModelDeploymentSpec) -> None:

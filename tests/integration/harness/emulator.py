@@ -139,6 +139,11 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
     writes: list[kmock.Request] = attrs.field(factory=list, init=False)
     """Every write request (POST, PUT, PATCH, DELETE) received, in order, refused ones too."""
 
+    operator_reads: list[tuple[str, str, str]] = attrs.field(factory=list, init=False)
+    """Every read (``FETCH`` or ``LIST``, watches aside) the operator sent, as (action,
+    ``group/version/plural``, label selector): what the watches do not spare it (kopf's
+    own LIST before each watch included: no selector)."""
+
     _selectors_unfiltered: bool = attrs.field(default=False, init=False)
     _revision: int = attrs.field(default=0, init=False)
     _names_generated: collections.Counter[str] = attrs.field(
@@ -298,6 +303,13 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
     async def _handle(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
         if request.method in _WRITES:
             self.writes.append(request)
+        elif request.action in (kmock.action.FETCH, kmock.action.LIST) and is_operator(request):
+            res = request.resource
+            path = "/".join(filter(None, (res.group, res.version, res.plural))) if res else ""
+            selector = str(request.params.get("labelSelector") or "")
+            self.operator_reads.append(
+                (request.action.value.upper(), path or str(request.url), selector)
+            )
         routing = _ROUTING.set(request)
         try:
             return await self._answer(request)
