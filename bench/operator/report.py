@@ -48,9 +48,11 @@ def render(results: Sequence[Any], seconds: float, args: argparse.Namespace) -> 
         "plays the Job controller (every initial run's Job completes with a trainer result) "
         "and the Deployment controller (every rollout becomes ready). Then a steady window "
         f"of {', '.join(f'{r.window_seconds:.0f}' for r in results)} s (per N) with nothing to "
-        "do, from the moment the operator has sent nothing for 10 s (it may still be writing "
-        'pipeline statuses and events when the last run is Succeeded: "operator quiet '
-        'after"): every request the operator sends, counted '
+        "do, from the moment every pipeline shows its initial run taken in (Idle, that run "
+        "its champion) and the operator has then sent nothing and used less than 1% of a "
+        "core for 10 s (it may still be writing pipeline statuses and events, or working "
+        'through watch events, when the last run is Succeeded: "operator quiet after"): '
+        "every request the operator sends, counted "
         "in the emulator (WATCH requests are listed apart: kopf re-opens each watch when the "
         "server ends it).",
         "- Latencies, one pipeline at a time after the window: `perennial.dev/retrain` "
@@ -59,7 +61,8 @@ def render(results: Sequence[Any], seconds: float, args: argparse.Namespace) -> 
         "",
         "| N | setup (create + train all) | operator quiet after | requests/s at rest "
         "(watches aside) | by verb and "
-        "resource | WATCH requests in the window | operator CPU at rest | operator RSS | "
+        "resource | WATCH requests in the window | operator CPU at rest | operator RSS "
+        "(at start -> at rest; per 1,000 pipelines) | "
         "trigger -> Job created (median / max) | Job complete -> rollout started "
         "(median / max) |",
         "|---|---|---|---|---|---|---|---|---|---|",
@@ -69,7 +72,7 @@ def render(results: Sequence[Any], seconds: float, args: argparse.Namespace) -> 
         lines.append(
             f"| {r.n:,} | {r.setup_seconds:.0f} s | +{r.settle_seconds:.0f} s | "
             f"{r.requests_per_second:.3f} | {by} | "
-            f"{r.watches} | {r.cpu_percent:.2f}% of a core | {r.rss_mib:.0f} MiB | "
+            f"{r.watches} | {r.cpu_percent:.2f}% of a core | {_rss(r)} | "
             f"{_median(r.trigger_to_job)} / {_max(r.trigger_to_job)} | "
             f"{_median(r.job_to_rollout)} / {_max(r.job_to_rollout)} |"
         )
@@ -86,6 +89,13 @@ def render(results: Sequence[Any], seconds: float, args: argparse.Namespace) -> 
     lines += _targets(results)
     lines += ["", END_MARK, ""]
     return "\n".join(lines)
+
+
+def _rss(r: Any) -> str:
+    if not r.rss_start_mib:  # results from before the start figure was taken
+        return f"{r.rss_mib:.0f} MiB"
+    growth = (r.rss_mib - r.rss_start_mib) * 1000 / r.n
+    return f"{r.rss_start_mib:.0f} -> {r.rss_mib:.0f} MiB; +{growth:.0f} MiB"
 
 
 # The targets of the operator at scale (issue "Operator at scale"), judged at this N.
