@@ -220,13 +220,13 @@ class Serving:
     def clock(self) -> CountingClock:
         return self.training.clock
 
-    def serving_reads(self) -> list[tuple[str, str, str]]:
+    def serving_reads(self) -> list[tuple[str, str]]:
         """The operator's reads of serving Deployments and Pods (the watches hold them),
-        kopf's LIST that starts each watch aside (a LIST with no selector)."""
+        kopf's LIST that starts each watch aside."""
         return [
-            (action, resource, selector)
-            for action, resource, selector in self.training.emulator.operator_reads
-            if resource in (DEPLOYMENTS, "v1/pods") and (action == "FETCH" or selector)
+            (action, resource)
+            for action, resource, agent in self.training.emulator.operator_reads
+            if resource in (DEPLOYMENTS, "v1/pods") and not agent.startswith("kopf/")
         ]
 
     # --- training side: blessed runs through the real training controllers --------------

@@ -106,3 +106,36 @@ def test_scanning_is_off_only_for_a_namespaced_operator() -> None:
 )
 def test_reporting_instance(environ: dict[str, str], expected: str) -> None:
     assert reporting_instance(environ) == expected
+
+
+def test_built_in_kinds_are_watched_only_where_the_operator_made_them(
+    settings: kopf.OperatorSettings,
+) -> None:
+    """Server-side label selectors on Jobs, Pods and Deployments: they select every object
+    the operator makes (and the Pods made from their templates), whatever labels the user
+    asked for on the Pods, and nothing of anyone else's."""
+    from integration.harness.label_selectors import label_filter
+    from perennial.k8s.builders.training_job import build_job
+    from perennial.k8s.serving import build_deployment
+    from unit.k8s.test_serving import MD, S3_MODEL, spec
+    from unit.k8s.test_training_builders import run_body
+
+    def selector(group: str, version: str, plural: str) -> str:
+        found = list(
+            settings.watching.label_selectors.collect(kopf.Resource(group, version, plural))
+        )
+        return ",".join(found)
+
+    hostile = {"app.kubernetes.io/managed-by": "helm", "team": "ml"}
+    job = build_job(run_body(runTemplate={"podLabels": hostile}))
+    serving = build_deployment(MD, spec(podLabels=hostile), S3_MODEL, track="stable", replicas=1)
+    pods = [job["spec"]["template"], serving["spec"]["template"]]
+    foreign = {"metadata": {"labels": {"perennial.dev/run": "iris-00001", **hostile}}}
+
+    jobs, deployments = selector("batch", "v1", "jobs"), selector("apps", "v1", "deployments")
+    pod_filter = label_filter(selector("", "v1", "pods"))
+    assert label_filter(jobs)(job) and not label_filter(jobs)(foreign)
+    assert label_filter(deployments)(serving) and not label_filter(deployments)(foreign)
+    assert all(pod_filter(pod) for pod in pods) and not pod_filter(foreign)
+    # The operator's own kinds are watched whole.
+    assert selector("perennial.dev", "v1alpha1", "modeldeployments") == ""

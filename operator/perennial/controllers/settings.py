@@ -15,6 +15,9 @@ from typing import Any, Final, TypedDict
 
 import kopf
 
+from perennial.k8s.builders.training_job import MANAGED_BY as TRAINING_MANAGED_BY
+from perennial.k8s.serving import MANAGED_BY as SERVING_MANAGED_BY
+
 __all__ = [
     "ANNOTATION_PREFIX",
     "DIFFBASE_KEY",
@@ -44,6 +47,20 @@ WATCH_SERVER_TIMEOUT: Final = 300
 WATCH_CLIENT_TIMEOUT: Final = 330.0
 WATCH_CONNECT_TIMEOUT: Final = 15.0
 WATCH_INACTIVITY_TIMEOUT: Final = 70.0
+
+# Of the built-in kinds it watches, the operator lists and watches only the objects it made
+# (a server-side label selector): without one, every Job, Pod and Deployment of the cluster
+# would stream through it and sit in kopf's memory. Trainer and tracking Jobs and their Pods
+# carry managed-by=perennial, model servers' Deployments and Pods managed-by=
+# perennial-operator (set after any user labels, so a template cannot change them).
+_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
+OWN_OBJECTS: Final[Mapping[tuple[str, str, str], str]] = {
+    ("batch", "v1", "jobs"): f"{_MANAGED_BY}={TRAINING_MANAGED_BY[_MANAGED_BY]}",
+    ("apps", "v1", "deployments"): f"{_MANAGED_BY}={SERVING_MANAGED_BY[_MANAGED_BY]}",
+    ("", "v1", "pods"): (
+        f"{_MANAGED_BY} in ({TRAINING_MANAGED_BY[_MANAGED_BY]},{SERVING_MANAGED_BY[_MANAGED_BY]})"
+    ),
+}
 LIST_CHUNK_SIZE: Final = 500
 
 # Ordinary API requests (GET/PATCH/POST): bounded, retried a few times, then the handler sees
@@ -106,6 +123,8 @@ def apply_settings(settings: kopf.OperatorSettings, *, namespaced: bool, instanc
     settings.watching.connect_timeout = WATCH_CONNECT_TIMEOUT
     settings.watching.inactivity_timeout = WATCH_INACTIVITY_TIMEOUT
     settings.watching.chunk_size = LIST_CHUNK_SIZE
+    for resource, selector in OWN_OBJECTS.items():
+        settings.watching.label_selectors[resource] = selector
 
     settings.networking.request_timeout = REQUEST_TIMEOUT
     settings.networking.connect_timeout = CONNECT_TIMEOUT

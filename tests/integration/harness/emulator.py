@@ -141,8 +141,8 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
 
     operator_reads: list[tuple[str, str, str]] = attrs.field(factory=list, init=False)
     """Every read (``FETCH`` or ``LIST``, watches aside) the operator sent, as (action,
-    ``group/version/plural``, label selector): what the watches do not spare it (kopf's
-    own LIST before each watch included: no selector)."""
+    ``group/version/plural``, user agent): kopf's LIST before each watch (agent ``kopf/``)
+    and the reads the watches do not spare it (agent ``perennial/``)."""
 
     _selectors_unfiltered: bool = attrs.field(default=False, init=False)
     _revision: int = attrs.field(default=0, init=False)
@@ -306,9 +306,9 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
         elif request.action in (kmock.action.FETCH, kmock.action.LIST) and is_operator(request):
             res = request.resource
             path = "/".join(filter(None, (res.group, res.version, res.plural))) if res else ""
-            selector = str(request.params.get("labelSelector") or "")
+            agent = next((v for k, v in request.headers.items() if k.lower() == "user-agent"), "")
             self.operator_reads.append(
-                (request.action.value.upper(), path or str(request.url), selector)
+                (request.action.value.upper(), path or str(request.url), agent)
             )
         routing = _ROUTING.set(request)
         try:
