@@ -36,6 +36,7 @@ def render(results: Sequence[Any], seconds: float, args: argparse.Namespace) -> 
         f"- Machine: {os.cpu_count()} cores (shared), Linux {platform.release()}, Python "
         f"{platform.python_version()}. Load average after: {load[0]:.2f} / {load[1]:.2f} / "
         f"{load[2]:.2f}.",
+        *_code(results),
         "- API server: kmock's emulator with the test harness's subclass "
         "(tests/integration/harness), in the benchmark's process; the operator is its own "
         "process (`python -m perennial run`, cluster-wide, standalone), so CPU and RSS are the "
@@ -89,6 +90,16 @@ def render(results: Sequence[Any], seconds: float, args: argparse.Namespace) -> 
     lines += _targets(results)
     lines += ["", END_MARK, ""]
     return "\n".join(lines)
+
+
+def _code(results: Sequence[Any]) -> list[str]:
+    commits = {r.n: getattr(r, "commit", "") for r in results}
+    if not any(commits.values()):
+        return []
+    if len(set(commits.values())) == 1:
+        return [f"- Code: commit {next(iter(commits.values()))}."]
+    each = "; ".join(f"N = {n:,}: {c or 'unknown'}" for n, c in commits.items())
+    return [f"- Code: {each}."]
 
 
 def _rss(r: Any) -> str:

@@ -24,6 +24,7 @@ import collections
 import dataclasses
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -43,6 +44,7 @@ from tests.integration.harness import (
 from tests.integration.training_helpers import pipeline_body, result_json
 
 from bench.operator.report import write_section
+from bench.operator.traced import OUT_ENV
 from perennial.core.naming import run_name
 
 REPO = Path(__file__).resolve().parents[2]
@@ -87,6 +89,33 @@ def _log_path(n: int) -> Path:
     return folder / f"operator-{n}.log"
 
 
+def _commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "describe", "--always", "--dirty"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return out.stdout.strip()
+
+
+def _tracemalloc_path(n: int) -> Path:
+    return _log_path(n).with_name(f"tracemalloc-{n}.txt")
+
+
+async def _dump_allocations(operator: subprocess.Popen[bytes], n: int) -> None:
+    """Ask the traced operator for its allocations (SIGUSR1) and wait for the file."""
+    operator.send_signal(signal.SIGUSR1)
+    path = _tracemalloc_path(n)
+    await _wait(lambda: _async(path.exists()), 300, f"{path.name}", interval=1.0)
+    print(f"N={n}: Python allocations in {path}", flush=True)
+
+
 def _proc_cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
@@ -111,6 +140,7 @@ class SizeResult:
     job_to_rollout: list[float] = field(default_factory=list)
     settle_seconds: float = 0.0  # after setup, until the operator went quiet
     rss_start_mib: float = 0.0  # once its watches were open, before any object existed
+    commit: str = ""  # the code measured (git describe --always --dirty)
 
     @property
     def requests_per_second(self) -> float:
@@ -161,7 +191,9 @@ def _object(emulator: ApiServerEmulator, resource: str, name: str) -> dict[str, 
     return raw
 
 
-async def _bench_one(n: int, deployments: int, window: float, samples: int) -> SizeResult:
+async def _bench_one(
+    n: int, deployments: int, window: float, samples: int, traced: bool = False
+) -> SizeResult:
     async with CountingEmulator() as emulator, kmock.Server(emulator):
         await emulator.load_crds(CRDS, skip_other_kinds=True)
         emulator.answer_selectors_unfiltered()
@@ -174,21 +206,18 @@ async def _bench_one(n: int, deployments: int, window: float, samples: int) -> S
             kubeconfig = write_kubeconfig(Path(tmp) / "kubeconfig", emulator.base_url)
             env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
             env.pop("KUBERNETES_SERVICE_HOST", None)
+            module = ["bench.operator.traced"] if traced else ["perennial"]
+            if traced:
+                env[OUT_ENV] = str(_tracemalloc_path(n))
+                _tracemalloc_path(n).unlink(missing_ok=True)
             operator = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "perennial",
-                    "run",
-                    "--liveness=",
-                    "--metrics-port=0",
-                ],
+                [sys.executable, "-m", *module, "run", "--liveness=", "--metrics-port=0"],
                 env=env,
                 stdout=subprocess.DEVNULL,
                 stderr=open(_log_path(n), "w"),  # noqa: SIM115
             )
             try:
-                return await _drive(
+                result = await _drive(
                     emulator,
                     api=api,
                     controllers=controllers,
@@ -198,6 +227,9 @@ async def _bench_one(n: int, deployments: int, window: float, samples: int) -> S
                     window=window,
                     samples=samples,
                 )
+                if traced:
+                    await _dump_allocations(operator, n)
+                return result
             finally:
                 operator.terminate()
                 try:
@@ -315,6 +347,7 @@ async def _drive(
         rss_mib=rss,
         settle_seconds=settle,
         rss_start_mib=rss_start,
+        commit=_commit(),
     )
     for name in names[: min(samples, deployments)]:
         a, b = await _latencies(emulator, api, controllers, name)
@@ -447,6 +480,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--samples", type=int, default=5, help="latency samples per N")
     parser.add_argument("--no-docs", action="store_true", help="do not write docs/benchmarks.md")
     parser.add_argument(
+        "--tracemalloc",
+        action="store_true",
+        help="run the operator under tracemalloc and write its largest Python allocations "
+        "after the window to .bench/operator/tracemalloc-N.txt (slows it: implies --no-docs)",
+    )
+    parser.add_argument(
         "--from-results",
         action="store_true",
         help="measure nothing: write docs/benchmarks.md from the results of earlier runs of "
@@ -465,10 +504,13 @@ def main(argv: list[str] | None = None) -> int:
             continue
         print(f"N={n} ...", flush=True)
         began = time.monotonic()
-        result = asyncio.run(_bench_one(n, min(args.deployments, n), args.window, args.samples))
-        saved.write_text(
-            json.dumps({"result": result.to_json(), "seconds": time.monotonic() - began})
+        result = asyncio.run(
+            _bench_one(n, min(args.deployments, n), args.window, args.samples, args.tracemalloc)
         )
+        if not args.tracemalloc:  # its figures are the tracer's: never rendered
+            saved.write_text(
+                json.dumps({"result": result.to_json(), "seconds": time.monotonic() - began})
+            )
         results.append(result)
         print(
             f"N={n}: setup {result.setup_seconds:.0f}s, {result.requests_per_second:.3f} req/s "
@@ -479,6 +521,6 @@ def main(argv: list[str] | None = None) -> int:
             f"{statistics.median(result.job_to_rollout) if result.job_to_rollout else 0:.3f}s",
             flush=True,
         )
-    if not args.no_docs:
+    if not args.no_docs and not args.tracemalloc:
         write_section(REPO / "docs" / "benchmarks.md", results, time.monotonic() - t0, args)
     return 0
