@@ -77,6 +77,18 @@ def render(results: Sequence[Any], seconds: float, args: argparse.Namespace) -> 
             f"{_median(r.trigger_to_job)} / {_max(r.trigger_to_job)} | "
             f"{_median(r.job_to_rollout)} / {_max(r.job_to_rollout)} |"
         )
+    repeats = [
+        f"{r.n:,}: " + (", ".join(f"{h} {c:,}" for h, c in r.repeated_creates.items()) or "none")
+        for r in results
+        if hasattr(r, "repeated_creates")
+    ]
+    if repeats:
+        lines += [
+            "",
+            "Objects whose create handler kopf ran more than once during the setup (it does "
+            "when the version it patched has not come back through the watch in time; "
+            "counted in the operator's log), by N: " + "; ".join(repeats) + ".",
+        ]
     busy = [r for r in results if r.requests]
     if busy:
         lines.append("")

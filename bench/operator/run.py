@@ -24,6 +24,7 @@ import collections
 import dataclasses
 import json
 import os
+import re
 import signal
 import statistics
 import subprocess
@@ -89,6 +90,25 @@ def _log_path(n: int) -> Path:
     return folder / f"operator-{n}.log"
 
 
+_CREATE_HANDLED = re.compile(r"\[([^\]/]+/[^\]]+)\] Handler '([\w-]+-create)' succeeded")
+
+
+def _repeated_creates(log: Path) -> dict[str, int]:
+    """How many objects had their create handler run more than once, by handler: kopf runs
+    it again when the version it patched has not come back through the watch in time."""
+    runs: collections.Counter[tuple[str, str]] = collections.Counter()
+    with log.open(errors="replace") as lines:
+        for line in lines:
+            found = _CREATE_HANDLED.search(line)
+            if found:
+                runs[(found.group(2), found.group(1))] += 1
+    repeated: collections.Counter[str] = collections.Counter()
+    for (handler, _), times in runs.items():
+        if times > 1:
+            repeated[handler] += 1
+    return dict(sorted(repeated.items()))
+
+
 def _commit() -> str:
     try:
         out = subprocess.run(
@@ -141,6 +161,8 @@ class SizeResult:
     settle_seconds: float = 0.0  # after setup, until the operator went quiet
     rss_start_mib: float = 0.0  # once its watches were open, before any object existed
     commit: str = ""  # the code measured (git describe --always --dirty)
+    # Objects whose create handler ran more than once, by handler (from the operator's log).
+    repeated_creates: dict[str, int] = field(default_factory=dict)
 
     @property
     def requests_per_second(self) -> float:
@@ -507,6 +529,7 @@ def main(argv: list[str] | None = None) -> int:
         result = asyncio.run(
             _bench_one(n, min(args.deployments, n), args.window, args.samples, args.tracemalloc)
         )
+        result.repeated_creates = _repeated_creates(_log_path(n))
         if not args.tracemalloc:  # its figures are the tracer's: never rendered
             saved.write_text(
                 json.dumps({"result": result.to_json(), "seconds": time.monotonic() - began})

@@ -70,6 +70,14 @@ CONNECT_TIMEOUT: Final = 10.0
 API_ERROR_BACKOFFS: Final = (1.0, 2.0, 4.0, 8.0)
 EVENT_POST_BACKOFFS: Final = (1.0, 2.0, 4.0)
 
+# After patching an object (its handlers' progress, the last handled spec), kopf waits for
+# the watch to deliver that version before it runs change handlers again; past the wait it
+# goes on with the body it has, which lacks its own patch, and runs the create handler a
+# second time. kopf's default (5 s) was outlasted by the watch's lag when thousands of
+# pipelines were created at once (make bench-operator counts the repeats). The wait ends
+# as soon as the version arrives.
+CONSISTENCY_TIMEOUT: Final = 60.0
+
 # Handler execution: the delay before retrying a handler that raised an arbitrary error.
 DEFAULT_HANDLER_BACKOFF: Final = 15.0
 SYNC_HANDLER_THREADS: Final = 16
@@ -105,6 +113,7 @@ def apply_settings(settings: kopf.OperatorSettings, *, namespaced: bool, instanc
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
         prefix=ANNOTATION_PREFIX, v1=False
     )
+    settings.persistence.consistency_timeout = CONSISTENCY_TIMEOUT
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=ANNOTATION_PREFIX, key=DIFFBASE_KEY, v1=False
     )

@@ -28,6 +28,7 @@ is synchronous. Tests point the module at an emulator with :func:`configure`.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -99,6 +100,12 @@ USER_AGENT: Final = f"perennial/{__version__}"
 
 # Connect / read timeouts of one request (seconds).
 REQUEST_TIMEOUT: Final = (10.0, 60.0)
+
+# Connections kept open to the API server. Every thread that may call it at once keeps one:
+# kopf's sync-handler threads (16), asyncio's default executor (the trigger and deployment
+# loops), the liveness probe. urllib3's default (5 per core) discarded connections in
+# bursts ("Connection pool is full") and the next request paid a new TLS handshake.
+CONNECTION_POOL_SIZE: Final = 32
 
 RETRYABLE_STATUS: Final = frozenset({409, 429, 500, 502, 503, 504})
 # The longest Retry-After honoured (seconds): API Priority and Fairness asks for ~1 s.
@@ -223,6 +230,12 @@ def configure(configuration: Any | None = None, *, retry: RetryPolicy | None = N
 
 
 def _new_client(configuration: Any | None = None) -> Any:
+    # A copy: the caller's (or the package's default) configuration stays as it was.
+    if configuration is None:
+        configuration = kubernetes.client.Configuration.get_default_copy()
+    else:
+        configuration = copy.deepcopy(configuration)
+    configuration.connection_pool_maxsize = CONNECTION_POOL_SIZE
     client = kubernetes.client.ApiClient(configuration)
     client.user_agent = USER_AGENT
     return client

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -24,6 +25,7 @@ class Script:
         self.answers: dict[tuple[str, str], list[Answer]] = {}
         self.requests: list[tuple[str, str, str, Any]] = []
         self.arrivals: list[float] = []  # time.monotonic() of each request
+        self.delay = 0.0  # seconds before each answer (to hold many requests open at once)
 
     def on(self, method: str, path: str, *answers: Answer) -> None:
         self.answers[(method, path)] = list(answers)
@@ -48,6 +50,7 @@ def server() -> Iterator[Script]:
                 (self.command, self.path, self.headers.get("Content-Type", ""), body)
             )
             script.arrivals.append(time.monotonic())
+            time.sleep(script.delay)
             status, answer, *extra = script.answer(self.command, self.path)
             data = json.dumps(answer).encode()
             self.send_response(status)
@@ -219,6 +222,29 @@ def test_owner_reference_needs_a_uid() -> None:
     }
     with pytest.raises(ValueError, match="uid"):
         client.owner_reference({"apiVersion": "v1", "kind": "X", "metadata": {"name": "a"}})
+
+
+def test_concurrent_requests_keep_their_connections(
+    server: Script, caplog: pytest.LogCaptureFixture
+) -> None:
+    # As many threads as the operator runs at once (kopf's handler threads and asyncio's
+    # default executor): every connection goes back to the pool, none is discarded (and
+    # none reopened: a TLS handshake per request against a real API server).
+    server.on("GET", f"{JOB_PATH}/j1", (200, {"metadata": {"name": "j1"}}))
+    server.delay = 0.2
+    threads = [
+        threading.Thread(target=client.get, args=(client.JOBS, "j1", "ns")) for _ in range(24)
+    ]
+    with caplog.at_level(logging.WARNING, logger="urllib3"):
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        server.delay = 0.0
+        for _ in range(24):  # one after another: each reuses a kept connection
+            client.get(client.JOBS, "j1", "ns")
+    assert len(server.requests) == 48
+    assert not [r for r in caplog.records if "pool is full" in r.getMessage()]
 
 
 def test_follows_the_default_configuration_when_not_configured(server: Script) -> None:
