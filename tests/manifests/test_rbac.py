@@ -22,7 +22,7 @@ NEEDED_NAMESPACED = [
     *(("perennial.dev", f"{r}/status", {"patch"}) for r in CUSTOM),
     ("batch", "jobs", {"list", "watch", "create", "delete"}),
     ("", "pods", {"list", "watch"}),
-    ("apps", "deployments", {"get", "list", "watch", "create", "patch"}),
+    ("apps", "deployments", {"list", "watch", "create", "patch"}),  # read from the watch
     ("", "services", {"get", "create", "patch"}),
     ("policy", "poddisruptionbudgets", {"get", "create", "patch", "delete"}),
     ("", "events", {"create"}),
