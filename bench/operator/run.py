@@ -110,18 +110,23 @@ def _repeated_creates(log: Path) -> dict[str, int]:
 
 
 def _commit() -> str:
-    try:
-        out = subprocess.run(
-            ["git", "describe", "--always", "--dirty"],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
+    """The commit measured, ``-dirty`` if the code (not the docs) has uncommitted changes."""
+
+    def git(*args: str) -> str:
+        done = subprocess.run(
+            ["git", *args], cwd=REPO, capture_output=True, text=True, timeout=10, check=True
         )
+        return done.stdout.strip()
+
+    try:
+        commit = git("rev-parse", "--short", "HEAD")
+        changed = git("status", "--porcelain", "--", *CODE)
     except (OSError, subprocess.SubprocessError):
         return ""
-    return out.stdout.strip()
+    return f"{commit}-dirty" if changed else commit
+
+
+CODE = ("operator", "trainer-image", "bench", "tests", "pyproject.toml")
 
 
 def _tracemalloc_path(n: int) -> Path:
