@@ -29,7 +29,7 @@ from typing import Any, Final
 import aiohttp.web
 import kmock
 from tests.integration.harness.api_errors import api_error
-from tests.integration.harness.rbac import is_operator
+from tests.integration.harness.rbac import is_operator, user_agent
 
 from bench.chaos.cluster import WRITES, ChaosEmulator
 
@@ -89,14 +89,11 @@ class FaultEmulator(ChaosEmulator):
         self.early_retries: list[str] = []
         self.retries_after_429: list[float] = []  # seconds from the 429 to the retry
 
-    def _agent(self, request: kmock.Request) -> str:
-        return next((v for k, v in request.headers.items() if k.lower() == "user-agent"), "")
-
     async def _handle(self, request: kmock.Request) -> Any:
         plan = self.faults
         if plan is None or not is_operator(request) or request.resource is None:
             return await super()._handle(request)
-        agent = self._agent(request)
+        agent = user_agent(request)
         # A retry is the same request again (a new event to the same path is not one).
         body = json.dumps(request.data, sort_keys=True, default=str)
         key = (agent.split("/")[0], request.method.value.upper(), request.url.path_qs, body)

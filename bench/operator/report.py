@@ -80,7 +80,7 @@ def render(results: Sequence[Any], seconds: float, args: argparse.Namespace) -> 
     repeats = [
         f"{r.n:,}: " + (", ".join(f"{h} {c:,}" for h, c in r.repeated_creates.items()) or "none")
         for r in results
-        if hasattr(r, "repeated_creates")
+        if r.repeated_creates is not None
     ]
     if repeats:
         lines += [
@@ -105,7 +105,7 @@ def render(results: Sequence[Any], seconds: float, args: argparse.Namespace) -> 
 
 
 def _code(results: Sequence[Any]) -> list[str]:
-    commits = {r.n: getattr(r, "commit", "") for r in results}
+    commits = {r.n: r.commit for r in results}
     if not any(commits.values()):
         return []
     if len(set(commits.values())) == 1:

@@ -109,6 +109,10 @@ def _repeated_creates(log: Path) -> dict[str, int]:
     return dict(sorted(repeated.items()))
 
 
+# What the measured code is: a change elsewhere (the docs being written) is not "dirty".
+CODE = ("operator", "trainer-image", "bench", "tests", "pyproject.toml")
+
+
 def _commit() -> str:
     """The commit measured, ``-dirty`` if the code (not the docs) has uncommitted changes."""
 
@@ -124,9 +128,6 @@ def _commit() -> str:
     except (OSError, subprocess.SubprocessError):
         return ""
     return f"{commit}-dirty" if changed else commit
-
-
-CODE = ("operator", "trainer-image", "bench", "tests", "pyproject.toml")
 
 
 def _tracemalloc_path(n: int) -> Path:
@@ -165,9 +166,10 @@ class SizeResult:
     job_to_rollout: list[float] = field(default_factory=list)
     settle_seconds: float = 0.0  # after setup, until the operator went quiet
     rss_start_mib: float = 0.0  # once its watches were open, before any object existed
-    commit: str = ""  # the code measured (git describe --always --dirty)
-    # Objects whose create handler ran more than once, by handler (from the operator's log).
-    repeated_creates: dict[str, int] = field(default_factory=dict)
+    commit: str = ""  # the code measured (see _commit)
+    # Objects whose create handler ran more than once, by handler (from the operator's log);
+    # None: not counted (results from before the count).
+    repeated_creates: dict[str, int] | None = None
 
     @property
     def requests_per_second(self) -> float:

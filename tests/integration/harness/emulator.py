@@ -58,7 +58,7 @@ from .metadata import (
     updated_object,
 )
 from .patches import patched_object
-from .rbac import RbacCheck, is_operator, is_resource_request
+from .rbac import RbacCheck, is_operator, is_resource_request, user_agent
 from .tables import printer_columns, render_table, wants_table
 
 __all__ = ["ApiServerEmulator", "IgnoredWrite"]
@@ -306,9 +306,8 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
         elif request.action in (kmock.action.FETCH, kmock.action.LIST) and is_operator(request):
             res = request.resource
             path = "/".join(filter(None, (res.group, res.version, res.plural))) if res else ""
-            agent = next((v for k, v in request.headers.items() if k.lower() == "user-agent"), "")
             self.operator_reads.append(
-                (request.action.value.upper(), path or str(request.url), agent)
+                (request.action.value.upper(), path or str(request.url), user_agent(request))
             )
         routing = _ROUTING.set(request)
         try:

@@ -61,9 +61,13 @@ def is_resource_request(request: kmock.Request) -> bool:
     return request.resource is not None and bool(request.resource.plural)
 
 
+def user_agent(request: kmock.Request) -> str:
+    """The request's User-Agent header ("" without one), whatever its case."""
+    return next((v for k, v in request.headers.items() if k.lower() == "user-agent"), "")
+
+
 def is_operator(request: kmock.Request) -> bool:
-    agent = next((v for k, v in request.headers.items() if k.lower() == "user-agent"), "")
-    return agent.startswith(OPERATOR_AGENTS)
+    return user_agent(request).startswith(OPERATOR_AGENTS)
 
 
 def granted(rules: Iterable[Mapping[str, Any]]) -> frozenset[Access]:
