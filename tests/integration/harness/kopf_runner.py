@@ -202,7 +202,11 @@ class OperatorRunner:
         run.thread = threading.Thread(
             target=self._main, args=(run, kwargs), name=f"kopf-{self.starts}", daemon=True
         )
-        first_request = len(list(self._emulator))
+        # The requests already kept (an old operator's watches may still be in flight):
+        # by identity, not by count - the emulator forgets answered requests, so a count
+        # taken now may exceed the list later and hide the new watches.
+        before = list(self._emulator)  # held: their ids stay unique while we compare
+        seen = {id(r) for r in before}
         self._run = run
         run.thread.start()
 
@@ -212,7 +216,7 @@ class OperatorRunner:
             return run.ready_flag.is_set() and not missing()
 
         def missing() -> list[str]:
-            requests = list(self._emulator)[first_request:]
+            requests = [r for r in self._emulator if id(r) not in seen]
             watched = {r.resource for r in requests if r.action == kmock.action.WATCH}
             return [str(res.plural) for res in args.watching if res not in watched]
 
